@@ -1,0 +1,88 @@
+//! A restored archive: one block of memory and a view description per array.
+
+use std::collections::HashMap;
+
+use crate::block::Block;
+use crate::descr::Descr;
+use crate::dtype::Dtype;
+
+/// One restored array: where its bytes are in the block and how numpy describes them.
+#[derive(Clone, Debug)]
+pub struct ArrayInfo {
+    /// The key (member name without one `.npy` suffix).
+    pub key: String,
+    /// The element type as numpy described it.
+    pub descr: Descr,
+    /// `descr` as text: `<f4`, or the record list literal.
+    pub descr_string: String,
+    /// The numeric dtype, when the element type has one in native byte order.
+    pub dtype: Option<Dtype>,
+    /// Shape (`[]` for 0-d).
+    pub shape: Vec<u64>,
+    /// True if the bytes are in Fortran order (as stored; never transposed).
+    pub fortran_order: bool,
+    /// Offset of the data in the block (a multiple of 64).
+    pub offset: usize,
+    /// Bytes of data.
+    pub nbytes: usize,
+}
+
+/// A restored `.npz`: every array in one 64-byte-aligned block, in central-directory order.
+///
+/// Immutable once built; `&Archive` may be shared between threads.
+pub struct Archive {
+    pub(crate) block: Block,
+    pub(crate) arrays: Vec<ArrayInfo>,
+    pub(crate) index: HashMap<String, usize>,
+    pub(crate) skipped: Vec<String>,
+}
+
+impl Archive {
+    /// Number of arrays.
+    pub fn len(&self) -> usize {
+        self.arrays.len()
+    }
+
+    /// True if there are no arrays.
+    pub fn is_empty(&self) -> bool {
+        self.arrays.is_empty()
+    }
+
+    /// The arrays' descriptions, in order.
+    pub fn arrays(&self) -> &[ArrayInfo] {
+        &self.arrays
+    }
+
+    /// Index of the array named `key`.
+    pub fn find(&self, key: &str) -> Option<usize> {
+        self.index.get(key).copied()
+    }
+
+    /// The bytes of array `i` (64-byte aligned); `None` if `i` is out of range.
+    pub fn data(&self, i: usize) -> Option<&[u8]> {
+        let a = self.arrays.get(i)?;
+        self.block.as_slice().get(a.offset..a.offset + a.nbytes)
+    }
+
+    /// Address of array `i`'s first byte (inside the block even for empty arrays).
+    pub fn data_ptr(&self, i: usize) -> Option<*const u8> {
+        let a = self.arrays.get(i)?;
+        Some(self.block.as_ptr().wrapping_add(a.offset))
+    }
+
+    /// The whole block.
+    pub fn block(&self) -> &[u8] {
+        self.block.as_slice()
+    }
+
+    /// Address of the block (page-aligned, never NULL).
+    pub fn block_ptr(&self) -> *const u8 {
+        self.block.as_ptr()
+    }
+
+    /// Names of members that are not arrays (not `*.npy`, or without the npy magic); numpy
+    /// would hand these back as raw bytes.
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
+    }
+}

@@ -1,0 +1,84 @@
+//! The restore block: one anonymous mapping that holds every array, each at a 64-aligned offset.
+//!
+//! An anonymous mapping costs no zeroing pass (the kernel hands out zero pages on first touch)
+//! and, advised with MADV_HUGEPAGE, faults in 2 MiB at a time: measured here, two threads
+//! `pread`-ing 512 MiB into 4 KiB pages reach 2.4-4.6 GB/s, into huge pages 15 GB/s.
+
+use memmap2::{MmapMut, MmapOptions};
+
+use crate::error::{Error, Result};
+
+/// Alignment of every array inside the block.
+pub const BLOCK_ALIGN: usize = 64;
+
+/// Rounds `n` up to the next multiple of [`BLOCK_ALIGN`], or `None` on overflow.
+pub fn align_up(n: usize) -> Option<usize> {
+    n.checked_add(BLOCK_ALIGN - 1)
+        .map(|v| v & !(BLOCK_ALIGN - 1))
+}
+
+/// A page-aligned, writable, private block of memory, unmapped on drop.
+pub struct Block {
+    map: MmapMut,
+    len: usize,
+}
+
+impl Block {
+    /// Allocates `len` bytes (fallibly: an allocation failure is [`crate::ErrorKind::NoMem`]).
+    ///
+    /// At least one page is mapped even for `len == 0`, so every array pointer (including those of
+    /// empty arrays at the end) points into the mapping.
+    pub fn new(len: usize) -> Result<Block> {
+        let map = MmapOptions::new()
+            .len(len.max(BLOCK_ALIGN))
+            .map_anon()
+            .map_err(|e| Error::nomem(format!("cannot allocate a block of {len} bytes: {e}")))?;
+        #[cfg(target_os = "linux")]
+        if len >= 2 << 20 {
+            // Advisory only: without transparent huge pages this changes nothing.
+            let _ = map.advise(memmap2::Advice::HugePage);
+        }
+        Ok(Block { map, len })
+    }
+
+    /// The block's length in bytes (the sum of the arrays, each padded to 64).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if the block holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The block's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.map[..self.len]
+    }
+
+    /// The block's bytes, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.map[..self.len]
+    }
+
+    /// Address of the first byte (page-aligned, never NULL).
+    pub fn as_ptr(&self) -> *const u8 {
+        self.map.as_ptr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocates_and_aligns() {
+        let mut b = Block::new(5 << 20).unwrap();
+        assert_eq!(b.as_ptr() as usize % 4096, 0);
+        b.as_mut_slice()[(5 << 20) - 1] = 7;
+        assert_eq!(b.as_slice()[(5 << 20) - 1], 7);
+        assert!(Block::new(0).unwrap().is_empty());
+        assert_eq!(align_up(65), Some(128));
+        assert_eq!(align_up(usize::MAX), None);
+    }
+}

@@ -1,0 +1,139 @@
+//! The crate's error type, its mapping to C status codes, and the thread-local last-error store.
+
+use std::cell::RefCell;
+use std::fmt;
+
+/// What went wrong, coarse enough to map 1:1 onto a `PSV_ERR_*` status code.
+///
+/// The detail (path, key, offset) lives in [`Error`]'s message, not in the kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// A required pointer argument was NULL (C ABI only).
+    NullArg,
+    /// An argument is invalid: bad key, bad option value, size mismatch.
+    InvalidArg,
+    /// Unknown dtype code, unparsable numpy descr, or an object dtype given to save.
+    BadDtype,
+    /// A shape's element or byte count overflows, a dimension is negative, or ndim is too large.
+    Overflow,
+    /// The operating system reported an error (open, read, write, rename, ...).
+    Io,
+    /// The file is not a valid .npz/.npy: not a zip, truncated, bad header, inconsistent records.
+    Format,
+    /// A valid file uses something this library does not restore (pickled objects, bzip2, ...).
+    Unsupported,
+    /// A configured restore limit (header length, total size, member count) was exceeded.
+    Limit,
+    /// A requested key does not exist.
+    NotFound,
+    /// A memory allocation failed.
+    NoMem,
+    /// The caller asked to stop (progress callback).
+    Aborted,
+    /// An internal panic was caught at the FFI boundary.
+    Panic,
+    /// A member's CRC-32 does not match the central directory.
+    Crc,
+}
+
+/// An error with a human-readable message that names the path, key or offset involved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Creates an error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The error's kind (maps to a `PSV_ERR_*` code).
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The error's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Wraps an OS error with what was being done (`context` names the path).
+    pub fn io(context: impl fmt::Display, err: std::io::Error) -> Self {
+        let kind = if err.kind() == std::io::ErrorKind::OutOfMemory {
+            ErrorKind::NoMem
+        } else {
+            ErrorKind::Io
+        };
+        Error::new(kind, format!("{context}: {err}"))
+    }
+
+    /// Returns the same error with `prefix: ` put in front of the message.
+    pub fn context(mut self, prefix: impl fmt::Display) -> Self {
+        self.message = format!("{prefix}: {}", self.message);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Shorthand constructors, one per kind, used by the format and orchestration code.
+macro_rules! err_ctor {
+    ($($name:ident => $kind:ident),* $(,)?) => {
+        impl Error {
+            $(
+                #[doc = concat!("A [`ErrorKind::", stringify!($kind), "`] error.")]
+                pub fn $name(message: impl Into<String>) -> Self {
+                    Error::new(ErrorKind::$kind, message)
+                }
+            )*
+        }
+    };
+}
+err_ctor!(
+    invalid_arg => InvalidArg,
+    bad_dtype => BadDtype,
+    overflow => Overflow,
+    format => Format,
+    unsupported => Unsupported,
+    limit => Limit,
+    not_found => NotFound,
+    nomem => NoMem,
+    crc => Crc,
+);
+
+thread_local! {
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Replaces the calling thread's last error message.
+pub(crate) fn set_last_error(message: &str) {
+    LAST_ERROR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        slot.clear();
+        slot.push_str(message);
+    });
+}
+
+/// Clears the calling thread's last error message.
+pub(crate) fn clear_last_error() {
+    LAST_ERROR.with(|slot| slot.borrow_mut().clear());
+}
+
+/// Calls `f` with the calling thread's last error message.
+pub(crate) fn with_last_error<R>(f: impl FnOnce(&str) -> R) -> R {
+    LAST_ERROR.with(|slot| f(&slot.borrow()))
+}

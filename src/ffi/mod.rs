@@ -1,0 +1,636 @@
+//! The C ABI. Every function here: runs its body inside the panic boundary, checks every
+//! pointer through `ptr`, calls the safe core, and writes out-parameters only at the end.
+//!
+//! Thread safety: a `psv_saver` or an options handle is used by one thread at a time (it may
+//! move between threads). A `psv_archive` is immutable: its accessors may be called from many
+//! threads at once, but `psv_free` must not race any other call on it. Different handles are
+//! independent; saves and restores may run concurrently. Error messages are per thread.
+#![allow(unsafe_code, non_camel_case_types)]
+// These are C entry points, safe `extern "C" fn`s as in rustls-ffi: their pointer arguments'
+// validity is the documented C contract, and every pointer is NULL-checked in `ptr`.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
+mod boundary;
+mod ptr;
+pub mod types;
+
+use std::ffi::{c_char, CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use self::boundary::{null_arg, status, value};
+use self::types::*;
+use crate::archive::Archive;
+use crate::dtype::{Dtype, DTYPE_OTHER_CODE};
+use crate::error::{with_last_error, Error, Result};
+use crate::options::{RestoreOptions, SaveOptions};
+use crate::save::Saver;
+use crate::shape;
+
+// ---------------------------------------------------------------------------------------------
+// Saving
+
+/// Creates an empty saver. Free it with `psv_saver_free`.
+///
+/// Returns NULL only if memory is exhausted.
+#[no_mangle]
+pub extern "C" fn psv_saver_new() -> *mut psv_saver {
+    value(std::ptr::null_mut(), || {
+        Ok(ptr::into_handle(psv_saver {
+            inner: Saver::new(),
+        }))
+    })
+}
+
+/// Reads a C shape: `shape` may be NULL only when `ndim` is 0; ndim above 64 and negative
+/// dimensions are `PSV_ERR_OVERFLOW`.
+///
+/// # Safety
+/// `shape` is NULL or points to `ndim` readable `int64_t`.
+unsafe fn read_shape(shape: *const i64, ndim: usize) -> Result<Vec<u64>> {
+    if ndim > shape::MAX_NDIM {
+        return Err(Error::overflow(format!(
+            "ndim {ndim} exceeds the maximum of {}",
+            shape::MAX_NDIM
+        )));
+    }
+    // SAFETY: the caller passes `ndim` readable elements (checked small above).
+    let dims = unsafe { ptr::slice(shape, ndim, "shape") }?;
+    shape::dims_from_i64(dims)
+}
+
+/// Adds a C-order array of a numeric dtype (`PSV_DTYPE_BOOL` .. `PSV_DTYPE_C128`, native byte
+/// order) under `key`.
+///
+/// Borrowed, not copied: `data` (prod(shape) * itemsize bytes) must stay valid and unchanged
+/// until `psv_saver_free`; it is read during `psv_saver_save`. `key` (non-empty UTF-8, unique in
+/// this saver) and `shape` (`ndim` dims, NULL allowed when `ndim` is 0; a 0-d array holds one
+/// element) are copied. `data` may be NULL only if the byte count is 0.
+///
+/// Errors: NULL_ARG, BAD_DTYPE (unknown code or PSV_DTYPE_OTHER), OVERFLOW (negative dims,
+/// ndim > 64, byte count overflows), INVALID_ARG (bad or duplicate key).
+#[no_mangle]
+pub extern "C" fn psv_saver_add(
+    s: *mut psv_saver,
+    key: *const c_char,
+    data: *const core::ffi::c_void,
+    dtype: psv_dtype,
+    shape: *const i64,
+    ndim: usize,
+) -> psv_status {
+    status(|| {
+        // SAFETY: `s` is NULL or a live saver used only by this thread (documented contract).
+        let s = unsafe { ptr::handle_mut(s, "saver") }?;
+        // SAFETY: `key` is NULL or NUL-terminated (documented contract).
+        let key = unsafe { ptr::utf8(key, "key") }?;
+        let dtype = Dtype::try_from(dtype)?;
+        // SAFETY: `shape` points to `ndim` dims (documented contract).
+        let dims = unsafe { read_shape(shape, ndim) }?;
+        let nbytes = shape::byte_count(&dims, dtype.itemsize())
+            .map_err(|e| e.context(format!("key {key:?}")))?;
+        // SAFETY: the caller keeps `nbytes` bytes at `data` valid and unchanged until the saver
+        // is freed, which is as long as the saver holds this slice.
+        let data: &'static [u8] = unsafe { ptr::slice(data.cast::<u8>(), nbytes, "data") }?;
+        s.inner.add(key, data, dtype, &dims)
+    })
+}
+
+/// Adds an array described by a numpy descr under `key`: a type string as numpy's
+/// `dtype.str` (`"<f8"`, `"|S5"`, `"<U3"`, `"<M8[ns]"`, `">i4"`) or a record as
+/// `repr(dtype.descr)` (`"[('a', '<i4'), ('b', '<f8', (2,))]"`). Object dtypes are refused.
+///
+/// `nbytes` must equal prod(shape) * itemsize. `fortran_order` marks column-major data (ignored
+/// for ndim < 2, as numpy does). Ownership as `psv_saver_add`: `data` is borrowed until
+/// `psv_saver_free`; `key`, `numpy_descr` and `shape` are copied.
+///
+/// Errors: NULL_ARG, BAD_DTYPE (bad or object descr), OVERFLOW, INVALID_ARG (bad key, nbytes
+/// mismatch).
+#[no_mangle]
+pub extern "C" fn psv_saver_add_descr(
+    s: *mut psv_saver,
+    key: *const c_char,
+    data: *const core::ffi::c_void,
+    nbytes: usize,
+    numpy_descr: *const c_char,
+    shape: *const i64,
+    ndim: usize,
+    fortran_order: bool,
+) -> psv_status {
+    status(|| {
+        // SAFETY: see psv_saver_add.
+        let s = unsafe { ptr::handle_mut(s, "saver") }?;
+        // SAFETY: NUL-terminated per contract.
+        let key = unsafe { ptr::utf8(key, "key") }?;
+        // SAFETY: NUL-terminated per contract.
+        let descr = unsafe { ptr::utf8(numpy_descr, "numpy_descr") }
+            .map_err(|e| Error::new(e.kind(), e.message()))?;
+        // SAFETY: `shape` points to `ndim` dims per contract.
+        let dims = unsafe { read_shape(shape, ndim) }?;
+        if nbytes > isize::MAX as usize {
+            return Err(Error::overflow(format!("nbytes {nbytes} is too large")));
+        }
+        // SAFETY: the caller keeps `nbytes` bytes at `data` valid until the saver is freed.
+        let data: &'static [u8] = unsafe { ptr::slice(data.cast::<u8>(), nbytes, "data") }?;
+        s.inner.add_descr(key, data, descr, &dims, fortran_order)
+    })
+}
+
+/// Number of arrays added to the saver; 0 for NULL.
+#[no_mangle]
+pub extern "C" fn psv_saver_count(s: *const psv_saver) -> usize {
+    value(0, || {
+        // SAFETY: `s` is NULL or a live saver.
+        Ok(unsafe { ptr::handle(s, "saver") }?.inner.len())
+    })
+}
+
+/// Converts a C path (bytes, not necessarily UTF-8) to a `Path`.
+///
+/// # Safety
+/// `p` is NULL or NUL-terminated.
+unsafe fn c_path<'a>(p: *const c_char) -> Result<&'a Path> {
+    // SAFETY: forwarded contract.
+    let bytes = unsafe { ptr::c_str(p, "path") }?.to_bytes();
+    if bytes.is_empty() {
+        return Err(Error::invalid_arg("path is empty"));
+    }
+    Ok(Path::new(OsStr::from_bytes(bytes)))
+}
+
+/// Writes every added array into `path` (".npz" is appended unless `path` ends with it).
+///
+/// The file appears atomically: it is written under a temporary name in the same directory
+/// and renamed over `path` only when complete (fsync'd first when the options ask). On any
+/// error the temporary file is removed and an existing file at `path` is left untouched. `opts`
+/// may be NULL for defaults. The saver stays usable and may be saved again. Blocks the calling
+/// thread; the work runs on a private pool.
+///
+/// Errors: NULL_ARG, INVALID_ARG (empty path), IO (with the OS text), NOMEM, OVERFLOW.
+#[no_mangle]
+pub extern "C" fn psv_saver_save(
+    s: *mut psv_saver,
+    path: *const c_char,
+    opts: *const psv_save_options,
+) -> psv_status {
+    status(|| {
+        // SAFETY: `s` is NULL or a live saver.
+        let s = unsafe { ptr::handle(s, "saver") }?;
+        // SAFETY: NUL-terminated per contract.
+        let path = unsafe { c_path(path) }?;
+        let defaults = SaveOptions::default();
+        let opts = if opts.is_null() {
+            &defaults
+        } else {
+            // SAFETY: non-NULL options handle, live per contract.
+            &unsafe { ptr::handle(opts, "opts") }?.inner
+        };
+        s.inner.save(path, opts).map(|_| ())
+    })
+}
+
+/// Frees a saver (and releases its borrows of the arrays' memory). NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn psv_saver_free(s: *mut psv_saver) {
+    value((), || {
+        // SAFETY: `s` is NULL or a saver from psv_saver_new, not yet freed.
+        unsafe { ptr::free_handle(s) };
+        Ok(())
+    })
+}
+
+/// Creates save options with the defaults (all cores, no fsync). Free with
+/// `psv_save_options_free`. NULL only if memory is exhausted.
+#[no_mangle]
+pub extern "C" fn psv_save_options_new() -> *mut psv_save_options {
+    value(std::ptr::null_mut(), || {
+        Ok(ptr::into_handle(psv_save_options {
+            inner: SaveOptions::default(),
+        }))
+    })
+}
+
+/// Sets the number of worker threads for a save; 0 (the default) means one per core.
+#[no_mangle]
+pub extern "C" fn psv_save_options_set_threads(
+    o: *mut psv_save_options,
+    threads: usize,
+) -> psv_status {
+    status(|| {
+        // SAFETY: `o` is NULL or a live options handle.
+        unsafe { ptr::handle_mut(o, "opts") }?.inner.threads = threads;
+        Ok(())
+    })
+}
+
+/// Makes saves durable when `fsync` is true: the file is fsync'd before the rename and its
+/// directory after it, so the new file survives a power loss once `psv_saver_save` returns.
+/// Without it (the default) the rename is still atomic for other processes, but a crash of the
+/// machine may leave the old file or an empty one, as for any unsynced write.
+#[no_mangle]
+pub extern "C" fn psv_save_options_set_fsync(o: *mut psv_save_options, fsync: bool) -> psv_status {
+    status(|| {
+        // SAFETY: `o` is NULL or a live options handle.
+        unsafe { ptr::handle_mut(o, "opts") }?.inner.fsync = fsync;
+        Ok(())
+    })
+}
+
+/// Frees save options. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn psv_save_options_free(o: *mut psv_save_options) {
+    value((), || {
+        // SAFETY: `o` is NULL or from psv_save_options_new, not yet freed.
+        unsafe { ptr::free_handle(o) };
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restoring
+
+/// Creates restore options with the defaults (all cores, CRC checked, default limits). Free
+/// with `psv_restore_options_free`. NULL only if memory is exhausted.
+#[no_mangle]
+pub extern "C" fn psv_restore_options_new() -> *mut psv_restore_options {
+    value(std::ptr::null_mut(), || {
+        Ok(ptr::into_handle(psv_restore_options {
+            inner: RestoreOptions::default(),
+        }))
+    })
+}
+
+/// Sets the number of worker threads for a restore; 0 (the default) means one per core.
+#[no_mangle]
+pub extern "C" fn psv_restore_options_set_threads(
+    o: *mut psv_restore_options,
+    threads: usize,
+) -> psv_status {
+    status(|| {
+        // SAFETY: `o` is NULL or a live options handle.
+        unsafe { ptr::handle_mut(o, "opts") }?.inner.threads = threads;
+        Ok(())
+    })
+}
+
+/// Chooses whether each member's CRC-32 is checked against the central directory (default
+/// true). Without the check, corrupt data is returned as it is in the file.
+#[no_mangle]
+pub extern "C" fn psv_restore_options_set_verify_crc(
+    o: *mut psv_restore_options,
+    verify: bool,
+) -> psv_status {
+    status(|| {
+        // SAFETY: `o` is NULL or a live options handle.
+        unsafe { ptr::handle_mut(o, "opts") }?.inner.verify_crc = verify;
+        Ok(())
+    })
+}
+
+/// Sets the limits a restore enforces before allocating; 0 keeps a field's default.
+///
+/// `max_total_bytes`: the block (all arrays, each padded to 64) — default: physical memory.
+/// `max_members`: central directory entries — default 16777216. `max_header_len`: a `.npy`
+/// HEADER_LEN — default 1 MiB (numpy's own largest headers are about 72 KB). Exceeding one is
+/// `PSV_ERR_LIMIT`.
+#[no_mangle]
+pub extern "C" fn psv_restore_options_set_limits(
+    o: *mut psv_restore_options,
+    max_total_bytes: u64,
+    max_members: u64,
+    max_header_len: u64,
+) -> psv_status {
+    status(|| {
+        // SAFETY: `o` is NULL or a live options handle.
+        let o = unsafe { ptr::handle_mut(o, "opts") }?;
+        let defaults = RestoreOptions::default();
+        o.inner.max_total_bytes = (max_total_bytes != 0).then_some(max_total_bytes);
+        o.inner.max_members = if max_members != 0 {
+            max_members
+        } else {
+            defaults.max_members
+        };
+        o.inner.max_header_len = if max_header_len != 0 {
+            max_header_len
+        } else {
+            defaults.max_header_len
+        };
+        Ok(())
+    })
+}
+
+/// Frees restore options. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn psv_restore_options_free(o: *mut psv_restore_options) {
+    value((), || {
+        // SAFETY: `o` is NULL or from psv_restore_options_new, not yet freed.
+        unsafe { ptr::free_handle(o) };
+        Ok(())
+    })
+}
+
+fn c_string(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::format(format!("{s:?} contains a NUL character")))
+}
+
+fn wrap_archive(inner: Archive) -> Result<psv_archive> {
+    let arrays = inner.arrays();
+    Ok(psv_archive {
+        keys: arrays
+            .iter()
+            .map(|a| c_string(&a.key))
+            .collect::<Result<_>>()?,
+        descrs: arrays
+            .iter()
+            .map(|a| c_string(&a.descr_string))
+            .collect::<Result<_>>()?,
+        shapes: arrays
+            .iter()
+            .map(|a| a.shape.iter().map(|&d| d as i64).collect())
+            .collect(),
+        skipped: inner
+            .skipped()
+            .iter()
+            .map(|n| CString::new(n.replace('\0', "\u{fffd}")).unwrap_or_default())
+            .collect(),
+        inner,
+    })
+}
+
+/// Restores every array of the `.npz` at `path` (".npz" appended unless present) into one
+/// block in which each array starts at a 64-byte-aligned address.
+///
+/// On success `*out` is a new archive the caller frees with `psv_free`; on failure `*out` is
+/// set to NULL. Reads any `.npz` numpy writes (stored or deflated); members that are not arrays
+/// are skipped (see `psv_archive_skipped_name`). `opts` may be NULL for defaults.
+///
+/// Errors: NULL_ARG, IO (missing or unreadable file), FORMAT (not a zip, truncated, bad header,
+/// duplicate or colliding names), UNSUPPORTED (object arrays, other compression), CRC, LIMIT,
+/// NOMEM.
+#[no_mangle]
+pub extern "C" fn psv_restore(
+    path: *const c_char,
+    opts: *const psv_restore_options,
+    out: *mut *mut psv_archive,
+) -> psv_status {
+    status(|| {
+        if out.is_null() {
+            return Err(null_arg("out"));
+        }
+        // SAFETY: `out` is non-NULL and writable per contract.
+        unsafe { ptr::write_out(out, std::ptr::null_mut()) };
+        // SAFETY: NUL-terminated per contract.
+        let path = unsafe { c_path(path) }?;
+        let defaults = RestoreOptions::default();
+        let opts = if opts.is_null() {
+            &defaults
+        } else {
+            // SAFETY: non-NULL options handle, live per contract.
+            &unsafe { ptr::handle(opts, "opts") }?.inner
+        };
+        let archive = wrap_archive(crate::restore::restore(path, opts)?)?;
+        // SAFETY: checked non-NULL above.
+        unsafe { ptr::write_out(out, ptr::into_handle(archive)) };
+        Ok(())
+    })
+}
+
+/// Runs an accessor on archive `a`, entry `i`; NULL or out-of-range gives `fallback`.
+fn entry<T>(a: *const psv_archive, i: usize, fallback: T, f: impl FnOnce(&psv_archive) -> T) -> T {
+    value(fallback, || {
+        // SAFETY: `a` is NULL or a live archive (immutable, so shared access is fine).
+        let a = unsafe { ptr::handle(a, "archive") }?;
+        if i >= a.inner.len() {
+            return Err(Error::invalid_arg(format!(
+                "index {i} is out of range (the archive has {} arrays)",
+                a.inner.len()
+            )));
+        }
+        Ok(f(a))
+    })
+}
+
+/// Number of arrays in the archive; 0 for NULL.
+#[no_mangle]
+pub extern "C" fn psv_archive_count(a: *const psv_archive) -> usize {
+    value(0, || {
+        // SAFETY: `a` is NULL or a live archive.
+        Ok(unsafe { ptr::handle(a, "archive") }?.inner.len())
+    })
+}
+
+/// Finds the array named `key`; on success writes its index to `*index`.
+///
+/// Errors: NULL_ARG, INVALID_ARG (key not UTF-8), NOT_FOUND.
+#[no_mangle]
+pub extern "C" fn psv_archive_find(
+    a: *const psv_archive,
+    key: *const c_char,
+    index: *mut usize,
+) -> psv_status {
+    status(|| {
+        // SAFETY: `a` is NULL or a live archive.
+        let a = unsafe { ptr::handle(a, "archive") }?;
+        // SAFETY: NUL-terminated per contract.
+        let key = unsafe { ptr::utf8(key, "key") }?;
+        if index.is_null() {
+            return Err(null_arg("index"));
+        }
+        let i = a
+            .inner
+            .find(key)
+            .ok_or_else(|| Error::not_found(format!("no array named {key:?}")))?;
+        // SAFETY: checked non-NULL; writable per contract.
+        unsafe { ptr::write_out(index, i) };
+        Ok(())
+    })
+}
+
+/// The key of array `i` (NUL-terminated UTF-8), valid until `psv_free`; NULL if out of range.
+#[no_mangle]
+pub extern "C" fn psv_archive_key(a: *const psv_archive, i: usize) -> *const c_char {
+    entry(a, i, std::ptr::null(), |a| a.keys[i].as_ptr())
+}
+
+/// The data of array `i`: 64-byte aligned, inside the archive's block, valid until `psv_free`;
+/// never NULL for a valid index (also for empty arrays). NULL if out of range.
+///
+/// The memory belongs to the archive; it may be written through (e.g. to modify the arrays in
+/// place) as long as no other thread reads it at the same time.
+#[no_mangle]
+pub extern "C" fn psv_archive_data(a: *const psv_archive, i: usize) -> *const core::ffi::c_void {
+    entry(a, i, std::ptr::null(), |a| {
+        a.inner.data_ptr(i).unwrap_or(std::ptr::null()).cast()
+    })
+}
+
+/// Bytes of array `i`'s data; 0 if out of range.
+#[no_mangle]
+pub extern "C" fn psv_archive_nbytes(a: *const psv_archive, i: usize) -> usize {
+    entry(a, i, 0, |a| a.inner.arrays()[i].nbytes)
+}
+
+/// The dtype code of array `i`: a numeric `PSV_DTYPE_*` for native-order numeric types,
+/// `PSV_DTYPE_OTHER` for anything else (see `psv_archive_descr`), `PSV_DTYPE_INVALID` if out
+/// of range.
+#[no_mangle]
+pub extern "C" fn psv_archive_dtype(a: *const psv_archive, i: usize) -> psv_dtype {
+    entry(a, i, PSV_DTYPE_INVALID, |a| {
+        a.inner.arrays()[i]
+            .dtype
+            .map_or(DTYPE_OTHER_CODE, Dtype::code)
+    })
+}
+
+/// The numpy descr of array `i`, valid until `psv_free`: the type string for simple types
+/// (`"<f4"`, `">i2"`, `"|S5"`, `"<M8[ns]"`) or the record list literal as numpy's
+/// `repr(dtype.descr)`; NULL if out of range.
+#[no_mangle]
+pub extern "C" fn psv_archive_descr(a: *const psv_archive, i: usize) -> *const c_char {
+    entry(a, i, std::ptr::null(), |a| a.descrs[i].as_ptr())
+}
+
+/// Bytes per element of array `i`; 0 if out of range (or for itemsize-0 records).
+#[no_mangle]
+pub extern "C" fn psv_archive_itemsize(a: *const psv_archive, i: usize) -> usize {
+    entry(a, i, 0, |a| a.inner.arrays()[i].descr.itemsize())
+}
+
+/// Number of dimensions of array `i` (0 for a 0-d array); 0 if out of range.
+#[no_mangle]
+pub extern "C" fn psv_archive_ndim(a: *const psv_archive, i: usize) -> usize {
+    entry(a, i, 0, |a| a.shapes[i].len())
+}
+
+/// The shape of array `i` (`psv_archive_ndim` values), valid until `psv_free`; NULL for a 0-d
+/// array or if out of range.
+#[no_mangle]
+pub extern "C" fn psv_archive_shape(a: *const psv_archive, i: usize) -> *const i64 {
+    entry(a, i, std::ptr::null(), |a| {
+        let shape = &a.shapes[i];
+        if shape.is_empty() {
+            std::ptr::null()
+        } else {
+            shape.as_ptr()
+        }
+    })
+}
+
+/// True if array `i`'s bytes are in Fortran (column-major) order, exactly as stored; false if
+/// out of range.
+#[no_mangle]
+pub extern "C" fn psv_archive_fortran_order(a: *const psv_archive, i: usize) -> bool {
+    entry(a, i, false, |a| a.inner.arrays()[i].fortran_order)
+}
+
+/// The one block that holds every array; writes its length in bytes to `*len` when `len` is
+/// not NULL. Page-aligned and never NULL for a valid archive; valid until `psv_free`.
+#[no_mangle]
+pub extern "C" fn psv_archive_block(
+    a: *const psv_archive,
+    len: *mut usize,
+) -> *const core::ffi::c_void {
+    value(std::ptr::null(), || {
+        // SAFETY: `a` is NULL or a live archive.
+        let a = unsafe { ptr::handle(a, "archive") }?;
+        if !len.is_null() {
+            // SAFETY: non-NULL and writable per contract.
+            unsafe { ptr::write_out(len, a.inner.block().len()) };
+        }
+        Ok(a.inner.block_ptr().cast())
+    })
+}
+
+/// Number of members that were skipped because they are not arrays (names not ending in
+/// ".npy", or ".npy" members without the npy magic; numpy returns those as raw bytes).
+#[no_mangle]
+pub extern "C" fn psv_archive_skipped_count(a: *const psv_archive) -> usize {
+    value(0, || {
+        // SAFETY: `a` is NULL or a live archive.
+        Ok(unsafe { ptr::handle(a, "archive") }?.skipped.len())
+    })
+}
+
+/// The name of skipped member `i`, valid until `psv_free`; NULL if out of range.
+#[no_mangle]
+pub extern "C" fn psv_archive_skipped_name(a: *const psv_archive, i: usize) -> *const c_char {
+    value(std::ptr::null(), || {
+        // SAFETY: `a` is NULL or a live archive.
+        let a = unsafe { ptr::handle(a, "archive") }?;
+        a.skipped
+            .get(i)
+            .map(|s| s.as_ptr())
+            .ok_or_else(|| Error::invalid_arg(format!("skipped index {i} is out of range")))
+    })
+}
+
+/// Frees an archive: its block, keys, shapes and descrs. Every pointer obtained from it becomes
+/// invalid. NULL is a no-op. Must not race any other call on the same archive.
+#[no_mangle]
+pub extern "C" fn psv_free(a: *mut psv_archive) {
+    value((), || {
+        // SAFETY: `a` is NULL or from psv_restore, not yet freed.
+        unsafe { ptr::free_handle(a) };
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors and versions
+
+/// The name of a status code (`"PSV_OK"`, `"PSV_ERR_IO"`, ...), or `"PSV_ERR_UNKNOWN"`.
+/// Static, never NULL, thread-safe.
+#[no_mangle]
+pub extern "C" fn psv_status_str(s: psv_status) -> *const c_char {
+    let name: &'static [u8] = match s {
+        PSV_OK => b"PSV_OK\0",
+        PSV_ERR_NULL_ARG => b"PSV_ERR_NULL_ARG\0",
+        PSV_ERR_INVALID_ARG => b"PSV_ERR_INVALID_ARG\0",
+        PSV_ERR_BAD_DTYPE => b"PSV_ERR_BAD_DTYPE\0",
+        PSV_ERR_OVERFLOW => b"PSV_ERR_OVERFLOW\0",
+        PSV_ERR_IO => b"PSV_ERR_IO\0",
+        PSV_ERR_FORMAT => b"PSV_ERR_FORMAT\0",
+        PSV_ERR_UNSUPPORTED => b"PSV_ERR_UNSUPPORTED\0",
+        PSV_ERR_LIMIT => b"PSV_ERR_LIMIT\0",
+        PSV_ERR_NOT_FOUND => b"PSV_ERR_NOT_FOUND\0",
+        PSV_ERR_NOMEM => b"PSV_ERR_NOMEM\0",
+        PSV_ERR_ABORTED => b"PSV_ERR_ABORTED\0",
+        PSV_ERR_PANIC => b"PSV_ERR_PANIC\0",
+        PSV_ERR_CRC => b"PSV_ERR_CRC\0",
+        _ => b"PSV_ERR_UNKNOWN\0",
+    };
+    name.as_ptr().cast()
+}
+
+/// Copies the calling thread's last error message into `buf` (NUL-terminated, truncated to
+/// `len - 1` bytes) and returns the message's full length, like `snprintf`. `buf` may be NULL
+/// when `len` is 0 (to ask for the length). Every status-returning call clears the message on
+/// entry and sets it on failure; read it on the same thread right after the failing call.
+#[no_mangle]
+pub extern "C" fn psv_last_error_message(buf: *mut c_char, len: usize) -> usize {
+    value(0, || {
+        with_last_error(|msg| {
+            if !buf.is_null() && len > 0 {
+                let n = msg.len().min(len - 1);
+                // SAFETY: the caller provides `len` writable bytes at `buf`; we write n + 1 <= len.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(msg.as_ptr(), buf.cast::<u8>(), n);
+                    ptr::write_out(buf.add(n), 0);
+                }
+            }
+            Ok(msg.len())
+        })
+    })
+}
+
+/// The library version, e.g. `"0.1.0"` (static, never NULL); compare with `PSV_VERSION_*`.
+#[no_mangle]
+pub extern "C" fn psv_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The ABI version, equal to `PSV_ABI_VERSION` of the header the caller compiled against when
+/// the two are compatible: `y * 100` for 0.y.z releases, `x * 10000` for x.y.z (x >= 1).
+#[no_mangle]
+pub extern "C" fn psv_abi_version() -> u32 {
+    crate::version::abi_version()
+}

@@ -1,0 +1,107 @@
+//! The C-visible types and constants: status and dtype codes, opaque handles.
+#![allow(non_camel_case_types)]
+
+use std::ffi::CString;
+
+use crate::archive::Archive;
+use crate::options::{RestoreOptions, SaveOptions};
+use crate::save::Saver;
+
+/// A status code: `PSV_OK` (0) or one of the `PSV_ERR_*` codes (> 0). Codes are append-only.
+pub type psv_status = i32;
+/// Success.
+pub const PSV_OK: psv_status = 0;
+/// A required pointer argument was NULL.
+pub const PSV_ERR_NULL_ARG: psv_status = 1;
+/// An argument is invalid: empty, non-UTF-8, duplicate or too long key; bad option value;
+/// index out of range; data size that does not match the shape.
+pub const PSV_ERR_INVALID_ARG: psv_status = 2;
+/// Unknown dtype code, `PSV_DTYPE_OTHER` without a descr, unparsable descr, or an object descr.
+pub const PSV_ERR_BAD_DTYPE: psv_status = 3;
+/// A shape's byte count overflows, a dimension is negative, or ndim exceeds 64.
+pub const PSV_ERR_OVERFLOW: psv_status = 4;
+/// The operating system reported an error; the message has the path and the OS text.
+pub const PSV_ERR_IO: psv_status = 5;
+/// Not a valid `.npz`: not a zip, truncated, bad `.npy` header, duplicate or colliding members,
+/// local and central records that disagree.
+pub const PSV_ERR_FORMAT: psv_status = 6;
+/// Valid but not restorable: object (pickled) arrays, compression other than stored/deflate,
+/// encryption, unknown `.npy` versions.
+pub const PSV_ERR_UNSUPPORTED: psv_status = 7;
+/// A restore limit (header length, total bytes, member count) was exceeded.
+pub const PSV_ERR_LIMIT: psv_status = 8;
+/// No array has the requested key.
+pub const PSV_ERR_NOT_FOUND: psv_status = 9;
+/// Memory (or worker threads) could not be allocated.
+pub const PSV_ERR_NOMEM: psv_status = 10;
+/// The operation was cancelled by the caller.
+pub const PSV_ERR_ABORTED: psv_status = 11;
+/// An internal error (a Rust panic) was caught; the message has the details.
+pub const PSV_ERR_PANIC: psv_status = 12;
+/// A member's CRC-32 does not match the central directory: the file is corrupt.
+pub const PSV_ERR_CRC: psv_status = 13;
+
+/// An element type code. Numeric codes mean native byte order.
+pub type psv_dtype = i32;
+/// Returned by `psv_archive_dtype` for a NULL archive or an index out of range.
+pub const PSV_DTYPE_INVALID: psv_dtype = -1;
+/// numpy `bool` (1 byte, 0 or 1).
+pub const PSV_DTYPE_BOOL: psv_dtype = 1;
+/// `int8`.
+pub const PSV_DTYPE_I8: psv_dtype = 2;
+/// `int16`.
+pub const PSV_DTYPE_I16: psv_dtype = 3;
+/// `int32`.
+pub const PSV_DTYPE_I32: psv_dtype = 4;
+/// `int64`.
+pub const PSV_DTYPE_I64: psv_dtype = 5;
+/// `uint8`.
+pub const PSV_DTYPE_U8: psv_dtype = 6;
+/// `uint16`.
+pub const PSV_DTYPE_U16: psv_dtype = 7;
+/// `uint32`.
+pub const PSV_DTYPE_U32: psv_dtype = 8;
+/// `uint64`.
+pub const PSV_DTYPE_U64: psv_dtype = 9;
+/// `float16` (IEEE half).
+pub const PSV_DTYPE_F16: psv_dtype = 10;
+/// `float32`.
+pub const PSV_DTYPE_F32: psv_dtype = 11;
+/// `float64`.
+pub const PSV_DTYPE_F64: psv_dtype = 12;
+/// `complex64` (two float32).
+pub const PSV_DTYPE_C64: psv_dtype = 13;
+/// `complex128` (two float64).
+pub const PSV_DTYPE_C128: psv_dtype = 14;
+/// Any other element type (strings, records, datetimes, long double, non-native byte order):
+/// see `psv_archive_descr` and `psv_archive_itemsize`.
+pub const PSV_DTYPE_OTHER: psv_dtype = 15;
+
+/// Collects borrowed arrays to save into one `.npz`. Create with `psv_saver_new`, free with
+/// `psv_saver_free`. Not thread-safe: use from one thread at a time (it may move between threads).
+pub struct psv_saver {
+    pub(crate) inner: Saver<'static>,
+}
+
+/// A restored archive: one block holding every array, and per-array metadata. Create with
+/// `psv_restore`, free with `psv_free`. Immutable: `const` accessors may run concurrently from
+/// any threads, but nothing may run concurrently with `psv_free`.
+pub struct psv_archive {
+    pub(crate) inner: Archive,
+    pub(crate) keys: Vec<CString>,
+    pub(crate) descrs: Vec<CString>,
+    pub(crate) shapes: Vec<Vec<i64>>,
+    pub(crate) skipped: Vec<CString>,
+}
+
+/// Settings for `psv_saver_save`. Create with `psv_save_options_new`, free with
+/// `psv_save_options_free`; NULL wherever options are taken means the defaults.
+pub struct psv_save_options {
+    pub(crate) inner: SaveOptions,
+}
+
+/// Settings for `psv_restore`. Create with `psv_restore_options_new`, free with
+/// `psv_restore_options_free`; NULL wherever options are taken means the defaults.
+pub struct psv_restore_options {
+    pub(crate) inner: RestoreOptions,
+}

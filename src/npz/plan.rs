@@ -1,0 +1,207 @@
+//! The archive layout, computed before any I/O.
+//!
+//! Written by hand because no zip crate plans a whole archive up front: we need every member's
+//! offset before writing, so that threads can `pwrite` array bytes at their final positions in
+//! parallel, and we need each member's payload to start at a multiple of 64 (0xA11E padding in
+//! the local extra field) so that array data is 64-byte aligned in the file (FORMAT.md section 7).
+
+use crate::error::{Error, Result};
+
+/// Values at or above this need ZIP64 (0xFFFFFFFF itself is the sentinel).
+pub const ZIP32_MAX: u64 = 0xFFFF_FFFF;
+/// Member counts at or above this get a ZIP64 end record.
+pub const ZIP16_MAX: u64 = 0xFFFF;
+/// Fixed part of a local file header.
+pub const LOCAL_HEADER_LEN: u64 = 30;
+/// Fixed part of a central directory header.
+pub const CENTRAL_HEADER_LEN: u64 = 46;
+/// ZIP64 end of central directory record (no extensible data) + locator.
+pub const ZIP64_END_LEN: u64 = 56 + 20;
+/// End of central directory record without comment.
+pub const END_LEN: u64 = 22;
+/// Alignment of every member payload (and so of every array's data).
+pub const ALIGN: u64 = 64;
+/// Smallest 0xA11E extra field: id, size, alignment word.
+const MIN_ALIGN_FIELD: u64 = 6;
+/// Local ZIP64 extra: id, size, uncompressed and compressed sizes.
+pub const LOCAL_ZIP64_LEN: u64 = 20;
+
+/// One member as the planner sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct MemberSpec {
+    /// Length of the member name in bytes (`key.npy`).
+    pub name_len: usize,
+    /// Payload length: npy header plus array bytes (stored, so compressed = uncompressed).
+    pub payload_len: u64,
+}
+
+/// Where one member goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberLayout {
+    /// Offset of the local file header.
+    pub header_offset: u64,
+    /// Whether the sizes need ZIP64 (local and central).
+    pub zip64_sizes: bool,
+    /// Length of the 0xA11E alignment field in the local extra.
+    pub align_field_len: u64,
+    /// Offset of the payload (the npy header); a multiple of 64.
+    pub payload_offset: u64,
+    /// Payload length.
+    pub payload_len: u64,
+    /// Length of this member's central directory record.
+    pub central_len: u64,
+}
+
+impl MemberLayout {
+    /// Whether the central record's offset field needs ZIP64.
+    pub fn zip64_offset(&self) -> bool {
+        self.header_offset >= ZIP32_MAX
+    }
+
+    /// Total local extra field length.
+    pub fn local_extra_len(&self) -> u64 {
+        if self.zip64_sizes {
+            LOCAL_ZIP64_LEN + self.align_field_len
+        } else {
+            self.align_field_len
+        }
+    }
+
+    /// Number of 8-byte values in the central ZIP64 extra (0 if none).
+    pub fn central_zip64_values(&self) -> u64 {
+        2 * u64::from(self.zip64_sizes) + u64::from(self.zip64_offset())
+    }
+}
+
+/// The whole archive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Per member, in order.
+    pub members: Vec<MemberLayout>,
+    /// Offset of the central directory.
+    pub central_offset: u64,
+    /// Size of the central directory.
+    pub central_size: u64,
+    /// Whether ZIP64 end records are written.
+    pub zip64_end: bool,
+    /// Total file size.
+    pub total_len: u64,
+}
+
+/// Plans the layout of an archive holding `members` in order.
+pub fn plan(members: &[MemberSpec]) -> Result<Plan> {
+    let overflow = || Error::overflow("archive size overflows 64 bits");
+    let mut layouts = Vec::with_capacity(members.len());
+    let mut offset: u64 = 0;
+    let mut central_size: u64 = 0;
+    for m in members {
+        let name_len = m.name_len as u64;
+        let zip64_sizes = m.payload_len >= ZIP32_MAX;
+        let fixed = LOCAL_HEADER_LEN + name_len + if zip64_sizes { LOCAL_ZIP64_LEN } else { 0 };
+        let unpadded = offset.checked_add(fixed).ok_or_else(overflow)?;
+        let mut align_field_len = (ALIGN - unpadded % ALIGN) % ALIGN;
+        if align_field_len < MIN_ALIGN_FIELD {
+            align_field_len += ALIGN;
+        }
+        let payload_offset = unpadded.checked_add(align_field_len).ok_or_else(overflow)?;
+        let mut layout = MemberLayout {
+            header_offset: offset,
+            zip64_sizes,
+            align_field_len,
+            payload_offset,
+            payload_len: m.payload_len,
+            central_len: 0,
+        };
+        let zip64_values = layout.central_zip64_values();
+        let central_extra = if zip64_values > 0 {
+            4 + 8 * zip64_values
+        } else {
+            0
+        };
+        layout.central_len = CENTRAL_HEADER_LEN + name_len + central_extra;
+        central_size = central_size
+            .checked_add(layout.central_len)
+            .ok_or_else(overflow)?;
+        offset = payload_offset
+            .checked_add(m.payload_len)
+            .ok_or_else(overflow)?;
+        layouts.push(layout);
+    }
+    let central_offset = offset;
+    let zip64_end = members.len() as u64 >= ZIP16_MAX
+        || central_offset >= ZIP32_MAX
+        || central_size >= ZIP32_MAX;
+    let total_len = central_offset
+        .checked_add(central_size)
+        .and_then(|t| t.checked_add(if zip64_end { ZIP64_END_LEN } else { 0 } + END_LEN))
+        .ok_or_else(overflow)?;
+    Ok(Plan {
+        members: layouts,
+        central_offset,
+        central_size,
+        zip64_end,
+        total_len,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_64_aligned_and_contiguous() {
+        let specs: Vec<MemberSpec> = (0..100)
+            .map(|i| MemberSpec {
+                name_len: 5 + i % 13,
+                payload_len: 128 + (i as u64 * 37) % 1000,
+            })
+            .collect();
+        let p = plan(&specs).unwrap();
+        let mut end = 0;
+        for (m, s) in p.members.iter().zip(&specs) {
+            assert_eq!(m.header_offset, end);
+            assert_eq!(m.payload_offset % 64, 0);
+            assert!(m.align_field_len >= 6);
+            assert_eq!(
+                m.payload_offset,
+                m.header_offset + 30 + s.name_len as u64 + m.local_extra_len()
+            );
+            end = m.payload_offset + m.payload_len;
+        }
+        assert_eq!(p.central_offset, end);
+        assert!(!p.zip64_end);
+        assert_eq!(p.total_len, end + p.central_size + 22);
+    }
+
+    #[test]
+    fn zip64_where_needed() {
+        let big = MemberSpec {
+            name_len: 5,
+            payload_len: 5 << 30,
+        };
+        let small = MemberSpec {
+            name_len: 5,
+            payload_len: 128,
+        };
+        let p = plan(&[big, small]).unwrap();
+        assert!(p.members[0].zip64_sizes && !p.members[0].zip64_offset());
+        assert!(!p.members[1].zip64_sizes && p.members[1].zip64_offset());
+        assert_eq!(p.members[0].central_len, 46 + 5 + 4 + 16);
+        assert_eq!(p.members[1].central_len, 46 + 5 + 4 + 8);
+        assert!(p.zip64_end);
+        let many = vec![small; 65535];
+        assert!(plan(&many).unwrap().zip64_end);
+        assert!(!plan(&many[..65534]).unwrap().zip64_end);
+        let empty = plan(&[]).unwrap();
+        assert_eq!(empty.total_len, 22);
+    }
+
+    #[test]
+    fn overflow_is_an_error() {
+        let huge = MemberSpec {
+            name_len: 5,
+            payload_len: u64::MAX - 10,
+        };
+        assert!(plan(&[huge, huge]).is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! Byte encoding of the ZIP records our writer emits (APPNOTE 6.3.10; FORMAT.md sections 5 and 7).
+//!
+//! Members are stored (method 0), dated 1980-01-01 like numpy's, with no data descriptor: every
+//! size and CRC is known when the headers are written.
+
+use super::plan::{MemberLayout, Plan, ZIP16_MAX};
+
+const LOCAL_SIG: u32 = 0x0403_4b50;
+const CENTRAL_SIG: u32 = 0x0201_4b50;
+const ZIP64_END_SIG: u32 = 0x0606_4b50;
+const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
+const END_SIG: u32 = 0x0605_4b50;
+const ZIP64_EXTRA_ID: u16 = 0x0001;
+/// APPNOTE 4.6.11 "Data Stream Alignment" extra field.
+const ALIGN_EXTRA_ID: u16 = 0xA11E;
+/// "Made by": UNIX (3), spec version 4.5 (45), as numpy/CPython write.
+const VERSION_MADE_BY: u16 = (3 << 8) | 45;
+/// Flag bit 11: the name is UTF-8.
+const FLAG_UTF8: u16 = 1 << 11;
+/// MS-DOS date 1980-01-01 (numpy writes the same).
+const DOS_DATE: u16 = 0x0021;
+
+fn put16(out: &mut Vec<u8>, v: u16) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// A 32-bit field, or the ZIP64 sentinel when the value does not fit.
+fn field32(v: u64) -> u32 {
+    u32::try_from(v)
+        .ok()
+        .filter(|&v| v != u32::MAX)
+        .unwrap_or(u32::MAX)
+}
+
+fn flags(name: &[u8]) -> u16 {
+    if name.is_ascii() {
+        0
+    } else {
+        FLAG_UTF8
+    }
+}
+
+fn version_needed(m: &MemberLayout) -> u16 {
+    if m.zip64_sizes || m.zip64_offset() {
+        45
+    } else {
+        20
+    }
+}
+
+/// Appends the local file header, its extra fields (ZIP64 sizes if needed, then the 0xA11E
+/// alignment padding), for a member whose payload has CRC-32 `crc`. Exactly
+/// `payload_offset - header_offset` bytes.
+pub fn local_header(out: &mut Vec<u8>, name: &[u8], m: &MemberLayout, crc: u32) {
+    put32(out, LOCAL_SIG);
+    put16(out, version_needed(m));
+    put16(out, flags(name));
+    put16(out, 0); // method: stored
+    put16(out, 0); // time
+    put16(out, DOS_DATE);
+    put32(out, crc);
+    let size = if m.zip64_sizes {
+        u32::MAX
+    } else {
+        field32(m.payload_len)
+    };
+    put32(out, size); // compressed
+    put32(out, size); // uncompressed
+    put16(out, name.len() as u16);
+    put16(out, m.local_extra_len() as u16);
+    out.extend_from_slice(name);
+    if m.zip64_sizes {
+        put16(out, ZIP64_EXTRA_ID);
+        put16(out, 16);
+        put64(out, m.payload_len); // uncompressed
+        put64(out, m.payload_len); // compressed
+    }
+    put16(out, ALIGN_EXTRA_ID);
+    put16(out, (m.align_field_len - 4) as u16);
+    put16(out, super::plan::ALIGN as u16);
+    out.resize(out.len() + (m.align_field_len - 6) as usize, 0);
+}
+
+/// Appends the central directory record of a member.
+pub fn central_header(out: &mut Vec<u8>, name: &[u8], m: &MemberLayout, crc: u32) {
+    put32(out, CENTRAL_SIG);
+    put16(out, VERSION_MADE_BY);
+    put16(out, version_needed(m));
+    put16(out, flags(name));
+    put16(out, 0); // method
+    put16(out, 0); // time
+    put16(out, DOS_DATE);
+    put32(out, crc);
+    let size = if m.zip64_sizes {
+        u32::MAX
+    } else {
+        field32(m.payload_len)
+    };
+    put32(out, size);
+    put32(out, size);
+    put16(out, name.len() as u16);
+    let values = m.central_zip64_values();
+    put16(
+        out,
+        if values > 0 {
+            (4 + 8 * values) as u16
+        } else {
+            0
+        },
+    );
+    put16(out, 0); // comment length
+    put16(out, 0); // disk number start
+    put16(out, 0); // internal attributes
+    put32(out, 0o100644 << 16); // external attributes: regular file, rw-r--r--
+    put32(out, field32(m.header_offset));
+    out.extend_from_slice(name);
+    if values > 0 {
+        put16(out, ZIP64_EXTRA_ID);
+        put16(out, (8 * values) as u16);
+        if m.zip64_sizes {
+            put64(out, m.payload_len);
+            put64(out, m.payload_len);
+        }
+        if m.zip64_offset() {
+            put64(out, m.header_offset);
+        }
+    }
+}
+
+/// Appends the ZIP64 end record and locator (when the plan needs them) and the end record.
+pub fn end_records(out: &mut Vec<u8>, plan: &Plan) {
+    let count = plan.members.len() as u64;
+    if plan.zip64_end {
+        let zip64_end_offset = plan.central_offset + plan.central_size;
+        put32(out, ZIP64_END_SIG);
+        put64(out, 44); // size of the rest of this record
+        put16(out, VERSION_MADE_BY);
+        put16(out, 45);
+        put32(out, 0); // this disk
+        put32(out, 0); // disk with the central directory
+        put64(out, count);
+        put64(out, count);
+        put64(out, plan.central_size);
+        put64(out, plan.central_offset);
+        put32(out, ZIP64_LOCATOR_SIG);
+        put32(out, 0);
+        put64(out, zip64_end_offset);
+        put32(out, 1); // total disks
+    }
+    let count16 = if count >= ZIP16_MAX {
+        u16::MAX
+    } else {
+        count as u16
+    };
+    put32(out, END_SIG);
+    put16(out, 0);
+    put16(out, 0);
+    put16(out, count16);
+    put16(out, count16);
+    put32(out, field32(plan.central_size));
+    put32(out, field32(plan.central_offset));
+    put16(out, 0); // comment length
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::npz::plan::{plan, MemberSpec};
+
+    #[test]
+    fn record_lengths_match_the_plan() {
+        let specs = [
+            MemberSpec {
+                name_len: 5,
+                payload_len: 200,
+            },
+            MemberSpec {
+                name_len: 9,
+                payload_len: 5 << 30,
+            },
+        ];
+        let p = plan(&specs).unwrap();
+        for (m, s) in p.members.iter().zip(&specs) {
+            let name = vec![b'a'; s.name_len];
+            let mut local = Vec::new();
+            local_header(&mut local, &name, m, 7);
+            assert_eq!(local.len() as u64, m.payload_offset - m.header_offset);
+            let mut central = Vec::new();
+            central_header(&mut central, &name, m, 7);
+            assert_eq!(central.len() as u64, m.central_len);
+        }
+        let mut end = Vec::new();
+        end_records(&mut end, &p);
+        assert_eq!(end.len(), 22 + 76);
+    }
+}

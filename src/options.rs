@@ -1,0 +1,55 @@
+//! Save and restore settings, with their defaults.
+
+/// Settings for [`crate::Saver::save`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SaveOptions {
+    /// Worker threads; 0 means one per available core.
+    pub threads: usize,
+    /// Make the save durable: fsync the file before the rename and the directory after it.
+    pub fsync: bool,
+}
+
+/// Default cap on a `.npy` header's length: admits numpy's own 72 KB v2.0 headers with room.
+pub const DEFAULT_MAX_HEADER_LEN: u64 = 1 << 20;
+/// Default cap on the number of members in an archive.
+pub const DEFAULT_MAX_MEMBERS: u64 = 1 << 24;
+
+/// Settings for [`crate::restore`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Worker threads; 0 means one per available core.
+    pub threads: usize,
+    /// Check every member's CRC-32 against the central directory (default true).
+    pub verify_crc: bool,
+    /// Largest accepted `.npy` HEADER_LEN, checked before the header is read.
+    pub max_header_len: u64,
+    /// Largest accepted block (sum of all arrays); `None` means the machine's physical memory.
+    pub max_total_bytes: Option<u64>,
+    /// Largest accepted number of central directory entries.
+    pub max_members: u64,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            threads: 0,
+            verify_crc: true,
+            max_header_len: DEFAULT_MAX_HEADER_LEN,
+            max_total_bytes: None,
+            max_members: DEFAULT_MAX_MEMBERS,
+        }
+    }
+}
+
+/// The machine's physical memory in bytes (the default block-size cap), from /proc/meminfo;
+/// `u64::MAX` (no cap) where that is unavailable.
+pub fn physical_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            kib.checked_mul(1024)
+        })
+        .unwrap_or(u64::MAX)
+}

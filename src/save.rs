@@ -1,0 +1,438 @@
+//! Saving: borrowed arrays -> one `.npz`, planned up front and written in parallel.
+//!
+//! Data flow: validate at `add` -> plan every offset -> temp file beside the target, sized ->
+//! workers CRC and `pwrite` ~4 MiB chunks of the caller's memory at their planned offsets (small
+//! members are packed with their headers into one write) -> combine chunk CRCs per member ->
+//! write headers and the central directory -> optional fsync -> rename over the target.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::ops::Range;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crc32fast::Hasher;
+use rayon::prelude::*;
+
+use crate::descr::{self, ArrayType, Descr};
+use crate::dtype::Dtype;
+use crate::error::{Error, ErrorKind, Result};
+use crate::npy::header;
+use crate::npz::plan::{self, MemberSpec, Plan};
+use crate::npz::records;
+use crate::options::SaveOptions;
+use crate::pool;
+use crate::shape;
+
+/// Array data is written in pieces of this size, so one large array uses every core.
+pub const CHUNK_LEN: usize = 4 << 20;
+/// Members with at most this much data are packed, headers and all, into shared writes.
+const SMALL_MEMBER_LEN: usize = 64 << 10;
+/// Target size of one packed write.
+const PACKED_RUN_LEN: u64 = 1 << 20;
+/// Longest key accepted (the member name must fit a ZIP record with its extra fields).
+pub const MAX_KEY_LEN: usize = 65_000;
+
+/// One array queued for saving.
+struct Entry<'a> {
+    /// `key.npy`, UTF-8.
+    name: Vec<u8>,
+    /// The numpy-identical `.npy` header.
+    header: Vec<u8>,
+    /// The caller's bytes, borrowed.
+    data: &'a [u8],
+}
+
+/// Collects borrowed arrays and writes them into one `.npz`.
+///
+/// The saver borrows every array's bytes for `'a`; nothing is copied until `save` writes them.
+#[derive(Default)]
+pub struct Saver<'a> {
+    entries: Vec<Entry<'a>>,
+    keys: HashSet<String>,
+}
+
+/// Appends `.npz` to `path` unless it already ends with it (as numpy and the seed tool do).
+pub fn npz_path(path: &Path) -> PathBuf {
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.ends_with(b".npz") {
+        path.to_path_buf()
+    } else {
+        let mut v = bytes.to_vec();
+        v.extend_from_slice(b".npz");
+        PathBuf::from(OsString::from_vec(v))
+    }
+}
+
+impl<'a> Saver<'a> {
+    /// An empty saver.
+    pub fn new() -> Self {
+        Saver::default()
+    }
+
+    /// Number of arrays added.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if no array was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds a C-order array of a numeric `dtype` in native byte order.
+    ///
+    /// `data.len()` must equal `prod(shape) * dtype.itemsize()`.
+    pub fn add(&mut self, key: &str, data: &'a [u8], dtype: Dtype, shape: &[u64]) -> Result<()> {
+        let descr = descr::parse_simple(&dtype.descr()).map(Descr::Simple)?;
+        self.push(key, data, &descr, shape.to_vec(), false)
+    }
+
+    /// Adds an array described by a numpy descr (`<f8`, `|S5`, `[('a', '<i4')]`, ...).
+    ///
+    /// Any descr numpy writes without pickling is accepted; object (`|O`) is refused.
+    /// `data.len()` must equal `prod(shape) * itemsize`. `fortran_order` marks column-major data.
+    pub fn add_descr(
+        &mut self,
+        key: &str,
+        data: &'a [u8],
+        numpy_descr: &str,
+        shape: &[u64],
+        fortran_order: bool,
+    ) -> Result<()> {
+        let ArrayType { descr, sub_shape } = descr::parse_descr_text(numpy_descr)
+            .map_err(|e| match e.kind() {
+                ErrorKind::Format | ErrorKind::Unsupported => Error::bad_dtype(e.message()),
+                _ => e,
+            })
+            .map_err(|e| e.context(format!("key {key:?}")))?;
+        let mut full_shape = shape.to_vec();
+        full_shape.extend_from_slice(&sub_shape);
+        self.push(key, data, &descr, full_shape, fortran_order)
+    }
+
+    fn push(
+        &mut self,
+        key: &str,
+        data: &'a [u8],
+        descr: &Descr,
+        shape: Vec<u64>,
+        fortran_order: bool,
+    ) -> Result<()> {
+        validate_key(key)?;
+        if self.keys.contains(key) {
+            return Err(Error::invalid_arg(format!("duplicate key {key:?}")));
+        }
+        let nbytes = shape::byte_count(&shape, descr.itemsize())
+            .map_err(|e| e.context(format!("key {key:?}")))?;
+        if nbytes != data.len() {
+            return Err(Error::invalid_arg(format!(
+                "key {key:?}: shape {shape:?} of {} needs {nbytes} bytes, got {}",
+                descr.to_descr_string(),
+                data.len()
+            )));
+        }
+        // numpy never writes 1-d (or 0-d) arrays as Fortran order.
+        let fortran_order = fortran_order && shape.len() > 1;
+        let mut name = key.as_bytes().to_vec();
+        name.extend_from_slice(b".npy");
+        self.entries.push(Entry {
+            name,
+            header: header::format(descr, &shape, fortran_order),
+            data,
+        });
+        self.keys.insert(key.to_owned());
+        Ok(())
+    }
+
+    /// Writes every array into `path` (`.npz` appended if missing) and returns the path written.
+    ///
+    /// The file appears atomically: it is written under a temporary name in the same directory
+    /// and renamed over `path` only when complete. On error the temporary file is removed and an
+    /// existing file at `path` is untouched.
+    pub fn save(&self, path: impl AsRef<Path>, opts: &SaveOptions) -> Result<PathBuf> {
+        let target = npz_path(path.as_ref());
+        let shown = target.display().to_string();
+        let specs: Vec<MemberSpec> = self
+            .entries
+            .iter()
+            .map(|e| MemberSpec {
+                name_len: e.name.len(),
+                payload_len: (e.header.len() + e.data.len()) as u64,
+            })
+            .collect();
+        let plan = plan::plan(&specs)?;
+        let pool = pool::get(opts.threads)?;
+        let tmp = TempFile::create(&target)?;
+        tmp.file
+            .set_len(plan.total_len)
+            .map_err(|e| Error::io(format!("cannot size {}", tmp.path.display()), e))?;
+        let writer = Writer {
+            file: &tmp.file,
+            shown: &shown,
+            plan: &plan,
+            entries: &self.entries,
+        };
+        let tasks = writer.tasks();
+        let done: Vec<Done> = pool.install(|| {
+            tasks
+                .par_iter()
+                .map(|t| writer.run(t))
+                .collect::<Result<Vec<Done>>>()
+        })?;
+        writer.finish(&done)?;
+        tmp.commit(&target, opts.fsync)?;
+        Ok(target)
+    }
+}
+
+fn validate_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::invalid_arg("key is empty"));
+    }
+    if key.contains('\0') {
+        return Err(Error::invalid_arg(format!(
+            "key {key:?} contains a NUL character"
+        )));
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(Error::invalid_arg(format!(
+            "key of {} bytes exceeds the limit of {MAX_KEY_LEN}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A unit of parallel write work.
+enum Task {
+    /// Consecutive small members written whole (local header, npy header, data) in one write.
+    Packed(Range<usize>),
+    /// A piece of one large member's array data, written straight from the caller's memory.
+    Chunk { member: usize, range: Range<usize> },
+}
+
+/// What a task reports back.
+enum Done {
+    /// CRC-32 of each packed member (already written into its local header).
+    Packed {
+        members: Range<usize>,
+        crcs: Vec<u32>,
+    },
+    /// CRC state of one chunk of a large member, in task (= offset) order.
+    Chunk { member: usize, crc: Hasher },
+}
+
+struct Writer<'w, 'a> {
+    file: &'w File,
+    shown: &'w str,
+    plan: &'w Plan,
+    entries: &'w [Entry<'a>],
+}
+
+impl Writer<'_, '_> {
+    fn tasks(&self) -> Vec<Task> {
+        let mut tasks = Vec::new();
+        let mut run_start: Option<usize> = None;
+        let mut run_len: u64 = 0;
+        for (i, e) in self.entries.iter().enumerate() {
+            if e.data.len() <= SMALL_MEMBER_LEN {
+                run_start.get_or_insert(i);
+                run_len += self.plan.members[i].payload_len;
+                if run_len >= PACKED_RUN_LEN {
+                    tasks.push(Task::Packed(run_start.take().unwrap_or(i)..i + 1));
+                    run_len = 0;
+                }
+                continue;
+            }
+            if let Some(start) = run_start.take() {
+                tasks.push(Task::Packed(start..i));
+                run_len = 0;
+            }
+            let mut offset = 0;
+            while offset < e.data.len() {
+                let end = (offset + CHUNK_LEN).min(e.data.len());
+                tasks.push(Task::Chunk {
+                    member: i,
+                    range: offset..end,
+                });
+                offset = end;
+            }
+        }
+        if let Some(start) = run_start {
+            tasks.push(Task::Packed(start..self.entries.len()));
+        }
+        tasks
+    }
+
+    fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()> {
+        self.file
+            .write_all_at(bytes, offset)
+            .map_err(|e| Error::io(format!("cannot write {} at offset {offset}", self.shown), e))
+    }
+
+    fn run(&self, task: &Task) -> Result<Done> {
+        match task {
+            Task::Packed(members) => {
+                let first = &self.plan.members[members.start];
+                let last = &self.plan.members[members.end - 1];
+                let len = (last.payload_offset + last.payload_len - first.header_offset) as usize;
+                let mut buf = Vec::new();
+                buf.try_reserve_exact(len)
+                    .map_err(|_| Error::nomem("cannot allocate a write buffer"))?;
+                let mut crcs = Vec::with_capacity(members.len());
+                for i in members.clone() {
+                    let e = &self.entries[i];
+                    let mut crc = Hasher::new();
+                    crc.update(&e.header);
+                    crc.update(e.data);
+                    let crc = crc.finalize();
+                    records::local_header(&mut buf, &e.name, &self.plan.members[i], crc);
+                    buf.extend_from_slice(&e.header);
+                    buf.extend_from_slice(e.data);
+                    crcs.push(crc);
+                }
+                debug_assert_eq!(buf.len(), len);
+                self.write_at(&buf, first.header_offset)?;
+                Ok(Done::Packed {
+                    members: members.clone(),
+                    crcs,
+                })
+            }
+            Task::Chunk { member, range } => {
+                let e = &self.entries[*member];
+                let bytes = &e.data[range.clone()];
+                let mut crc = Hasher::new();
+                crc.update(bytes);
+                let layout = &self.plan.members[*member];
+                let offset = layout.payload_offset + (e.header.len() + range.start) as u64;
+                self.write_at(bytes, offset)?;
+                Ok(Done::Chunk {
+                    member: *member,
+                    crc,
+                })
+            }
+        }
+    }
+
+    /// Combines chunk CRCs, writes the large members' headers, the central directory and the
+    /// end records.
+    fn finish(&self, done: &[Done]) -> Result<()> {
+        let mut crcs = vec![0u32; self.entries.len()];
+        let mut chunked: Vec<Option<Hasher>> = vec![None; self.entries.len()];
+        for d in done {
+            match d {
+                Done::Packed { members, crcs: c } => {
+                    crcs[members.clone()].copy_from_slice(c);
+                }
+                Done::Chunk { member, crc } => {
+                    chunked[*member]
+                        .get_or_insert_with(|| {
+                            let mut h = Hasher::new();
+                            h.update(&self.entries[*member].header);
+                            h
+                        })
+                        .combine(crc);
+                }
+            }
+        }
+        for (i, hasher) in chunked.into_iter().enumerate() {
+            if let Some(h) = hasher {
+                let (e, layout) = (&self.entries[i], &self.plan.members[i]);
+                crcs[i] = h.finalize();
+                let mut head = Vec::with_capacity(e.header.len() + 128 + e.name.len());
+                records::local_header(&mut head, &e.name, layout, crcs[i]);
+                head.extend_from_slice(&e.header);
+                self.write_at(&head, layout.header_offset)?;
+            }
+        }
+        let mut central = Vec::with_capacity(self.plan.central_size as usize + 98);
+        for (i, e) in self.entries.iter().enumerate() {
+            records::central_header(&mut central, &e.name, &self.plan.members[i], crcs[i]);
+        }
+        records::end_records(&mut central, self.plan);
+        self.write_at(&central, self.plan.central_offset)
+    }
+}
+
+/// A temporary file beside the target, removed on drop unless committed.
+struct TempFile {
+    path: PathBuf,
+    file: File,
+    armed: bool,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl TempFile {
+    fn create(target: &Path) -> Result<TempFile> {
+        let dir = match target.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let file_name = target.file_name().ok_or_else(|| {
+            Error::invalid_arg(format!("{} is not a file path", target.display()))
+        })?;
+        let mut name = OsString::from(".");
+        name.push(file_name);
+        name.push(format!(
+            ".{}-{}.psv-tmp",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let path = dir.join(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| {
+                Error::io(
+                    format!("cannot create a temporary file beside {}", target.display()),
+                    e,
+                )
+            })?;
+        Ok(TempFile {
+            path,
+            file,
+            armed: true,
+        })
+    }
+
+    fn commit(mut self, target: &Path, fsync: bool) -> Result<()> {
+        if fsync {
+            self.file
+                .sync_all()
+                .map_err(|e| Error::io(format!("cannot fsync {}", self.path.display()), e))?;
+        }
+        std::fs::rename(&self.path, target).map_err(|e| {
+            Error::io(
+                format!(
+                    "cannot rename {} to {}",
+                    self.path.display(),
+                    target.display()
+                ),
+                e,
+            )
+        })?;
+        self.armed = false;
+        if fsync {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io(format!("cannot fsync directory {}", dir.display()), e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
