@@ -1,0 +1,351 @@
+//! The C ABI driven from Rust: status codes, out-parameter rules, the last-error store, and a
+//! round trip, exactly as a C caller sees them.
+
+use std::ffi::{CStr, CString};
+use std::ptr::{null, null_mut};
+
+use psv::ffi::types::*;
+use psv::ffi::*;
+
+fn last_error() -> String {
+    let n = psv_last_error_message(null_mut(), 0);
+    let mut buf = vec![0u8; n + 1];
+    assert_eq!(
+        psv_last_error_message(buf.as_mut_ptr().cast(), buf.len()),
+        n
+    );
+    CStr::from_bytes_until_nul(&buf)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("psv-cabi-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn round_trip_through_the_c_abi() {
+    let dir = scratch("rt");
+    let path = CString::new(dir.join("f").to_str().unwrap()).unwrap();
+    let data: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5).collect();
+    let shape = [10i64, 100];
+    let s = psv_saver_new();
+    let key = CString::new("w").unwrap();
+    assert_eq!(
+        psv_saver_add(
+            s,
+            key.as_ptr(),
+            data.as_ptr().cast(),
+            PSV_DTYPE_F32,
+            shape.as_ptr(),
+            2
+        ),
+        PSV_OK
+    );
+    let descr = CString::new(">i2").unwrap();
+    let be: [u8; 6] = [0, 1, 0, 2, 0, 3];
+    let k2 = CString::new("be").unwrap();
+    assert_eq!(
+        psv_saver_add_descr(
+            s,
+            k2.as_ptr(),
+            be.as_ptr().cast(),
+            6,
+            descr.as_ptr(),
+            [3i64].as_ptr(),
+            1,
+            false
+        ),
+        PSV_OK
+    );
+    assert_eq!(psv_saver_count(s), 2);
+    let opts = psv_save_options_new();
+    assert_eq!(psv_save_options_set_threads(opts, 2), PSV_OK);
+    assert_eq!(psv_saver_save(s, path.as_ptr(), opts), PSV_OK);
+    assert_eq!(psv_last_error_message(null_mut(), 0), 0);
+    psv_save_options_free(opts);
+    psv_saver_free(s);
+
+    let mut a: *mut psv_archive = null_mut();
+    assert_eq!(psv_restore(path.as_ptr(), null(), &mut a), PSV_OK);
+    assert_eq!(psv_archive_count(a), 2);
+    let mut i = usize::MAX;
+    assert_eq!(psv_archive_find(a, key.as_ptr(), &mut i), PSV_OK);
+    assert_eq!(i, 0);
+    assert_eq!(psv_archive_dtype(a, 0), PSV_DTYPE_F32);
+    assert_eq!(psv_archive_ndim(a, 0), 2);
+    // SAFETY (test): shape has ndim elements, data has nbytes bytes, both live until psv_free.
+    unsafe {
+        assert_eq!(
+            std::slice::from_raw_parts(psv_archive_shape(a, 0), 2),
+            &shape
+        );
+        let p = psv_archive_data(a, 0);
+        assert_eq!(p as usize % 64, 0);
+        assert_eq!(std::slice::from_raw_parts(p.cast::<f32>(), 1000), &data[..]);
+        assert_eq!(
+            CStr::from_ptr(psv_archive_descr(a, 1)).to_str().unwrap(),
+            ">i2"
+        );
+    }
+    assert_eq!(psv_archive_dtype(a, 1), PSV_DTYPE_OTHER);
+    assert_eq!(psv_archive_itemsize(a, 1), 2);
+    let mut len = 0usize;
+    let block = psv_archive_block(a, &mut len);
+    assert!(!block.is_null() && len >= 4000 + 6);
+    psv_free(a);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn null_arguments_and_bad_codes_give_their_status() {
+    let s = psv_saver_new();
+    let key = CString::new("k").unwrap();
+    let shape = [4i64];
+    let data = [0u8; 16];
+    assert_eq!(
+        psv_saver_add(
+            null_mut(),
+            key.as_ptr(),
+            data.as_ptr().cast(),
+            PSV_DTYPE_U8,
+            shape.as_ptr(),
+            1
+        ),
+        PSV_ERR_NULL_ARG
+    );
+    assert!(last_error().contains("saver"));
+    assert_eq!(
+        psv_saver_add(
+            s,
+            null(),
+            data.as_ptr().cast(),
+            PSV_DTYPE_U8,
+            shape.as_ptr(),
+            1
+        ),
+        PSV_ERR_NULL_ARG
+    );
+    assert_eq!(
+        psv_saver_add(s, key.as_ptr(), null(), PSV_DTYPE_U8, shape.as_ptr(), 1),
+        PSV_ERR_NULL_ARG
+    );
+    assert_eq!(
+        psv_saver_add(
+            s,
+            key.as_ptr(),
+            data.as_ptr().cast(),
+            PSV_DTYPE_U8,
+            null(),
+            1
+        ),
+        PSV_ERR_NULL_ARG
+    );
+    for bad in [0, -1, PSV_DTYPE_OTHER, 16, 1000] {
+        assert_eq!(
+            psv_saver_add(
+                s,
+                key.as_ptr(),
+                data.as_ptr().cast(),
+                bad,
+                shape.as_ptr(),
+                1
+            ),
+            PSV_ERR_BAD_DTYPE
+        );
+    }
+    assert_eq!(
+        psv_saver_add(
+            s,
+            key.as_ptr(),
+            data.as_ptr().cast(),
+            PSV_DTYPE_U8,
+            shape.as_ptr(),
+            65
+        ),
+        PSV_ERR_OVERFLOW
+    );
+    assert_eq!(
+        psv_saver_add(
+            s,
+            key.as_ptr(),
+            data.as_ptr().cast(),
+            PSV_DTYPE_U8,
+            [-1i64].as_ptr(),
+            1
+        ),
+        PSV_ERR_OVERFLOW
+    );
+    assert_eq!(
+        psv_saver_add(
+            s,
+            key.as_ptr(),
+            data.as_ptr().cast(),
+            PSV_DTYPE_F64,
+            [i64::MAX, 2].as_ptr(),
+            2
+        ),
+        PSV_ERR_OVERFLOW
+    );
+    let bad_utf8 = b"\xff\xfe\0";
+    assert_eq!(
+        psv_saver_add(
+            s,
+            bad_utf8.as_ptr().cast(),
+            data.as_ptr().cast(),
+            PSV_DTYPE_U8,
+            shape.as_ptr(),
+            1
+        ),
+        PSV_ERR_INVALID_ARG
+    );
+    // NULL data is fine for zero bytes; NULL shape is fine for 0-d.
+    assert_eq!(
+        psv_saver_add(s, key.as_ptr(), null(), PSV_DTYPE_U8, [0i64].as_ptr(), 1),
+        PSV_OK
+    );
+    assert_eq!(psv_last_error_message(null_mut(), 0), 0);
+    let k0 = CString::new("zero-d").unwrap();
+    assert_eq!(
+        psv_saver_add(
+            s,
+            k0.as_ptr(),
+            data.as_ptr().cast(),
+            PSV_DTYPE_F64,
+            null(),
+            0
+        ),
+        PSV_OK
+    );
+    assert_eq!(
+        psv_saver_add(
+            s,
+            key.as_ptr(),
+            data.as_ptr().cast(),
+            PSV_DTYPE_U8,
+            shape.as_ptr(),
+            1
+        ),
+        PSV_ERR_INVALID_ARG
+    );
+    assert!(last_error().contains("duplicate"));
+    assert_eq!(psv_saver_save(s, null(), null()), PSV_ERR_NULL_ARG);
+    psv_saver_free(s);
+    psv_saver_free(null_mut());
+    psv_free(null_mut());
+    psv_save_options_free(null_mut());
+    psv_restore_options_free(null_mut());
+
+    let mut out: *mut psv_archive = 0x1 as *mut psv_archive;
+    let missing = CString::new("/nonexistent/psv/file").unwrap();
+    assert_eq!(psv_restore(missing.as_ptr(), null(), &mut out), PSV_ERR_IO);
+    assert!(out.is_null(), "out must be NULL after a failure");
+    assert!(last_error().contains("/nonexistent/psv/file.npz"));
+    assert_eq!(
+        psv_restore(missing.as_ptr(), null(), null_mut()),
+        PSV_ERR_NULL_ARG
+    );
+    assert_eq!(psv_restore(null(), null(), &mut out), PSV_ERR_NULL_ARG);
+
+    assert_eq!(psv_archive_count(null()), 0);
+    assert!(psv_archive_key(null(), 0).is_null());
+    assert!(psv_archive_data(null(), 0).is_null());
+    assert_eq!(psv_archive_dtype(null(), 0), PSV_DTYPE_INVALID);
+    let mut idx = 0usize;
+    assert_eq!(
+        psv_archive_find(null(), key.as_ptr(), &mut idx),
+        PSV_ERR_NULL_ARG
+    );
+    assert_eq!(
+        psv_save_options_set_threads(null_mut(), 1),
+        PSV_ERR_NULL_ARG
+    );
+    assert_eq!(
+        psv_restore_options_set_verify_crc(null_mut(), true),
+        PSV_ERR_NULL_ARG
+    );
+}
+
+#[test]
+fn status_strings_and_versions() {
+    let names = [
+        "PSV_OK",
+        "PSV_ERR_NULL_ARG",
+        "PSV_ERR_INVALID_ARG",
+        "PSV_ERR_BAD_DTYPE",
+        "PSV_ERR_OVERFLOW",
+        "PSV_ERR_IO",
+        "PSV_ERR_FORMAT",
+        "PSV_ERR_UNSUPPORTED",
+        "PSV_ERR_LIMIT",
+        "PSV_ERR_NOT_FOUND",
+        "PSV_ERR_NOMEM",
+        "PSV_ERR_ABORTED",
+        "PSV_ERR_PANIC",
+        "PSV_ERR_CRC",
+    ];
+    for (code, name) in names.iter().enumerate() {
+        // SAFETY (test): psv_status_str returns a static NUL-terminated string.
+        let got = unsafe { CStr::from_ptr(psv_status_str(code as i32)) };
+        assert_eq!(got.to_str().unwrap(), *name);
+    }
+    // SAFETY (test): as above.
+    assert_eq!(
+        unsafe { CStr::from_ptr(psv_status_str(999)) }
+            .to_str()
+            .unwrap(),
+        "PSV_ERR_UNKNOWN"
+    );
+    // SAFETY (test): psv_version returns a static NUL-terminated string.
+    assert_eq!(
+        unsafe { CStr::from_ptr(psv_version()) }.to_str().unwrap(),
+        env!("CARGO_PKG_VERSION")
+    );
+    let header =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/include/psv.h")).unwrap();
+    let macro_value = |name: &str| -> u32 {
+        let line = header
+            .lines()
+            .find(|l| l.starts_with(&format!("#define {name} ")))
+            .unwrap();
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    let (major, minor, patch) = (
+        macro_value("PSV_VERSION_MAJOR"),
+        macro_value("PSV_VERSION_MINOR"),
+        macro_value("PSV_VERSION_PATCH"),
+    );
+    assert_eq!(
+        format!("{major}.{minor}.{patch}"),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(
+        macro_value("PSV_VERSION_NUMBER"),
+        major * 10000 + minor * 100 + patch
+    );
+    assert_eq!(macro_value("PSV_ABI_VERSION"), psv_abi_version());
+}
+
+#[test]
+fn last_error_message_truncates_like_snprintf() {
+    let mut out: *mut psv_archive = null_mut();
+    let missing = CString::new("/nonexistent/x").unwrap();
+    assert_eq!(psv_restore(missing.as_ptr(), null(), &mut out), PSV_ERR_IO);
+    let full = last_error();
+    let mut small = [0x55u8; 8];
+    assert_eq!(
+        psv_last_error_message(small.as_mut_ptr().cast(), small.len()),
+        full.len()
+    );
+    assert_eq!(&small[..7], &full.as_bytes()[..7]);
+    assert_eq!(small[7], 0);
+    // The message is per thread.
+    std::thread::spawn(|| assert_eq!(psv_last_error_message(null_mut(), 0), 0))
+        .join()
+        .unwrap();
+}

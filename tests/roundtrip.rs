@@ -1,0 +1,391 @@
+//! Round trips through the Rust API, cross-checked with the zip crate (which verifies CRCs when
+//! a member is read to its end) and with byte-level checks of the layout we promise.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use psv::{restore, Dtype, ErrorKind, RestoreOptions, SaveOptions, Saver};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("psv-rt-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn pattern(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Reads every member with the zip crate (to the end, so it checks the CRC) and returns
+/// (name, bytes, data start offset).
+fn zip_members(path: &Path) -> Vec<(String, Vec<u8>, u64)> {
+    let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    (0..z.len())
+        .map(|i| {
+            let mut f = z.by_index(i).unwrap();
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes).unwrap();
+            (
+                f.name().unwrap().to_string(),
+                bytes,
+                f.data_start().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_numeric_dtype_round_trips_and_the_zip_crate_agrees() {
+    let dir = scratch("dtypes");
+    let datas: Vec<(Dtype, Vec<u8>)> = psv::dtype::ALL_DTYPES
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| {
+            let mut bytes = pattern(d.itemsize() * 15, i as u64);
+            if d == Dtype::Bool {
+                bytes.iter_mut().for_each(|b| *b &= 1);
+            }
+            (d, bytes)
+        })
+        .collect();
+    let mut saver = Saver::new();
+    for (d, bytes) in &datas {
+        saver.add(&format!("{d:?}"), bytes, *d, &[3, 5]).unwrap();
+    }
+    let path = saver
+        .save(dir.join("all"), &SaveOptions::default())
+        .unwrap();
+    assert_eq!(path, dir.join("all.npz"));
+
+    let members = zip_members(&path);
+    assert_eq!(members.len(), datas.len());
+    for ((name, bytes, data_start), (d, data)) in members.iter().zip(&datas) {
+        assert_eq!(name, &format!("{d:?}.npy"));
+        assert_eq!(data_start % 64, 0, "{name}: payload not 64-aligned");
+        let header_len = bytes.len() - data.len();
+        assert_eq!(header_len % 64, 0);
+        assert_eq!(&bytes[header_len..], &data[..]);
+    }
+
+    let a = restore(&path, &RestoreOptions::default()).unwrap();
+    assert_eq!(a.len(), datas.len());
+    for (i, (d, data)) in datas.iter().enumerate() {
+        let info = &a.arrays()[i];
+        assert_eq!(info.dtype, Some(*d));
+        assert_eq!(info.shape, vec![3, 5]);
+        assert_eq!(a.data(i).unwrap(), &data[..]);
+        assert_eq!(a.data_ptr(i).unwrap() as usize % 64, 0);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn large_members_are_chunked_and_restored_with_any_thread_count() {
+    let dir = scratch("large");
+    let big = pattern(37 << 20, 7); // 37 MiB: ten chunks, the last one partial
+    let small = pattern(1000, 8);
+    let mut saver = Saver::new();
+    saver.add("small0", &small, Dtype::U8, &[1000]).unwrap();
+    saver
+        .add("big", &big, Dtype::F64, &[(37 << 20) / 8])
+        .unwrap();
+    saver.add("small1", &small, Dtype::I8, &[10, 100]).unwrap();
+    for threads in [1, 2, 3] {
+        let opts = SaveOptions {
+            threads,
+            fsync: threads == 1,
+        };
+        let path = saver.save(dir.join("big.npz"), &opts).unwrap();
+        for (_, bytes, start) in zip_members(&path) {
+            assert_eq!(start % 64, 0);
+            assert!(bytes.len() >= 1000);
+        }
+        let ropts = RestoreOptions {
+            threads,
+            ..RestoreOptions::default()
+        };
+        let a = restore(&path, &ropts).unwrap();
+        assert_eq!(a.data(a.find("big").unwrap()).unwrap(), &big[..]);
+        assert_eq!(a.data(a.find("small1").unwrap()).unwrap(), &small[..]);
+        assert_eq!(a.block().len() % 64, 0);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn zero_d_empty_and_unicode_keys() {
+    let dir = scratch("edge");
+    let one = 2.5f64.to_ne_bytes();
+    let mut saver = Saver::new();
+    saver.add("scalar", &one, Dtype::F64, &[]).unwrap();
+    saver.add("empty", &[], Dtype::F32, &[0, 3]).unwrap();
+    saver
+        .add("中文/with space", &[1, 2, 3], Dtype::U8, &[3])
+        .unwrap();
+    saver
+        .add_descr(
+            "rec",
+            &[0u8; 24],
+            "[('a', '<i4'), ('b', '<f8', (2,)), ('', '|V4')]",
+            &[1],
+            false,
+        )
+        .unwrap();
+    saver.add_descr("nothing", &[], "[]", &[5], false).unwrap();
+    let path = saver
+        .save(dir.join("edge"), &SaveOptions::default())
+        .unwrap();
+    let names: Vec<String> = zip_members(&path).into_iter().map(|m| m.0).collect();
+    assert_eq!(
+        names,
+        [
+            "scalar.npy",
+            "empty.npy",
+            "中文/with space.npy",
+            "rec.npy",
+            "nothing.npy"
+        ]
+    );
+    let a = restore(&path, &RestoreOptions::default()).unwrap();
+    assert_eq!(a.arrays()[0].shape, Vec::<u64>::new());
+    assert_eq!(a.data(0).unwrap(), &one);
+    assert_eq!(a.arrays()[1].nbytes, 0);
+    assert_eq!(a.find("中文/with space"), Some(2));
+    assert_eq!(
+        a.arrays()[3].descr_string,
+        "[('a', '<i4'), ('b', '<f8', (2,)), ('', '|V4')]"
+    );
+    assert_eq!(a.arrays()[3].nbytes, 24);
+    assert_eq!(a.arrays()[4].nbytes, 0);
+    assert_eq!(a.arrays()[4].shape, vec![5]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn zip64_end_records_for_65536_members() {
+    let dir = scratch("many");
+    let vals: Vec<[u8; 4]> = (0..65536u32).map(|i| i.to_ne_bytes()).collect();
+    let mut saver = Saver::new();
+    for (i, v) in vals.iter().enumerate() {
+        saver.add(&format!("k{i}"), v, Dtype::U32, &[1]).unwrap();
+    }
+    let path = saver
+        .save(dir.join("many"), &SaveOptions::default())
+        .unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let eocd = &bytes[bytes.len() - 22..];
+    assert_eq!(&eocd[..4], b"PK\x05\x06");
+    assert_eq!(u16::from_le_bytes([eocd[10], eocd[11]]), 0xFFFF);
+    let locator = &bytes[bytes.len() - 42..bytes.len() - 22];
+    assert_eq!(&locator[..4], b"PK\x06\x07");
+    assert_eq!(
+        zip::ZipArchive::new(std::fs::File::open(&path).unwrap())
+            .unwrap()
+            .len(),
+        65536
+    );
+    let a = restore(&path, &RestoreOptions::default()).unwrap();
+    assert_eq!(a.len(), 65536);
+    for i in [0usize, 1, 65534, 65535] {
+        assert_eq!(a.data(a.find(&format!("k{i}")).unwrap()).unwrap(), &vals[i]);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn corruption_and_truncation_are_detected() {
+    let dir = scratch("corrupt");
+    let data = pattern(100_000, 3);
+    let mut saver = Saver::new();
+    saver.add("x", &data, Dtype::U8, &[100_000]).unwrap();
+    let path = saver.save(dir.join("c"), &SaveOptions::default()).unwrap();
+    let good = std::fs::read(&path).unwrap();
+
+    let mut flipped = good.clone();
+    flipped[50_000] ^= 0x10;
+    std::fs::write(&path, &flipped).unwrap();
+    let e = restore(&path, &RestoreOptions::default()).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Crc, "{e}");
+    assert!(e.message().contains("\"x.npy\""), "{e}");
+    let unchecked = RestoreOptions {
+        verify_crc: false,
+        ..RestoreOptions::default()
+    };
+    let a = restore(&path, &unchecked).unwrap();
+    assert_ne!(a.data(0).unwrap(), &data[..]);
+
+    for cut in [0, 10, 100, 1000, 50_000, good.len() - 23, good.len() - 1] {
+        std::fs::write(&path, &good[..cut]).unwrap();
+        let e = restore(&path, &RestoreOptions::default()).err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::Format, "cut at {cut}: {e}");
+    }
+    std::fs::write(&path, b"this is not a zip file at all, not even close").unwrap();
+    assert_eq!(
+        restore(&path, &RestoreOptions::default())
+            .err()
+            .unwrap()
+            .kind(),
+        ErrorKind::Format
+    );
+    let e = restore(dir.join("missing"), &RestoreOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert!(e.message().contains("missing.npz"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn limits_are_enforced_before_allocating() {
+    let dir = scratch("limits");
+    let data = pattern(4096, 1);
+    let mut saver = Saver::new();
+    saver.add("x", &data, Dtype::U8, &[4096]).unwrap();
+    saver.add("y", &data, Dtype::U8, &[4096]).unwrap();
+    let path = saver.save(dir.join("l"), &SaveOptions::default()).unwrap();
+    let small_block = RestoreOptions {
+        max_total_bytes: Some(5000),
+        ..RestoreOptions::default()
+    };
+    assert_eq!(
+        restore(&path, &small_block).err().unwrap().kind(),
+        ErrorKind::Limit
+    );
+    let short_headers = RestoreOptions {
+        max_header_len: 32,
+        ..RestoreOptions::default()
+    };
+    assert_eq!(
+        restore(&path, &short_headers).err().unwrap().kind(),
+        ErrorKind::Limit
+    );
+    let few_members = RestoreOptions {
+        max_members: 1,
+        ..RestoreOptions::default()
+    };
+    assert_eq!(
+        restore(&path, &few_members).err().unwrap().kind(),
+        ErrorKind::Limit
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn failed_saves_leave_no_temp_file_and_the_old_target_intact() {
+    let dir = scratch("atomic");
+    let data = pattern(1 << 20, 5);
+    let mut saver = Saver::new();
+    saver.add("x", &data, Dtype::U8, &[1 << 20]).unwrap();
+    let e = saver
+        .save(dir.join("no/such/dir/f"), &SaveOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert!(e.message().contains("no/such/dir/f.npz"), "{e}");
+
+    // Saving over an existing file replaces it whole and leaves only the target behind.
+    std::fs::write(dir.join("t.npz"), b"old").unwrap();
+    saver
+        .save(dir.join("t.npz"), &SaveOptions::default())
+        .unwrap();
+    let entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("t.npz")]);
+
+    // A target that is a directory makes the rename fail: the temp file must be gone.
+    std::fs::create_dir(dir.join("d.npz")).unwrap();
+    std::fs::write(dir.join("d.npz/keep"), b"x").unwrap();
+    assert_eq!(
+        saver
+            .save(dir.join("d"), &SaveOptions::default())
+            .err()
+            .unwrap()
+            .kind(),
+        ErrorKind::Io
+    );
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    entries.sort();
+    assert_eq!(
+        entries,
+        vec![
+            std::ffi::OsString::from("d.npz"),
+            std::ffi::OsString::from("t.npz")
+        ]
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_adds_are_refused() {
+    let mut saver = Saver::new();
+    let data = [0u8; 8];
+    assert_eq!(
+        saver.add("", &data, Dtype::U8, &[8]).err().unwrap().kind(),
+        ErrorKind::InvalidArg
+    );
+    assert_eq!(
+        saver.add("a", &data, Dtype::U8, &[9]).err().unwrap().kind(),
+        ErrorKind::InvalidArg
+    );
+    saver.add("a", &data, Dtype::U8, &[8]).unwrap();
+    assert_eq!(
+        saver.add("a", &data, Dtype::U8, &[8]).err().unwrap().kind(),
+        ErrorKind::InvalidArg
+    );
+    let e = saver
+        .add("b", &data, Dtype::F64, &[u64::MAX, 2])
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::Overflow);
+    let e = saver
+        .add_descr("o", &data, "|O", &[1], false)
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::BadDtype);
+    let e = saver
+        .add_descr("q", &data, "<q9", &[1], false)
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::BadDtype);
+    assert_eq!(saver.len(), 1);
+}
+
+#[test]
+fn concurrent_saves_and_restores_are_exact() {
+    let dir = scratch("threads");
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let dir = &dir;
+            s.spawn(move || {
+                for round in 0..10u64 {
+                    let a = pattern(100_000 + (t * 1000 + round) as usize, t * 100 + round);
+                    let b = pattern(5_000_000, t + round);
+                    let mut saver = Saver::new();
+                    saver.add("a", &a, Dtype::U8, &[a.len() as u64]).unwrap();
+                    saver.add("b", &b, Dtype::U8, &[b.len() as u64]).unwrap();
+                    let path = saver
+                        .save(dir.join(format!("t{t}")), &SaveOptions::default())
+                        .unwrap();
+                    let r = restore(&path, &RestoreOptions::default()).unwrap();
+                    assert_eq!(r.data(0).unwrap(), &a[..]);
+                    assert_eq!(r.data(1).unwrap(), &b[..]);
+                }
+            });
+        }
+    });
+    std::fs::remove_dir_all(dir).unwrap();
+}
