@@ -241,7 +241,7 @@ fn null_arguments_and_bad_codes_give_their_status() {
     psv_save_options_free(null_mut());
     psv_restore_options_free(null_mut());
 
-    let mut out: *mut psv_archive = 0x1 as *mut psv_archive;
+    let mut out: *mut psv_archive = std::ptr::dangling_mut();
     let missing = CString::new("/nonexistent/psv/file").unwrap();
     assert_eq!(psv_restore(missing.as_ptr(), null(), &mut out), PSV_ERR_IO);
     assert!(out.is_null(), "out must be NULL after a failure");
