@@ -81,6 +81,16 @@ typedef int32_t psv_status;
 typedef int32_t psv_dtype;
 
 /**
+ * A progress callback: called on the thread that called save or restore (never on a worker,
+ * never concurrently) with the bytes done so far and the total, at least every 64 MiB or
+ * 100 ms and once at the end. Return 0 to continue, anything else to cancel: the operation
+ * then fails with `PSV_ERR_ABORTED` (a save removes its temporary file and leaves the target
+ * untouched; a restore frees everything). The callback must not call back into libpsv with the
+ * same handles and must not unwind (no C++ exceptions or longjmp through libpsv).
+ */
+typedef int (*psv_progress_cb)(void *userdata, uint64_t done, uint64_t total);
+
+/**
  * Success.
  */
 #define PSV_OK 0
@@ -316,6 +326,12 @@ psv_status psv_save_options_set_threads(psv_save_options *o, size_t threads);
 psv_status psv_save_options_set_fsync(psv_save_options *o, bool fsync);
 
 /**
+ * Sets a progress callback for saves (NULL `cb` removes it); see `psv_progress_cb`.
+ * `userdata` is passed back unchanged and must stay valid while these options are used.
+ */
+psv_status psv_save_options_set_progress(psv_save_options *o, psv_progress_cb cb, void *userdata);
+
+/**
  * Frees save options. NULL is a no-op.
  */
 void psv_save_options_free(psv_save_options *o);
@@ -348,6 +364,48 @@ psv_status psv_restore_options_set_verify_crc(psv_restore_options *o, bool verif
 psv_status psv_restore_options_set_limits(psv_restore_options *o, uint64_t max_total_bytes, uint64_t max_members, uint64_t max_header_len);
 
 /**
+ * Sets a progress callback for restores (NULL `cb` removes it); see `psv_progress_cb`.
+ * `userdata` is passed back unchanged and must stay valid while these options are used.
+ */
+psv_status psv_restore_options_set_progress(psv_restore_options *o, psv_progress_cb cb, void *userdata);
+
+/**
+ * Restores only the arrays named in `keys` (`n` NUL-terminated UTF-8 strings, copied), in
+ * that order, and sizes the block to them; `n == 0` restores every array again. A key the
+ * archive does not have makes the restore fail with `PSV_ERR_NOT_FOUND`.
+ *
+ * Errors: NULL_ARG (`o`, or `keys`/an element NULL with n > 0), INVALID_ARG (non-UTF-8 or
+ * repeated key).
+ */
+psv_status psv_restore_options_set_keys(psv_restore_options *o, const char *const *keys, size_t n);
+
+/**
+ * When true, a restore reads only the directory and the `.npy` headers: accessors work, but
+ * `psv_archive_data` returns NULL and the block is empty. Useful for listing large files.
+ */
+psv_status psv_restore_options_set_metadata_only(psv_restore_options *o, bool metadata_only);
+
+/**
+ * When true, arrays stored in non-native byte order (e.g. `>f8` on x86-64) are byte-swapped
+ * in place and reported with their native descr and numeric dtype code. Default false: bytes
+ * and descr exactly as stored, as numpy does.
+ */
+psv_status psv_restore_options_set_native_endian(psv_restore_options *o, bool native_endian);
+
+/**
+ * When true, the file is mapped (private, copy-on-write) and every stored member whose array
+ * data is 64-aligned in the file (every file psv writes) is returned as a view into the
+ * mapping: nothing is read up front and pages load on first touch. Other members (numpy's
+ * unaligned files, deflated members) are copied into the block as usual. Mapped members' CRCs
+ * are not checked (that would read them), and native_endian does not apply to them.
+ *
+ * The archive owns the mapping until `psv_free`. Replacing the file by rename while it is
+ * mapped is safe (the mapping keeps the old file); truncating it in place is not: touching a
+ * page past the new end raises SIGBUS in the process.
+ */
+psv_status psv_restore_options_set_mmap(psv_restore_options *o, bool mmap);
+
+/**
  * Frees restore options. NULL is a no-op.
  */
 void psv_restore_options_free(psv_restore_options *o);
@@ -367,6 +425,15 @@ void psv_restore_options_free(psv_restore_options *o);
 psv_status psv_restore(const char *path, const psv_restore_options *opts, psv_archive **out);
 
 /**
+ * Restores a `.npz` held in memory (`len` bytes at `buf`, e.g. a download) exactly as
+ * `psv_restore` restores a file; the mmap option is ignored. `buf` is only read during the
+ * call: the archive copies what it needs and does not refer to `buf` afterwards.
+ *
+ * Errors: as `psv_restore` (IO only from allocation-free paths is impossible here).
+ */
+psv_status psv_restore_from_memory(const void *buf, size_t len, const psv_restore_options *opts, psv_archive **out);
+
+/**
  * Number of arrays in the archive; 0 for NULL.
  */
 size_t psv_archive_count(const psv_archive *a);
@@ -384,8 +451,9 @@ psv_status psv_archive_find(const psv_archive *a, const char *key, size_t *index
 const char *psv_archive_key(const psv_archive *a, size_t i);
 
 /**
- * The data of array `i`: 64-byte aligned, inside the archive's block, valid until `psv_free`;
- * never NULL for a valid index (also for empty arrays). NULL if out of range.
+ * The data of array `i`: 64-byte aligned, inside the archive's block (or, in mmap mode,
+ * its file mapping), valid until `psv_free`; never NULL for a valid index (also for empty
+ * arrays) except in metadata-only archives. NULL if out of range.
  *
  * The memory belongs to the archive; it may be written through (e.g. to modify the arrays in
  * place) as long as no other thread reads it at the same time.

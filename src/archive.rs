@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::block::Block;
+use crate::block::{Block, FileMap};
 use crate::descr::Descr;
 use crate::dtype::Dtype;
 
@@ -21,10 +21,16 @@ pub struct ArrayInfo {
     pub shape: Vec<u64>,
     /// True if the bytes are in Fortran order (as stored; never transposed).
     pub fortran_order: bool,
-    /// Offset of the data in the block (a multiple of 64).
+    /// Offset of the data in the block, or in the file mapping when `mapped`; a multiple of 64.
     pub offset: usize,
     /// Bytes of data.
     pub nbytes: usize,
+    /// True if the data lives in the file mapping (mmap mode) rather than the block.
+    pub mapped: bool,
+    /// File offset of the array data, for stored members (`None` when deflated).
+    pub file_offset: Option<u64>,
+    /// True if the member was deflated in the file.
+    pub compressed: bool,
 }
 
 /// A restored `.npz`: every array in one 64-byte-aligned block, in central-directory order.
@@ -32,6 +38,8 @@ pub struct ArrayInfo {
 /// Immutable once built; `&Archive` may be shared between threads.
 pub struct Archive {
     pub(crate) block: Block,
+    pub(crate) map: Option<FileMap>,
+    pub(crate) metadata_only: bool,
     pub(crate) arrays: Vec<ArrayInfo>,
     pub(crate) index: HashMap<String, usize>,
     pub(crate) skipped: Vec<String>,
@@ -58,19 +66,37 @@ impl Archive {
         self.index.get(key).copied()
     }
 
-    /// The bytes of array `i` (64-byte aligned); `None` if `i` is out of range.
+    /// The bytes of array `i` (64-byte aligned); `None` if `i` is out of range or the archive
+    /// was restored metadata-only.
     pub fn data(&self, i: usize) -> Option<&[u8]> {
         let a = self.arrays.get(i)?;
-        self.block.as_slice().get(a.offset..a.offset + a.nbytes)
+        let base = self.storage_of(a)?;
+        base.get(a.offset..a.offset + a.nbytes)
     }
 
-    /// Address of array `i`'s first byte (inside the block even for empty arrays).
+    /// Address of array `i`'s first byte (inside its storage even for empty arrays); `None` if
+    /// out of range or metadata-only.
     pub fn data_ptr(&self, i: usize) -> Option<*const u8> {
         let a = self.arrays.get(i)?;
-        Some(self.block.as_ptr().wrapping_add(a.offset))
+        Some(self.storage_of(a)?.as_ptr().wrapping_add(a.offset))
     }
 
-    /// The whole block.
+    fn storage_of(&self, a: &ArrayInfo) -> Option<&[u8]> {
+        if self.metadata_only {
+            None
+        } else if a.mapped {
+            self.map.as_ref().map(FileMap::as_slice)
+        } else {
+            Some(self.block.as_slice())
+        }
+    }
+
+    /// True if this archive was restored metadata-only (no data).
+    pub fn is_metadata_only(&self) -> bool {
+        self.metadata_only
+    }
+
+    /// The block holding every copied array (in mmap mode, the arrays that could not be mapped).
     pub fn block(&self) -> &[u8] {
         self.block.as_slice()
     }
@@ -78,6 +104,11 @@ impl Archive {
     /// Address of the block (page-aligned, never NULL).
     pub fn block_ptr(&self) -> *const u8 {
         self.block.as_ptr()
+    }
+
+    /// The file mapping, in mmap mode.
+    pub fn mapping(&self) -> Option<&[u8]> {
+        self.map.as_ref().map(FileMap::as_slice)
     }
 
     /// Names of members that are not arrays (not `*.npy`, or without the npy magic); numpy

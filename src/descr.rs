@@ -96,6 +96,69 @@ impl Descr {
     }
 }
 
+impl Descr {
+    /// Appends the byte-swap units of one element: `(offset, width)` for every scalar stored in
+    /// non-native order (complex numbers swap each half; `U` each 4-byte character).
+    pub fn swap_units(&self, base: usize, out: &mut Vec<(usize, usize)>) {
+        match self {
+            Descr::Simple(s) => {
+                if !s.text.starts_with(foreign_order()) {
+                    return;
+                }
+                let kind = s.text.chars().nth(1).unwrap_or('V');
+                let width = match kind {
+                    'c' => s.itemsize / 2,
+                    'U' => 4,
+                    _ => s.itemsize,
+                };
+                if width > 1 {
+                    let mut off = 0;
+                    while off + width <= s.itemsize {
+                        out.push((base + off, width));
+                        off += width;
+                    }
+                }
+            }
+            Descr::Record(fields) => {
+                let mut off = base;
+                for f in fields {
+                    let count = f
+                        .shape
+                        .iter()
+                        .fold(1usize, |a, &d| a.saturating_mul(d as usize));
+                    let size = f.dtype.itemsize();
+                    for k in 0..count {
+                        f.dtype.swap_units(off + k * size, out);
+                    }
+                    off += f.itemsize_unchecked();
+                }
+            }
+        }
+    }
+
+    /// The same type in native byte order (what `native_endian` restores produce).
+    pub fn to_native(&self) -> Descr {
+        match self {
+            Descr::Simple(s) if s.text.starts_with(foreign_order()) => {
+                let native = format!("{NATIVE_ORDER}{}", &s.text[1..]);
+                parse_simple(&native)
+                    .map(Descr::Simple)
+                    .unwrap_or_else(|_| self.clone())
+            }
+            Descr::Simple(_) => self.clone(),
+            Descr::Record(fields) => Descr::Record(
+                fields
+                    .iter()
+                    .map(|f| Field {
+                        dtype: f.dtype.to_native(),
+                        ..f.clone()
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
 fn foreign_order() -> char {
     if NATIVE_ORDER == '<' {
         '>'
@@ -453,6 +516,30 @@ mod tests {
         let at = parse_descr_text("[('a', '|u1'), ('', '|V7'), ('b', '<f8', (2,))]").unwrap();
         assert_eq!(at.descr.itemsize(), 24);
         assert_eq!(parse_descr_text("[]").unwrap().descr.itemsize(), 0);
+    }
+
+    #[test]
+    fn swap_units_and_native_conversion() {
+        let foreign = if NATIVE_ORDER == '<' { '>' } else { '<' };
+        let at = parse_descr_text(&format!(
+            "[('a', '{foreign}c16'), ('b', '|u1'), ('c', '{foreign}U2', (2,))]"
+        ))
+        .unwrap();
+        let mut units = Vec::new();
+        at.descr.swap_units(0, &mut units);
+        assert_eq!(
+            units,
+            vec![(0, 8), (8, 8), (17, 4), (21, 4), (25, 4), (29, 4)]
+        );
+        assert!(at.descr.has_foreign_order());
+        let native = at.descr.to_native();
+        assert!(!native.has_foreign_order());
+        assert_eq!(native.itemsize(), at.descr.itemsize());
+        let f = parse_descr_text(&format!("{foreign}f8"))
+            .unwrap()
+            .descr
+            .to_native();
+        assert_eq!(f.numeric(), Some(Dtype::F64));
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod npy;
 pub mod npz;
 pub mod options;
 mod pool;
+pub mod progress;
 pub mod pylit;
 pub mod restore;
 pub mod save;
@@ -46,5 +47,7 @@ pub use archive::{Archive, ArrayInfo};
 pub use dtype::Dtype;
 pub use error::{Error, ErrorKind, Result};
 pub use options::{RestoreOptions, SaveOptions};
-pub use restore::restore;
+pub use restore::{
+    restore, restore_from_memory, restore_from_memory_with_progress, restore_with_progress,
+};
 pub use save::Saver;

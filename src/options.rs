@@ -27,6 +27,16 @@ pub struct RestoreOptions {
     pub max_total_bytes: Option<u64>,
     /// Largest accepted number of central directory entries.
     pub max_members: u64,
+    /// Restore only these keys, in this order (`None`: every array). Unknown keys are
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound).
+    pub keys: Option<Vec<String>>,
+    /// List arrays without reading their data: no block, data pointers absent.
+    pub metadata_only: bool,
+    /// Byte-swap non-native-order arrays in place and report their native descr.
+    pub native_endian: bool,
+    /// Map the file and point stored, 64-aligned members straight into the mapping (no copy,
+    /// no read up front, no CRC check for them); other members are copied as usual.
+    pub mmap: bool,
 }
 
 impl Default for RestoreOptions {
@@ -37,6 +47,10 @@ impl Default for RestoreOptions {
             max_header_len: DEFAULT_MAX_HEADER_LEN,
             max_total_bytes: None,
             max_members: DEFAULT_MAX_MEMBERS,
+            keys: None,
+            metadata_only: false,
+            native_endian: false,
+            mmap: false,
         }
     }
 }

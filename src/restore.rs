@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::io::{BufReader, Cursor};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -16,12 +17,13 @@ use flate2::{Decompress, FlushDecompress, Status};
 use rayon::prelude::*;
 
 use crate::archive::{Archive, ArrayInfo};
-use crate::block::{self, Block};
-use crate::error::{Error, ErrorKind, Result};
+use crate::block::{self, Block, FileMap};
+use crate::error::{Error, Result};
 use crate::npy::header::{self, NpyHeader};
 use crate::npz::index::{self, MemberInfo, Method};
 use crate::options::{self, RestoreOptions};
 use crate::pool;
+use crate::progress::{self, ProgressFn};
 use crate::save::{npz_path, CHUNK_LEN};
 
 /// Bytes read speculatively with each local header: usually enough for the name, the extra
@@ -31,121 +33,251 @@ const HEAD_READ_LEN: u64 = 1024;
 const INFLATE_INPUT_LEN: usize = 256 << 10;
 const LOCAL_SIG: &[u8; 4] = b"PK\x03\x04";
 
-/// Restores every array of the `.npz` at `path` (`.npz` appended if missing) into one block.
+/// Where the archive's bytes come from: a file (positional reads) or a caller's buffer.
+trait Source: Sync {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl Source for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.read_exact_at(buf, offset)
+    }
+}
+
+/// A caller's in-memory archive.
+struct Memory<'a>(&'a [u8]);
+
+impl Source for Memory<'_> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let bytes = start
+            .checked_add(buf.len())
+            .and_then(|end| self.0.get(start..end))
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Restores the arrays of the `.npz` at `path` (`.npz` appended if missing) into one block.
 pub fn restore(path: impl AsRef<Path>, opts: &RestoreOptions) -> Result<Archive> {
-    let path = npz_path(path.as_ref());
+    restore_file(path.as_ref(), opts, None)
+}
+
+/// [`restore`] with a progress callback `(done, total) -> continue?`, run on the calling thread.
+pub fn restore_with_progress(
+    path: impl AsRef<Path>,
+    opts: &RestoreOptions,
+    progress: &mut ProgressFn<'_>,
+) -> Result<Archive> {
+    restore_file(path.as_ref(), opts, Some(progress))
+}
+
+/// Restores a `.npz` held in memory (e.g. downloaded) into one block. `opts.mmap` is ignored.
+pub fn restore_from_memory(bytes: &[u8], opts: &RestoreOptions) -> Result<Archive> {
+    restore_memory(bytes, opts, None)
+}
+
+/// [`restore_from_memory`] with a progress callback.
+pub fn restore_from_memory_with_progress(
+    bytes: &[u8],
+    opts: &RestoreOptions,
+    progress: &mut ProgressFn<'_>,
+) -> Result<Archive> {
+    restore_memory(bytes, opts, Some(progress))
+}
+
+fn restore_memory(
+    bytes: &[u8],
+    opts: &RestoreOptions,
+    progress: Option<&mut ProgressFn<'_>>,
+) -> Result<Archive> {
+    let shown = "<memory>";
+    let members = index::read_index(Cursor::new(bytes), shown, opts.max_members)?;
+    let memory = Memory(bytes);
+    let reader = Reader {
+        src: &memory,
+        file_len: bytes.len() as u64,
+        shown,
+        opts,
+    };
+    reader.restore(&members, None, progress)
+}
+
+fn restore_file(
+    path: &Path,
+    opts: &RestoreOptions,
+    progress: Option<&mut ProgressFn<'_>>,
+) -> Result<Archive> {
+    let path = npz_path(path);
     let shown = path.display().to_string();
     let file = File::open(&path).map_err(|e| Error::io(format!("cannot open {shown}"), e))?;
     let file_len = file
         .metadata()
         .map_err(|e| Error::io(format!("cannot stat {shown}"), e))?
         .len();
-    let members = index::read_index(&file, &shown, opts.max_members)?;
+    let members = index::read_index(BufReader::new(&file), &shown, opts.max_members)?;
+    let map = if opts.mmap && !opts.metadata_only {
+        Some(FileMap::new(&file, file_len).map_err(|e| e.context(&shown))?)
+    } else {
+        None
+    };
     let reader = Reader {
-        file: &file,
+        src: &file,
         file_len,
         shown: &shown,
         opts,
     };
+    reader.restore(&members, map, progress)
+}
 
-    // Which members are arrays, by name.
-    let names: HashSet<&str> = members.iter().map(|m| m.name.as_str()).collect();
-    let mut candidates = Vec::new();
-    let mut skipped = Vec::new();
-    for (i, m) in members.iter().enumerate() {
-        match m.name.strip_suffix(".npy") {
-            Some(key) => {
-                if names.contains(key) {
+impl Reader<'_> {
+    /// The whole restore after the central directory is indexed.
+    fn restore(
+        &self,
+        members: &[MemberInfo],
+        map: Option<FileMap>,
+        mut progress: Option<&mut ProgressFn<'_>>,
+    ) -> Result<Archive> {
+        let (shown, opts) = (self.shown, self.opts);
+        let (candidates, mut skipped) = select_members(members, shown, opts)?;
+        let pool = pool::get(opts.threads)?;
+        let inspected: Vec<Option<Located>> = pool.install(|| {
+            candidates
+                .par_iter()
+                .map(|&i| {
+                    self.inspect(&members[i])
+                        .map_err(|e| self.in_member(&members[i], e))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+
+        // Lay out the block: every array that is not mapped gets a 64-aligned slot.
+        let limit = opts
+            .max_total_bytes
+            .unwrap_or_else(options::physical_memory);
+        let mut arrays = Vec::new();
+        let mut located = Vec::new();
+        let mut end: usize = 0;
+        for (&i, found) in candidates.iter().zip(inspected) {
+            let m = &members[i];
+            let Some(loc) = found else {
+                if opts.keys.is_some() {
                     return Err(Error::format(format!(
-                        "{shown}: members {key:?} and {:?} both claim the key {key:?}",
+                        "{shown}: member {:?} is not a .npy array",
                         m.name
                     )));
                 }
-                if key.contains('\0') {
-                    return Err(Error::format(format!(
-                        "{shown}: member name {:?} contains NUL",
-                        m.name
-                    )));
-                }
-                candidates.push(i);
-            }
-            None => skipped.push(m.name.clone()),
+                skipped.push(m.name.clone());
+                continue;
+            };
+            let file_offset = (loc.method == Method::Stored)
+                .then(|| loc.payload_start + loc.header.header_len as u64);
+            let mapped = map.is_some() && file_offset.is_some_and(|o| o % 64 == 0);
+            let offset = if mapped {
+                file_offset.unwrap_or(0) as usize
+            } else {
+                let offset =
+                    block::align_up(end).ok_or_else(|| Error::limit("block size overflows"))?;
+                end = offset
+                    .checked_add(loc.header.nbytes)
+                    .filter(|&e| e as u64 <= limit && e <= isize::MAX as usize)
+                    .ok_or_else(|| {
+                        Error::limit(format!(
+                            "{shown}: the arrays need more than the block limit of {limit} bytes"
+                        ))
+                    })?;
+                offset
+            };
+            let descr = if opts.native_endian {
+                loc.header.descr.to_native()
+            } else {
+                loc.header.descr.clone()
+            };
+            arrays.push(ArrayInfo {
+                key: m.name[..m.name.len() - 4].to_owned(),
+                descr_string: descr.to_descr_string(),
+                dtype: descr.numeric(),
+                descr,
+                shape: loc.header.shape.clone(),
+                fortran_order: loc.header.fortran_order,
+                offset,
+                nbytes: loc.header.nbytes,
+                mapped,
+                file_offset,
+                compressed: loc.method == Method::Deflated,
+            });
+            located.push((i, loc));
         }
-    }
-
-    let pool = pool::get(opts.threads)?;
-    let inspected: Vec<Option<Located>> = pool.install(|| {
-        candidates
-            .par_iter()
-            .map(|&i| {
-                reader
-                    .inspect(&members[i])
-                    .map_err(|e| reader.in_member(&members[i], e))
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
-
-    // Lay out the block.
-    let limit = opts
-        .max_total_bytes
-        .unwrap_or_else(options::physical_memory);
-    let mut arrays = Vec::new();
-    let mut located = Vec::new();
-    let mut end: usize = 0;
-    for (&i, found) in candidates.iter().zip(inspected) {
-        let m = &members[i];
-        let Some(loc) = found else {
-            skipped.push(m.name.clone());
-            continue;
+        let total = if opts.metadata_only {
+            0
+        } else {
+            block::align_up(end).ok_or_else(|| Error::limit("block size overflows"))?
         };
-        let offset = block::align_up(end).ok_or_else(|| Error::limit("block size overflows"))?;
-        end = offset
-            .checked_add(loc.header.nbytes)
-            .filter(|&e| e as u64 <= limit && e <= isize::MAX as usize)
-            .ok_or_else(|| {
-                Error::limit(format!(
-                    "{shown}: the arrays need more than the block limit of {limit} bytes"
-                ))
-            })?;
-        let key = m.name[..m.name.len() - 4].to_owned();
-        arrays.push(ArrayInfo {
-            key,
-            descr_string: loc.header.descr.to_descr_string(),
-            dtype: loc.header.descr.numeric(),
-            descr: loc.header.descr.clone(),
-            shape: loc.header.shape.clone(),
-            fortran_order: loc.header.fortran_order,
-            offset,
-            nbytes: loc.header.nbytes,
-        });
-        located.push((i, loc));
+        let mut block = Block::new(total)?;
+
+        if !opts.metadata_only {
+            let mut tasks = fill_tasks(
+                block.as_mut_slice(),
+                &arrays,
+                &located,
+                members,
+                opts.verify_crc,
+            );
+            if opts.native_endian {
+                // Swapping happens inside each task, right after its bytes arrive.
+                for t in &mut tasks {
+                    t.swap = !located[t.slot].1.swap_units.is_empty();
+                }
+            }
+            let work_bytes: u64 = tasks.iter().map(FillTask::bytes).sum();
+            let results: Vec<(usize, Option<Hasher>)> =
+                progress::run(&pool, work_bytes, progress.as_deref_mut(), |tracker| {
+                    tasks
+                        .into_par_iter()
+                        .map(|t| {
+                            tracker.check()?;
+                            let slot = t.slot;
+                            let (mi, loc) = &located[slot];
+                            let bytes = t.bytes();
+                            let h = self
+                                .fill(t, &members[*mi], loc)
+                                .map_err(|e| self.in_member(&members[*mi], e))?;
+                            tracker.advance(bytes);
+                            Ok((slot, h))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })?;
+            if opts.verify_crc {
+                self.check_crcs(members, &located, &arrays, results)?;
+            }
+            progress::finish(progress, work_bytes)?;
+        }
+
+        let index: HashMap<String, usize> = arrays
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.key.clone(), i))
+            .collect();
+        Ok(Archive {
+            block,
+            map,
+            metadata_only: opts.metadata_only,
+            arrays,
+            index,
+            skipped,
+        })
     }
-    let total = block::align_up(end).ok_or_else(|| Error::limit("block size overflows"))?;
-    let mut block = Block::new(total)?;
 
-    // Fill it.
-    let tasks = fill_tasks(
-        block.as_mut_slice(),
-        &arrays,
-        &located,
-        &members,
-        opts.verify_crc,
-    );
-    let results: Vec<(usize, Option<Hasher>)> = pool.install(|| {
-        tasks
-            .into_par_iter()
-            .map(|t| {
-                let member = t.slot;
-                let (mi, _) = &located[member];
-                reader
-                    .fill(t, &members[*mi], &located[member].1)
-                    .map(|h| (member, h))
-                    .map_err(|e| reader.in_member(&members[*mi], e))
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
-
-    if opts.verify_crc {
+    /// Compares each member's combined CRC with the central directory (mapped members, whose
+    /// bytes were never read, are not checked).
+    fn check_crcs(
+        &self,
+        members: &[MemberInfo],
+        located: &[(usize, Located)],
+        arrays: &[ArrayInfo],
+        results: Vec<(usize, Option<Hasher>)>,
+    ) -> Result<()> {
         let mut crcs: Vec<Hasher> = located
             .iter()
             .map(|(_, loc)| {
@@ -161,29 +293,70 @@ pub fn restore(path: impl AsRef<Path>, opts: &RestoreOptions) -> Result<Archive>
                 crcs[slot].combine(&h);
             }
         }
-        for ((mi, _), h) in located.iter().zip(crcs) {
+        for (((mi, _), h), a) in located.iter().zip(crcs).zip(arrays) {
+            if a.mapped {
+                continue;
+            }
             let m = &members[*mi];
             let got = h.finalize();
             if got != m.crc32 {
                 return Err(Error::crc(format!(
-                    "{shown}: member {:?}: CRC-32 mismatch (central directory says {:08x}, data gives {got:08x})",
-                    m.name, m.crc32
+                    "{}: member {:?}: CRC-32 mismatch (central directory says {:08x}, data gives {got:08x})",
+                    self.shown, m.name, m.crc32
                 )));
             }
         }
+        Ok(())
     }
+}
 
-    let index: HashMap<String, usize> = arrays
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (a.key.clone(), i))
-        .collect();
-    Ok(Archive {
-        block,
-        arrays,
-        index,
-        skipped,
-    })
+/// Splits the central directory into array candidates (by name, in the order to restore) and
+/// skipped members; checks name collisions and requested keys.
+fn select_members(
+    members: &[MemberInfo],
+    shown: &str,
+    opts: &RestoreOptions,
+) -> Result<(Vec<usize>, Vec<String>)> {
+    let names: HashSet<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    let mut candidates = Vec::new();
+    let mut skipped = Vec::new();
+    let mut by_key: HashMap<&str, usize> = HashMap::new();
+    for (i, m) in members.iter().enumerate() {
+        match m.name.strip_suffix(".npy") {
+            Some(key) => {
+                if names.contains(key) {
+                    return Err(Error::format(format!(
+                        "{shown}: members {key:?} and {:?} both claim the key {key:?}",
+                        m.name
+                    )));
+                }
+                if key.contains('\0') {
+                    return Err(Error::format(format!(
+                        "{shown}: member name {:?} contains NUL",
+                        m.name
+                    )));
+                }
+                by_key.insert(key, i);
+                candidates.push(i);
+            }
+            None => skipped.push(m.name.clone()),
+        }
+    }
+    let Some(keys) = &opts.keys else {
+        return Ok((candidates, skipped));
+    };
+    let mut wanted = Vec::with_capacity(keys.len());
+    let mut seen = HashSet::new();
+    for k in keys {
+        if !seen.insert(k.as_str()) {
+            return Err(Error::invalid_arg(format!("key {k:?} is requested twice")));
+        }
+        let i = by_key
+            .get(k.as_str())
+            .ok_or_else(|| Error::not_found(format!("{shown}: no array named {k:?}")))?;
+        wanted.push(*i);
+    }
+    Ok((wanted, Vec::new()))
 }
 
 /// A member that holds an array: where its payload is and what its header says.
@@ -194,6 +367,8 @@ struct Located {
     header: NpyHeader,
     /// The raw header bytes (magic through padding), for the CRC.
     header_bytes: Vec<u8>,
+    /// Byte-swap units of one element when restoring to native order (empty: nothing to do).
+    swap_units: Vec<(usize, usize)>,
 }
 
 /// One unit of fill work.
@@ -201,6 +376,18 @@ struct FillTask<'b> {
     /// Index into `located`.
     slot: usize,
     kind: FillKind<'b>,
+    /// Byte-swap the array bytes to native order once they are in place.
+    swap: bool,
+}
+
+impl FillTask<'_> {
+    /// Bytes this task moves (for progress).
+    fn bytes(&self) -> u64 {
+        match &self.kind {
+            FillKind::Stored { dest, .. } | FillKind::Deflated { dest } => dest.len() as u64,
+            FillKind::StoredTail { len, .. } => *len,
+        }
+    }
 }
 
 enum FillKind<'b> {
@@ -226,6 +413,9 @@ fn fill_tasks<'b>(
     let mut rest = block;
     let mut cursor = 0;
     for (slot, (a, (mi, loc))) in arrays.iter().zip(located).enumerate() {
+        if a.mapped {
+            continue;
+        }
         let tail = std::mem::take(&mut rest);
         let (_, tail) = tail.split_at_mut(a.offset - cursor);
         let (dest, tail) = tail.split_at_mut(a.nbytes);
@@ -235,16 +425,21 @@ fn fill_tasks<'b>(
             Method::Deflated => tasks.push(FillTask {
                 slot,
                 kind: FillKind::Deflated { dest },
+                swap: false,
             }),
             Method::Stored => {
                 let data_start = loc.payload_start + loc.header.header_len as u64;
-                for (k, chunk) in dest.chunks_mut(CHUNK_LEN).enumerate() {
+                // Chunks hold whole elements, so each can be byte-swapped on its own.
+                let item = a.descr.itemsize().max(1);
+                let chunk_len = (CHUNK_LEN / item).max(1) * item;
+                for (k, chunk) in dest.chunks_mut(chunk_len).enumerate() {
                     tasks.push(FillTask {
                         slot,
                         kind: FillKind::Stored {
-                            file_offset: data_start + (k * CHUNK_LEN) as u64,
+                            file_offset: data_start + (k * chunk_len) as u64,
                             dest: chunk,
                         },
+                        swap: false,
                     });
                 }
                 let used = (loc.header.header_len + a.nbytes) as u64;
@@ -259,6 +454,7 @@ fn fill_tasks<'b>(
                                 file_offset: data_start + a.nbytes as u64 + off,
                                 len,
                             },
+                            swap: false,
                         });
                         off += len;
                     }
@@ -270,7 +466,7 @@ fn fill_tasks<'b>(
 }
 
 struct Reader<'r> {
-    file: &'r File,
+    src: &'r (dyn Source + 'r),
     file_len: u64,
     shown: &'r str,
     opts: &'r RestoreOptions,
@@ -283,7 +479,7 @@ impl Reader<'_> {
 
     /// Reads exactly `buf.len()` bytes at `offset`; running past the end is a format error.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.file.read_exact_at(buf, offset).map_err(|e| {
+        self.src.read_at(buf, offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 Error::format(format!(
                     "file ends before offset {}",
@@ -332,7 +528,7 @@ impl Reader<'_> {
             ));
         }
         let payload_start = offset + 30 + name_len as u64 + extra_len;
-        let payload_end = payload_start
+        payload_start
             .checked_add(m.compressed_size)
             .filter(|&e| e <= self.file_len)
             .ok_or_else(|| {
@@ -341,7 +537,6 @@ impl Reader<'_> {
                     m.compressed_size, self.file_len
                 ))
             })?;
-        let _ = payload_end;
         let max_header = usize::try_from(self.opts.max_header_len).unwrap_or(usize::MAX);
         let header_bytes = match method {
             Method::Stored => {
@@ -405,6 +600,10 @@ impl Reader<'_> {
             }
         };
         let header = header::parse(&header_bytes, max_header)?;
+        let mut swap_units = Vec::new();
+        if self.opts.native_endian {
+            header.descr.swap_units(0, &mut swap_units);
+        }
         let used = (header.header_len as u64)
             .checked_add(header.nbytes as u64)
             .ok_or_else(|| Error::overflow("array size overflows"))?;
@@ -419,6 +618,7 @@ impl Reader<'_> {
             payload_start,
             header,
             header_bytes,
+            swap_units,
         }))
     }
 
@@ -428,11 +628,15 @@ impl Reader<'_> {
         match task.kind {
             FillKind::Stored { file_offset, dest } => {
                 self.read_at(dest, file_offset)?;
-                Ok(verify.then(|| {
+                let h = verify.then(|| {
                     let mut h = Hasher::new();
                     h.update(dest);
                     h
-                }))
+                });
+                if task.swap {
+                    swap_in_place(dest, loc);
+                }
+                Ok(h)
             }
             FillKind::StoredTail { file_offset, len } => {
                 let mut buf = vec![0u8; len as usize];
@@ -474,6 +678,19 @@ impl Reader<'_> {
                 inflater.expect_end(m.size)?;
                 Ok(Some(h))
             }
+        }
+    }
+}
+
+/// Byte-swaps whole elements of `bytes` to native order.
+fn swap_in_place(bytes: &mut [u8], loc: &Located) {
+    let item = loc.header.descr.itemsize();
+    if item == 0 {
+        return;
+    }
+    for element in bytes.chunks_exact_mut(item) {
+        for &(offset, width) in &loc.swap_units {
+            element[offset..offset + width].reverse();
         }
     }
 }
@@ -551,7 +768,6 @@ impl<'a, 'r> Inflater<'a, 'r> {
             Ok(_) => Err(Error::format(format!(
                 "the member inflates to more than its declared size {size}"
             ))),
-            Err(e) if e.kind() == ErrorKind::Format => Err(e),
             Err(e) => Err(e),
         }
     }

@@ -25,6 +25,7 @@ use crate::npz::plan::{self, MemberSpec, Plan};
 use crate::npz::records;
 use crate::options::SaveOptions;
 use crate::pool;
+use crate::progress::{self, ProgressFn, Tracker};
 use crate::shape;
 
 /// Array data is written in pieces of this size, so one large array uses every core.
@@ -154,7 +155,28 @@ impl<'a> Saver<'a> {
     /// and renamed over `path` only when complete. On error the temporary file is removed and an
     /// existing file at `path` is untouched.
     pub fn save(&self, path: impl AsRef<Path>, opts: &SaveOptions) -> Result<PathBuf> {
-        let target = npz_path(path.as_ref());
+        self.save_impl(path.as_ref(), opts, None)
+    }
+
+    /// [`Saver::save`] with a progress callback `(done, total) -> continue?` that runs on the
+    /// calling thread; returning `false` cancels (the temporary file is removed, the target is
+    /// untouched, the result is [`ErrorKind::Aborted`]).
+    pub fn save_with_progress(
+        &self,
+        path: impl AsRef<Path>,
+        opts: &SaveOptions,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<PathBuf> {
+        self.save_impl(path.as_ref(), opts, Some(progress))
+    }
+
+    fn save_impl(
+        &self,
+        path: &Path,
+        opts: &SaveOptions,
+        mut progress: Option<&mut ProgressFn<'_>>,
+    ) -> Result<PathBuf> {
+        let target = npz_path(path);
         let shown = target.display().to_string();
         let specs: Vec<MemberSpec> = self
             .entries
@@ -177,13 +199,15 @@ impl<'a> Saver<'a> {
             entries: &self.entries,
         };
         let tasks = writer.tasks();
-        let done: Vec<Done> = pool.install(|| {
+        let total = plan.total_len;
+        let done: Vec<Done> = progress::run(&pool, total, progress.as_deref_mut(), |tracker| {
             tasks
                 .par_iter()
-                .map(|t| writer.run(t))
+                .map(|t| writer.run(t, tracker))
                 .collect::<Result<Vec<Done>>>()
         })?;
         writer.finish(&done)?;
+        progress::finish(progress, total)?;
         tmp.commit(&target, opts.fsync)?;
         Ok(target)
     }
@@ -274,7 +298,26 @@ impl Writer<'_, '_> {
             .map_err(|e| Error::io(format!("cannot write {} at offset {offset}", self.shown), e))
     }
 
-    fn run(&self, task: &Task) -> Result<Done> {
+    fn run(&self, task: &Task, tracker: &Tracker) -> Result<Done> {
+        tracker.check()?;
+        let done = self.run_task(task)?;
+        tracker.advance(self.task_bytes(task));
+        Ok(done)
+    }
+
+    /// File bytes a task writes (for progress).
+    fn task_bytes(&self, task: &Task) -> u64 {
+        match task {
+            Task::Packed(members) => {
+                let first = &self.plan.members[members.start];
+                let last = &self.plan.members[members.end - 1];
+                last.payload_offset + last.payload_len - first.header_offset
+            }
+            Task::Chunk { range, .. } => range.len() as u64,
+        }
+    }
+
+    fn run_task(&self, task: &Task) -> Result<Done> {
         match task {
             Task::Packed(members) => {
                 let first = &self.plan.members[members.start];

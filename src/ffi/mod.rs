@@ -14,7 +14,7 @@ mod boundary;
 mod ptr;
 pub mod types;
 
-use std::ffi::{c_char, CString, OsStr};
+use std::ffi::{c_char, c_void, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -177,14 +177,21 @@ pub extern "C" fn psv_saver_save(
         let s = unsafe { ptr::handle(s, "saver") }?;
         // SAFETY: NUL-terminated per contract.
         let path = unsafe { c_path(path) }?;
-        let defaults = SaveOptions::default();
+        let defaults = psv_save_options {
+            inner: SaveOptions::default(),
+            progress: Progress::NONE,
+        };
         let opts = if opts.is_null() {
             &defaults
         } else {
             // SAFETY: non-NULL options handle, live per contract.
-            &unsafe { ptr::handle(opts, "opts") }?.inner
+            unsafe { ptr::handle(opts, "opts") }?
         };
-        s.inner.save(path, opts).map(|_| ())
+        let saved = match opts.progress.as_fn() {
+            Some(mut f) => s.inner.save_with_progress(path, &opts.inner, &mut f),
+            None => s.inner.save(path, &opts.inner),
+        };
+        saved.map(|_| ())
     })
 }
 
@@ -205,6 +212,7 @@ pub extern "C" fn psv_save_options_new() -> *mut psv_save_options {
     value(std::ptr::null_mut(), || {
         Ok(ptr::into_handle(psv_save_options {
             inner: SaveOptions::default(),
+            progress: Progress::NONE,
         }))
     })
 }
@@ -235,6 +243,21 @@ pub extern "C" fn psv_save_options_set_fsync(o: *mut psv_save_options, fsync: bo
     })
 }
 
+/// Sets a progress callback for saves (NULL `cb` removes it); see `psv_progress_cb`.
+/// `userdata` is passed back unchanged and must stay valid while these options are used.
+#[no_mangle]
+pub extern "C" fn psv_save_options_set_progress(
+    o: *mut psv_save_options,
+    cb: psv_progress_cb,
+    userdata: *mut c_void,
+) -> psv_status {
+    status(|| {
+        // SAFETY: `o` is NULL or a live options handle.
+        unsafe { ptr::handle_mut(o, "opts") }?.progress = Progress { cb, userdata };
+        Ok(())
+    })
+}
+
 /// Frees save options. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn psv_save_options_free(o: *mut psv_save_options) {
@@ -255,6 +278,7 @@ pub extern "C" fn psv_restore_options_new() -> *mut psv_restore_options {
     value(std::ptr::null_mut(), || {
         Ok(ptr::into_handle(psv_restore_options {
             inner: RestoreOptions::default(),
+            progress: Progress::NONE,
         }))
     })
 }
@@ -314,6 +338,102 @@ pub extern "C" fn psv_restore_options_set_limits(
         } else {
             defaults.max_header_len
         };
+        Ok(())
+    })
+}
+
+/// Sets a progress callback for restores (NULL `cb` removes it); see `psv_progress_cb`.
+/// `userdata` is passed back unchanged and must stay valid while these options are used.
+#[no_mangle]
+pub extern "C" fn psv_restore_options_set_progress(
+    o: *mut psv_restore_options,
+    cb: psv_progress_cb,
+    userdata: *mut c_void,
+) -> psv_status {
+    status(|| {
+        // SAFETY: `o` is NULL or a live options handle.
+        unsafe { ptr::handle_mut(o, "opts") }?.progress = Progress { cb, userdata };
+        Ok(())
+    })
+}
+
+/// Restores only the arrays named in `keys` (`n` NUL-terminated UTF-8 strings, copied), in
+/// that order, and sizes the block to them; `n == 0` restores every array again. A key the
+/// archive does not have makes the restore fail with `PSV_ERR_NOT_FOUND`.
+///
+/// Errors: NULL_ARG (`o`, or `keys`/an element NULL with n > 0), INVALID_ARG (non-UTF-8 or
+/// repeated key).
+#[no_mangle]
+pub extern "C" fn psv_restore_options_set_keys(
+    o: *mut psv_restore_options,
+    keys: *const *const c_char,
+    n: usize,
+) -> psv_status {
+    status(|| {
+        // SAFETY: `o` is NULL or a live options handle.
+        let o = unsafe { ptr::handle_mut(o, "opts") }?;
+        // SAFETY: `keys` points to `n` string pointers per contract.
+        let list = unsafe { ptr::slice(keys, n, "keys") }?;
+        let mut owned = Vec::with_capacity(n);
+        for &k in list {
+            // SAFETY: each element is NULL or NUL-terminated per contract.
+            let k = unsafe { ptr::utf8(k, "keys[i]") }?;
+            if owned.iter().any(|o: &String| o == k) {
+                return Err(Error::invalid_arg(format!("key {k:?} is listed twice")));
+            }
+            owned.push(k.to_owned());
+        }
+        o.inner.keys = (n > 0).then_some(owned);
+        Ok(())
+    })
+}
+
+/// When true, a restore reads only the directory and the `.npy` headers: accessors work, but
+/// `psv_archive_data` returns NULL and the block is empty. Useful for listing large files.
+#[no_mangle]
+pub extern "C" fn psv_restore_options_set_metadata_only(
+    o: *mut psv_restore_options,
+    metadata_only: bool,
+) -> psv_status {
+    status(|| {
+        // SAFETY: `o` is NULL or a live options handle.
+        unsafe { ptr::handle_mut(o, "opts") }?.inner.metadata_only = metadata_only;
+        Ok(())
+    })
+}
+
+/// When true, arrays stored in non-native byte order (e.g. `>f8` on x86-64) are byte-swapped
+/// in place and reported with their native descr and numeric dtype code. Default false: bytes
+/// and descr exactly as stored, as numpy does.
+#[no_mangle]
+pub extern "C" fn psv_restore_options_set_native_endian(
+    o: *mut psv_restore_options,
+    native_endian: bool,
+) -> psv_status {
+    status(|| {
+        // SAFETY: `o` is NULL or a live options handle.
+        unsafe { ptr::handle_mut(o, "opts") }?.inner.native_endian = native_endian;
+        Ok(())
+    })
+}
+
+/// When true, the file is mapped (private, copy-on-write) and every stored member whose array
+/// data is 64-aligned in the file (every file psv writes) is returned as a view into the
+/// mapping: nothing is read up front and pages load on first touch. Other members (numpy's
+/// unaligned files, deflated members) are copied into the block as usual. Mapped members' CRCs
+/// are not checked (that would read them), and native_endian does not apply to them.
+///
+/// The archive owns the mapping until `psv_free`. Replacing the file by rename while it is
+/// mapped is safe (the mapping keeps the old file); truncating it in place is not: touching a
+/// page past the new end raises SIGBUS in the process.
+#[no_mangle]
+pub extern "C" fn psv_restore_options_set_mmap(
+    o: *mut psv_restore_options,
+    mmap: bool,
+) -> psv_status {
+    status(|| {
+        // SAFETY: `o` is NULL or a live options handle.
+        unsafe { ptr::handle_mut(o, "opts") }?.inner.mmap = mmap;
         Ok(())
     })
 }
@@ -380,18 +500,70 @@ pub extern "C" fn psv_restore(
         unsafe { ptr::write_out(out, std::ptr::null_mut()) };
         // SAFETY: NUL-terminated per contract.
         let path = unsafe { c_path(path) }?;
-        let defaults = RestoreOptions::default();
-        let opts = if opts.is_null() {
-            &defaults
-        } else {
-            // SAFETY: non-NULL options handle, live per contract.
-            &unsafe { ptr::handle(opts, "opts") }?.inner
-        };
-        let archive = wrap_archive(crate::restore::restore(path, opts)?)?;
+        // SAFETY: `opts` is NULL or a live options handle.
+        let opts = unsafe { restore_options(opts) }?;
+        let archive = match opts.progress.as_fn() {
+            Some(mut f) => crate::restore::restore_with_progress(path, &opts.inner, &mut f),
+            None => crate::restore::restore(path, &opts.inner),
+        }?;
         // SAFETY: checked non-NULL above.
-        unsafe { ptr::write_out(out, ptr::into_handle(archive)) };
+        unsafe { ptr::write_out(out, ptr::into_handle(wrap_archive(archive)?)) };
         Ok(())
     })
+}
+
+/// Restores a `.npz` held in memory (`len` bytes at `buf`, e.g. a download) exactly as
+/// `psv_restore` restores a file; the mmap option is ignored. `buf` is only read during the
+/// call: the archive copies what it needs and does not refer to `buf` afterwards.
+///
+/// Errors: as `psv_restore` (IO only from allocation-free paths is impossible here).
+#[no_mangle]
+pub extern "C" fn psv_restore_from_memory(
+    buf: *const c_void,
+    len: usize,
+    opts: *const psv_restore_options,
+    out: *mut *mut psv_archive,
+) -> psv_status {
+    status(|| {
+        if out.is_null() {
+            return Err(null_arg("out"));
+        }
+        // SAFETY: `out` is non-NULL and writable per contract.
+        unsafe { ptr::write_out(out, std::ptr::null_mut()) };
+        // SAFETY: `buf` holds `len` readable bytes for the duration of the call.
+        let bytes = unsafe { ptr::slice(buf.cast::<u8>(), len, "buf") }?;
+        // SAFETY: `opts` is NULL or a live options handle.
+        let opts = unsafe { restore_options(opts) }?;
+        let mut inner = opts.inner.clone();
+        inner.mmap = false;
+        let archive = match opts.progress.as_fn() {
+            Some(mut f) => crate::restore::restore_from_memory_with_progress(bytes, &inner, &mut f),
+            None => crate::restore::restore_from_memory(bytes, &inner),
+        }?;
+        // SAFETY: checked non-NULL above.
+        unsafe { ptr::write_out(out, ptr::into_handle(wrap_archive(archive)?)) };
+        Ok(())
+    })
+}
+
+/// The options behind `opts`, or the defaults for NULL.
+///
+/// # Safety
+/// `opts` is NULL or a live options handle.
+unsafe fn restore_options<'a>(
+    opts: *const psv_restore_options,
+) -> Result<std::borrow::Cow<'a, psv_restore_options>> {
+    if opts.is_null() {
+        Ok(std::borrow::Cow::Owned(psv_restore_options {
+            inner: RestoreOptions::default(),
+            progress: Progress::NONE,
+        }))
+    } else {
+        // SAFETY: forwarded contract.
+        Ok(std::borrow::Cow::Borrowed(unsafe {
+            ptr::handle(opts, "opts")
+        }?))
+    }
 }
 
 /// Runs an accessor on archive `a`, entry `i`; NULL or out-of-range gives `fallback`.
@@ -451,8 +623,9 @@ pub extern "C" fn psv_archive_key(a: *const psv_archive, i: usize) -> *const c_c
     entry(a, i, std::ptr::null(), |a| a.keys[i].as_ptr())
 }
 
-/// The data of array `i`: 64-byte aligned, inside the archive's block, valid until `psv_free`;
-/// never NULL for a valid index (also for empty arrays). NULL if out of range.
+/// The data of array `i`: 64-byte aligned, inside the archive's block (or, in mmap mode,
+/// its file mapping), valid until `psv_free`; never NULL for a valid index (also for empty
+/// arrays) except in metadata-only archives. NULL if out of range.
 ///
 /// The memory belongs to the archive; it may be written through (e.g. to modify the arrays in
 /// place) as long as no other thread reads it at the same time.

@@ -1,7 +1,7 @@
 //! The C-visible types and constants: status and dtype codes, opaque handles.
 #![allow(non_camel_case_types)]
 
-use std::ffi::CString;
+use std::ffi::{c_int, c_void, CString};
 
 use crate::archive::Archive;
 use crate::options::{RestoreOptions, SaveOptions};
@@ -77,6 +77,41 @@ pub const PSV_DTYPE_C128: psv_dtype = 14;
 /// see `psv_archive_descr` and `psv_archive_itemsize`.
 pub const PSV_DTYPE_OTHER: psv_dtype = 15;
 
+/// A progress callback: called on the thread that called save or restore (never on a worker,
+/// never concurrently) with the bytes done so far and the total, at least every 64 MiB or
+/// 100 ms and once at the end. Return 0 to continue, anything else to cancel: the operation
+/// then fails with `PSV_ERR_ABORTED` (a save removes its temporary file and leaves the target
+/// untouched; a restore frees everything). The callback must not call back into libpsv with the
+/// same handles and must not unwind (no C++ exceptions or longjmp through libpsv).
+pub type psv_progress_cb =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, done: u64, total: u64) -> c_int>;
+
+/// A progress callback and its userdata, as stored in options.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Progress {
+    pub(crate) cb: psv_progress_cb,
+    pub(crate) userdata: *mut c_void,
+}
+
+impl Progress {
+    /// No callback.
+    pub(crate) const NONE: Progress = Progress {
+        cb: None,
+        userdata: std::ptr::null_mut(),
+    };
+
+    /// The callback as a Rust closure `(done, total) -> continue?`, if one is set.
+    pub(crate) fn as_fn(&self) -> Option<impl FnMut(u64, u64) -> bool + '_> {
+        let cb = self.cb?;
+        let userdata = self.userdata;
+        Some(move |done, total| {
+            // SAFETY: the caller registered `cb` with this `userdata` and promised both stay
+            // valid while the options are used; it runs on the calling thread only.
+            unsafe { cb(userdata, done, total) == 0 }
+        })
+    }
+}
+
 /// Collects borrowed arrays to save into one `.npz`. Create with `psv_saver_new`, free with
 /// `psv_saver_free`. Not thread-safe: use from one thread at a time (it may move between threads).
 pub struct psv_saver {
@@ -98,10 +133,13 @@ pub struct psv_archive {
 /// `psv_save_options_free`; NULL wherever options are taken means the defaults.
 pub struct psv_save_options {
     pub(crate) inner: SaveOptions,
+    pub(crate) progress: Progress,
 }
 
 /// Settings for `psv_restore`. Create with `psv_restore_options_new`, free with
 /// `psv_restore_options_free`; NULL wherever options are taken means the defaults.
+#[derive(Clone)]
 pub struct psv_restore_options {
     pub(crate) inner: RestoreOptions,
+    pub(crate) progress: Progress,
 }

@@ -1,8 +1,7 @@
 //! The central directory of any `.npz`, as a list of members (the zip crate does the parsing).
 
 use std::borrow::Cow;
-use std::fs::File;
-use std::io::BufReader;
+use std::io::{Read, Seek};
 
 use zip::result::ZipError;
 use zip::CompressionMethod;
@@ -49,9 +48,13 @@ fn zip_error(path: &str, e: ZipError) -> Error {
     }
 }
 
-/// Reads the central directory of `file` (named `path` in messages), in directory order.
-pub fn read_index(file: &File, path: &str, max_members: u64) -> Result<Vec<MemberInfo>> {
-    let archive = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| zip_error(path, e))?;
+/// Reads the central directory from `reader` (named `path` in messages), in directory order.
+pub fn read_index<R: Read + Seek>(
+    reader: R,
+    path: &str,
+    max_members: u64,
+) -> Result<Vec<MemberInfo>> {
+    let archive = zip::ZipArchive::new(reader).map_err(|e| zip_error(path, e))?;
     if archive.has_duplicate_names() {
         return Err(Error::format(format!(
             "{path}: the central directory names the same member more than once"
