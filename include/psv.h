@@ -326,6 +326,16 @@ psv_status psv_save_options_set_threads(psv_save_options *o, size_t threads);
 psv_status psv_save_options_set_fsync(psv_save_options *o, bool fsync);
 
 /**
+ * Sets the deflate level for every member: 1 (fastest) to 9 (smallest), as
+ * `numpy.savez_compressed` (level 6) writes; 0 (the default) stores members uncompressed, which
+ * is what makes saves run at disk speed and keeps array data 64-aligned in the file.
+ * Compression runs in parallel: large arrays are cut into 1 MiB blocks deflated independently.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (level outside 0..=9).
+ */
+psv_status psv_save_options_set_compression(psv_save_options *o, int level);
+
+/**
  * Sets a progress callback for saves (NULL `cb` removes it); see `psv_progress_cb`.
  * `userdata` is passed back unchanged and must stay valid while these options are used.
  */

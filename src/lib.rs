@@ -28,6 +28,7 @@
 
 pub mod archive;
 pub mod block;
+pub mod compress;
 pub mod descr;
 pub mod dtype;
 pub mod error;

@@ -7,6 +7,8 @@ pub struct SaveOptions {
     pub threads: usize,
     /// Make the save durable: fsync the file before the rename and the directory after it.
     pub fsync: bool,
+    /// Deflate level 1-9 for every member (as `numpy.savez_compressed`); 0 (default) stores.
+    pub compression: u32,
 }
 
 /// Default cap on a `.npy` header's length: admits numpy's own 72 KB v2.0 headers with room.

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crc32fast::Hasher;
 use rayon::prelude::*;
 
+use crate::compress;
 use crate::descr::{self, ArrayType, Descr};
 use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
@@ -174,9 +175,31 @@ impl<'a> Saver<'a> {
         &self,
         path: &Path,
         opts: &SaveOptions,
-        mut progress: Option<&mut ProgressFn<'_>>,
+        progress: Option<&mut ProgressFn<'_>>,
     ) -> Result<PathBuf> {
+        if opts.compression > 9 {
+            return Err(Error::invalid_arg(format!(
+                "compression level {} is not in 0..=9",
+                opts.compression
+            )));
+        }
         let target = npz_path(path);
+        if opts.compression > 0 {
+            self.save_deflated(&target, opts, progress)?;
+        } else {
+            self.save_stored(&target, opts, progress)?;
+        }
+        Ok(target)
+    }
+
+    /// The stored (default) save: every byte of array data goes from the caller's memory to its
+    /// planned offset in the file, in parallel chunks.
+    fn save_stored(
+        &self,
+        target: &Path,
+        opts: &SaveOptions,
+        mut progress: Option<&mut ProgressFn<'_>>,
+    ) -> Result<()> {
         let shown = target.display().to_string();
         let specs: Vec<MemberSpec> = self
             .entries
@@ -184,11 +207,12 @@ impl<'a> Saver<'a> {
             .map(|e| MemberSpec {
                 name_len: e.name.len(),
                 payload_len: (e.header.len() + e.data.len()) as u64,
+                deflated_size: None,
             })
             .collect();
         let plan = plan::plan(&specs)?;
         let pool = pool::get(opts.threads)?;
-        let tmp = TempFile::create(&target)?;
+        let tmp = TempFile::create(target)?;
         tmp.file
             .set_len(plan.total_len)
             .map_err(|e| Error::io(format!("cannot size {}", tmp.path.display()), e))?;
@@ -208,8 +232,119 @@ impl<'a> Saver<'a> {
         })?;
         writer.finish(&done)?;
         progress::finish(progress, total)?;
-        tmp.commit(&target, opts.fsync)?;
-        Ok(target)
+        tmp.commit(target, opts.fsync)
+    }
+
+    /// The compressed save: payloads are cut into blocks deflated in parallel (see
+    /// [`crate::compress`]); once every compressed size is known the layout is planned and the
+    /// blocks are written at their offsets.
+    fn save_deflated(
+        &self,
+        target: &Path,
+        opts: &SaveOptions,
+        mut progress: Option<&mut ProgressFn<'_>>,
+    ) -> Result<()> {
+        let shown = target.display().to_string();
+        let pool = pool::get(opts.threads)?;
+        let mut jobs = Vec::new();
+        for (member, e) in self.entries.iter().enumerate() {
+            let mut start = 0;
+            loop {
+                let end = (start + compress::BLOCK_LEN).min(e.data.len());
+                jobs.push((member, start..end));
+                if end == e.data.len() {
+                    break;
+                }
+                start = end;
+            }
+        }
+        let input_len: u64 = self
+            .entries
+            .iter()
+            .map(|e| (e.header.len() + e.data.len()) as u64)
+            .sum();
+        let level = opts.compression;
+        let blocks: Vec<(Vec<u8>, Hasher)> =
+            progress::run(&pool, input_len, progress.as_deref_mut(), |tracker| {
+                jobs.par_iter()
+                    .map(|(member, range)| {
+                        tracker.check()?;
+                        let e = &self.entries[*member];
+                        let data = &e.data[range.clone()];
+                        let pieces: &[&[u8]] = if range.start == 0 {
+                            &[&e.header, data]
+                        } else {
+                            &[data]
+                        };
+                        let last = range.end == e.data.len();
+                        let out = compress::deflate_block(level, pieces, last)?;
+                        let mut crc = Hasher::new();
+                        pieces.iter().for_each(|p| crc.update(p));
+                        tracker.advance(pieces.iter().map(|p| p.len() as u64).sum());
+                        Ok((out, crc))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })?;
+
+        // Per member: its blocks, compressed size and CRC.
+        let mut members: Vec<Compressed<'_>> = vec![Compressed::default(); self.entries.len()];
+        for ((member, _), (bytes, crc)) in jobs.iter().zip(&blocks) {
+            let m = &mut members[*member];
+            m.blocks.push(bytes);
+            m.len += bytes.len() as u64;
+            m.crc.combine(crc);
+        }
+        let specs: Vec<MemberSpec> = self
+            .entries
+            .iter()
+            .zip(&members)
+            .map(|(e, m)| MemberSpec {
+                name_len: e.name.len(),
+                payload_len: m.len,
+                deflated_size: Some((e.header.len() + e.data.len()) as u64),
+            })
+            .collect();
+        let plan = plan::plan(&specs)?;
+        let crcs: Vec<u32> = members.iter().map(|m| m.crc.clone().finalize()).collect();
+        let tmp = TempFile::create(target)?;
+        tmp.file
+            .set_len(plan.total_len)
+            .map_err(|e| Error::io(format!("cannot size {}", tmp.path.display()), e))?;
+        let write_at = |bytes: &[u8], offset: u64| {
+            tmp.file
+                .write_all_at(bytes, offset)
+                .map_err(|e| Error::io(format!("cannot write {shown} at offset {offset}"), e))
+        };
+        pool.install(|| {
+            (0..self.entries.len()).into_par_iter().try_for_each(|i| {
+                let layout = &plan.members[i];
+                let mut head = Vec::with_capacity(128 + self.entries[i].name.len());
+                records::local_header(&mut head, &self.entries[i].name, layout, crcs[i]);
+                // Small members go out in one write; large ones block by block, uncopied.
+                if layout.payload_len <= SMALL_MEMBER_LEN as u64 {
+                    members[i]
+                        .blocks
+                        .iter()
+                        .for_each(|b| head.extend_from_slice(b));
+                    return write_at(&head, layout.header_offset);
+                }
+                write_at(&head, layout.header_offset)?;
+                let mut offset = layout.payload_offset;
+                for block in &members[i].blocks {
+                    write_at(block, offset)?;
+                    offset += block.len() as u64;
+                }
+                Ok(())
+            })
+        })?;
+        let mut central = Vec::with_capacity(plan.central_size as usize + 98);
+        for (i, e) in self.entries.iter().enumerate() {
+            records::central_header(&mut central, &e.name, &plan.members[i], crcs[i]);
+        }
+        records::end_records(&mut central, &plan);
+        write_at(&central, plan.central_offset)?;
+        progress::finish(progress, input_len)?;
+        tmp.commit(target, opts.fsync)
     }
 }
 
@@ -229,6 +364,14 @@ fn validate_key(key: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// One member's deflate stream: its blocks in order, their total length and combined CRC.
+#[derive(Clone, Default)]
+struct Compressed<'b> {
+    blocks: Vec<&'b [u8]>,
+    len: u64,
+    crc: Hasher,
 }
 
 /// A unit of parallel write work.

@@ -103,6 +103,7 @@ fn large_members_are_chunked_and_restored_with_any_thread_count() {
         let opts = SaveOptions {
             threads,
             fsync: threads == 1,
+            ..SaveOptions::default()
         };
         let path = saver.save(dir.join("big.npz"), &opts).unwrap();
         for (_, bytes, start) in zip_members(&path) {
@@ -387,5 +388,59 @@ fn concurrent_saves_and_restores_are_exact() {
             });
         }
     });
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn compressed_saves_are_valid_deflate_and_round_trip() {
+    let dir = scratch("deflate");
+    // Compressible and incompressible, small and multi-block.
+    let smooth: Vec<u8> = (0..5_000_000u32)
+        .flat_map(|i| ((i / 1000) as f32).to_ne_bytes())
+        .collect();
+    let noise = pattern(3_000_000, 9);
+    let tiny = pattern(100, 10);
+    let mut saver = Saver::new();
+    saver
+        .add("smooth", &smooth, Dtype::F32, &[5_000_000])
+        .unwrap();
+    saver.add("noise", &noise, Dtype::U8, &[3_000_000]).unwrap();
+    saver.add("tiny", &tiny, Dtype::U8, &[100]).unwrap();
+    saver.add("empty", &[], Dtype::F64, &[0]).unwrap();
+    for level in [1, 6, 9] {
+        let opts = SaveOptions {
+            compression: level,
+            ..SaveOptions::default()
+        };
+        let path = saver.save(dir.join(format!("c{level}")), &opts).unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            size < (smooth.len() / 10 + noise.len() + 100_000) as u64,
+            "level {level}: {size}"
+        );
+        let members = zip_members(&path); // read_to_end: inflates and checks each CRC
+        assert_eq!(
+            &members[0].1[members[0].1.len() - smooth.len()..],
+            &smooth[..]
+        );
+        let mut z = zip::ZipArchive::new(std::fs::File::open(&path).unwrap()).unwrap();
+        assert_eq!(
+            z.by_index(0).unwrap().compression(),
+            zip::CompressionMethod::Deflated
+        );
+        let a = restore(&path, &RestoreOptions::default()).unwrap();
+        assert_eq!(a.data(0).unwrap(), &smooth[..]);
+        assert_eq!(a.data(1).unwrap(), &noise[..]);
+        assert_eq!(a.data(2).unwrap(), &tiny[..]);
+        assert!(a.arrays()[0].compressed);
+    }
+    let bad = SaveOptions {
+        compression: 10,
+        ..SaveOptions::default()
+    };
+    assert_eq!(
+        saver.save(dir.join("bad"), &bad).err().unwrap().kind(),
+        ErrorKind::InvalidArg
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -31,8 +31,10 @@ pub const LOCAL_ZIP64_LEN: u64 = 20;
 pub struct MemberSpec {
     /// Length of the member name in bytes (`key.npy`).
     pub name_len: usize,
-    /// Payload length: npy header plus array bytes (stored, so compressed = uncompressed).
+    /// Bytes of payload in the file: npy header plus array bytes, or their deflate stream.
     pub payload_len: u64,
+    /// For a deflated payload, its uncompressed length; `None` for a stored one.
+    pub deflated_size: Option<u64>,
 }
 
 /// Where one member goes.
@@ -46,8 +48,12 @@ pub struct MemberLayout {
     pub align_field_len: u64,
     /// Offset of the payload (the npy header); a multiple of 64.
     pub payload_offset: u64,
-    /// Payload length.
+    /// Payload length in the file (the compressed size).
     pub payload_len: u64,
+    /// Uncompressed payload length (equal to `payload_len` when stored).
+    pub size: u64,
+    /// Whether the payload is deflated (method 8) rather than stored.
+    pub deflated: bool,
     /// Length of this member's central directory record.
     pub central_len: u64,
 }
@@ -96,7 +102,8 @@ pub fn plan(members: &[MemberSpec]) -> Result<Plan> {
     let mut central_size: u64 = 0;
     for m in members {
         let name_len = m.name_len as u64;
-        let zip64_sizes = m.payload_len >= ZIP32_MAX;
+        let size = m.deflated_size.unwrap_or(m.payload_len);
+        let zip64_sizes = m.payload_len >= ZIP32_MAX || size >= ZIP32_MAX;
         let fixed = LOCAL_HEADER_LEN + name_len + if zip64_sizes { LOCAL_ZIP64_LEN } else { 0 };
         let unpadded = offset.checked_add(fixed).ok_or_else(overflow)?;
         let mut align_field_len = (ALIGN - unpadded % ALIGN) % ALIGN;
@@ -110,6 +117,8 @@ pub fn plan(members: &[MemberSpec]) -> Result<Plan> {
             align_field_len,
             payload_offset,
             payload_len: m.payload_len,
+            size,
+            deflated: m.deflated_size.is_some(),
             central_len: 0,
         };
         let zip64_values = layout.central_zip64_values();
@@ -154,6 +163,7 @@ mod tests {
             .map(|i| MemberSpec {
                 name_len: 5 + i % 13,
                 payload_len: 128 + (i as u64 * 37) % 1000,
+                deflated_size: None,
             })
             .collect();
         let p = plan(&specs).unwrap();
@@ -178,10 +188,12 @@ mod tests {
         let big = MemberSpec {
             name_len: 5,
             payload_len: 5 << 30,
+            deflated_size: None,
         };
         let small = MemberSpec {
             name_len: 5,
             payload_len: 128,
+            deflated_size: None,
         };
         let p = plan(&[big, small]).unwrap();
         assert!(p.members[0].zip64_sizes && !p.members[0].zip64_offset());
@@ -201,6 +213,7 @@ mod tests {
         let huge = MemberSpec {
             name_len: 5,
             payload_len: u64::MAX - 10,
+            deflated_size: None,
         };
         assert!(plan(&[huge, huge]).is_err());
     }

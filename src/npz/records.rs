@@ -56,6 +56,25 @@ fn version_needed(m: &MemberLayout) -> u16 {
     }
 }
 
+fn method(m: &MemberLayout) -> u16 {
+    if m.deflated {
+        8
+    } else {
+        0
+    }
+}
+
+/// Compressed and uncompressed size fields (sentinels when ZIP64 holds them).
+fn sizes(out: &mut Vec<u8>, m: &MemberLayout) {
+    if m.zip64_sizes {
+        put32(out, u32::MAX);
+        put32(out, u32::MAX);
+    } else {
+        put32(out, field32(m.payload_len));
+        put32(out, field32(m.size));
+    }
+}
+
 /// Appends the local file header, its extra fields (ZIP64 sizes if needed, then the 0xA11E
 /// alignment padding), for a member whose payload has CRC-32 `crc`. Exactly
 /// `payload_offset - header_offset` bytes.
@@ -63,24 +82,18 @@ pub fn local_header(out: &mut Vec<u8>, name: &[u8], m: &MemberLayout, crc: u32) 
     put32(out, LOCAL_SIG);
     put16(out, version_needed(m));
     put16(out, flags(name));
-    put16(out, 0); // method: stored
+    put16(out, method(m));
     put16(out, 0); // time
     put16(out, DOS_DATE);
     put32(out, crc);
-    let size = if m.zip64_sizes {
-        u32::MAX
-    } else {
-        field32(m.payload_len)
-    };
-    put32(out, size); // compressed
-    put32(out, size); // uncompressed
+    sizes(out, m);
     put16(out, name.len() as u16);
     put16(out, m.local_extra_len() as u16);
     out.extend_from_slice(name);
     if m.zip64_sizes {
         put16(out, ZIP64_EXTRA_ID);
         put16(out, 16);
-        put64(out, m.payload_len); // uncompressed
+        put64(out, m.size); // uncompressed
         put64(out, m.payload_len); // compressed
     }
     put16(out, ALIGN_EXTRA_ID);
@@ -95,17 +108,11 @@ pub fn central_header(out: &mut Vec<u8>, name: &[u8], m: &MemberLayout, crc: u32
     put16(out, VERSION_MADE_BY);
     put16(out, version_needed(m));
     put16(out, flags(name));
-    put16(out, 0); // method
+    put16(out, method(m));
     put16(out, 0); // time
     put16(out, DOS_DATE);
     put32(out, crc);
-    let size = if m.zip64_sizes {
-        u32::MAX
-    } else {
-        field32(m.payload_len)
-    };
-    put32(out, size);
-    put32(out, size);
+    sizes(out, m);
     put16(out, name.len() as u16);
     let values = m.central_zip64_values();
     put16(
@@ -126,7 +133,7 @@ pub fn central_header(out: &mut Vec<u8>, name: &[u8], m: &MemberLayout, crc: u32
         put16(out, ZIP64_EXTRA_ID);
         put16(out, (8 * values) as u16);
         if m.zip64_sizes {
-            put64(out, m.payload_len);
+            put64(out, m.size);
             put64(out, m.payload_len);
         }
         if m.zip64_offset() {
@@ -181,10 +188,12 @@ mod tests {
             MemberSpec {
                 name_len: 5,
                 payload_len: 200,
+                deflated_size: None,
             },
             MemberSpec {
                 name_len: 9,
                 payload_len: 5 << 30,
+                deflated_size: None,
             },
         ];
         let p = plan(&specs).unwrap();
