@@ -13,6 +13,10 @@ LDLIBS_PSV    := -L$(LIBDIR) -lpsv -Wl,-rpath,$(abspath $(LIBDIR))
 
 .PHONY: all lib demo test test-rust test-c test-python lint venv clean
 
+# Each mk/*.mk file owns one concern (install, other FFI hosts, fuzz corpus, ...) and appends
+# its test targets to TEST_TARGETS, which `make test` runs after the core tests.
+TEST_TARGETS :=
+
 all: lib
 
 lib:
@@ -37,7 +41,9 @@ demo: lib $(BUILD)/psv_example venv
 	$(BUILD)/psv_example $(BUILD)/demo_c
 	PSV_LIBRARY=$(abspath $(LIBDIR))/libpsv.so $(VPY) examples/python_ctypes/demo.py
 
-test: lint test-rust test-c test-python
+-include $(sort $(wildcard mk/*.mk))
+
+test: lint test-rust test-c test-python $(TEST_TARGETS)
 
 lint:
 	$(CARGO) fmt --all -- --check
