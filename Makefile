@@ -9,7 +9,7 @@ VPY     := $(VENV)/bin/python
 LIBDIR  := target/release
 BUILD   := build
 CFLAGS_STRICT := -std=c99 -Wall -Wextra -Wpedantic -Werror -O2 -Iinclude
-LDLIBS_PSV    := -L$(LIBDIR) -lpsv -Wl,-rpath,$(abspath $(LIBDIR))
+LDLIBS_PSV    := -L$(LIBDIR) -lpsv -Wl,-rpath,$(abspath $(LIBDIR)) -pthread
 
 .PHONY: all lib demo test test-rust test-c test-python lint venv clean
 

@@ -429,8 +429,10 @@ void psv_restore_options_free(psv_restore_options *o);
  * are skipped (see `psv_archive_skipped_name`). `opts` may be NULL for defaults.
  *
  * Errors: NULL_ARG, IO (missing or unreadable file), FORMAT (not a zip, truncated, bad header,
- * duplicate or colliding names), UNSUPPORTED (object arrays, other compression), CRC, LIMIT,
- * NOMEM.
+ * duplicate or colliding names), OVERFLOW (a header's shape has a negative dimension, more than
+ * 64 dimensions, or a byte count that overflows), UNSUPPORTED (object arrays, compression other
+ * than stored/deflate, encryption, `.npy` versions other than 1.0/2.0/3.0), CRC, LIMIT, NOMEM,
+ * NOT_FOUND (a key set with `psv_restore_options_set_keys` is absent), ABORTED.
  */
 psv_status psv_restore(const char *path, const psv_restore_options *opts, psv_archive **out);
 

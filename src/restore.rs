@@ -168,7 +168,7 @@ impl Reader<'_> {
                         m.name
                     )));
                 }
-                skipped.push(m.name.clone());
+                skipped.push(i);
                 continue;
             };
             let file_offset = (loc.method == Method::Stored)
@@ -265,7 +265,11 @@ impl Reader<'_> {
             metadata_only: opts.metadata_only,
             arrays,
             index,
-            skipped,
+            skipped: {
+                // Central-directory order, whichever way a member was found not to be an array.
+                skipped.sort_unstable();
+                skipped.into_iter().map(|i| members[i].name.clone()).collect()
+            },
         })
     }
 
@@ -316,7 +320,7 @@ fn select_members(
     members: &[MemberInfo],
     shown: &str,
     opts: &RestoreOptions,
-) -> Result<(Vec<usize>, Vec<String>)> {
+) -> Result<(Vec<usize>, Vec<usize>)> {
     let names: HashSet<&str> = members.iter().map(|m| m.name.as_str()).collect();
     let mut candidates = Vec::new();
     let mut skipped = Vec::new();
@@ -339,7 +343,7 @@ fn select_members(
                 by_key.insert(key, i);
                 candidates.push(i);
             }
-            None => skipped.push(m.name.clone()),
+            None => skipped.push(i),
         }
     }
     let Some(keys) = &opts.keys else {

@@ -1,0 +1,996 @@
+/*
+ * psv.hpp — header-only C++17 RAII wrapper over psv.h (libpsv's C API).
+ *
+ *   psv::Saver saver;                                   // psv_saver_new / psv_saver_free
+ *   saver.add("x", xs.data(), {1000, 3});               // T -> PSV_DTYPE_* at compile time
+ *   saver.save("out.npz", psv::SaveOptions().threads(4));
+ *   psv::Archive a = psv::restore("out.npz");           // psv_restore / psv_free
+ *   psv::View<double> x = a.view<double>("x");          // throws psv::Error unless x is float64
+ *   for (psv::Entry e : a) std::cout << e.key() << ' ' << e.descr() << '\n';
+ *
+ * Ownership and lifetimes are those of psv.h, made explicit:
+ *   - Saver, SaveOptions, RestoreOptions and Archive own one handle each; they are move-only and
+ *     free it in their destructor. A moved-from object holds no handle (options then act as
+ *     "defaults", an archive as empty).
+ *   - Saver::add borrows the array memory, zero-copy: it must stay valid and unchanged until the
+ *     Saver is destroyed (rvalue vectors are refused at compile time for that reason).
+ *   - Everything an Archive hands out (View, Span, std::string_view, Entry) points into it and is
+ *     valid until the Archive is destroyed or assigned to.
+ *
+ * Progress: SaveOptions/RestoreOptions::progress(fn) take a std::function<bool(done, total)>
+ * (false cancels: PSV_ERR_ABORTED); it runs on the calling thread, and an exception it throws is
+ * caught before it reaches libpsv and rethrown from save()/restore().
+ *
+ * Errors: every failing C call throws psv::Error, which carries the psv_status and the message of
+ * psv_last_error_message() read on the same thread right after the call. Index errors throw
+ * std::out_of_range; a failed allocation of a handle throws std::bad_alloc.
+ *
+ * Thread safety is that of psv.h: const Archive members may run concurrently from many threads;
+ * a Saver or an options object is used by one thread at a time.
+ *
+ * Spans: psv::Span<T> is std::span<T> when the standard library has it (__cpp_lib_span, C++20),
+ * otherwise a minimal pointer + size view with the same data()/size()/begin()/end()/operator[].
+ */
+
+#ifndef PSV_HPP
+#define PSV_HPP
+
+#include "psv.h"
+
+#include <complex>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <initializer_list>
+#include <iterator>
+#include <limits>
+#include <memory>
+#include <new>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#if defined(__has_include)
+#if __has_include(<version>)
+#include <version>
+#endif
+#endif
+
+#if defined(__cpp_lib_span) && __cpp_lib_span >= 202002L
+#include <span>
+#define PSV_HPP_STD_SPAN 1
+#else
+#define PSV_HPP_STD_SPAN 0
+#endif
+
+namespace psv {
+
+// ------------------------------------------------------------------------------------------------
+// Span
+
+#if PSV_HPP_STD_SPAN
+template <class T>
+using Span = std::span<T>;
+#else
+/// A non-owning view of `size()` contiguous `T`s (the subset of std::span that psv needs).
+template <class T>
+class Span {
+public:
+    using element_type = T;
+    using value_type = std::remove_cv_t<T>;
+    using size_type = std::size_t;
+    using difference_type = std::ptrdiff_t;
+    using pointer = T *;
+    using reference = T &;
+    using iterator = T *;
+
+    constexpr Span() noexcept = default;
+    constexpr Span(T *data, std::size_t size) noexcept : data_(data), size_(size) {}
+
+    constexpr T *data() const noexcept { return data_; }
+    constexpr std::size_t size() const noexcept { return size_; }
+    constexpr std::size_t size_bytes() const noexcept { return size_ * sizeof(T); }
+    constexpr bool empty() const noexcept { return size_ == 0; }
+    constexpr T *begin() const noexcept { return data_; }
+    constexpr T *end() const noexcept { return data_ + size_; }
+    constexpr T &operator[](std::size_t i) const noexcept { return data_[i]; }
+    constexpr T &front() const noexcept { return data_[0]; }
+    constexpr T &back() const noexcept { return data_[size_ - 1]; }
+
+private:
+    T *data_ = nullptr;
+    std::size_t size_ = 0;
+};
+#endif
+
+// ------------------------------------------------------------------------------------------------
+// Errors
+
+/// A failed libpsv call: the status code and the library's message (which names the path, key,
+/// member or offset involved). what() is "<call>: <PSV_ERR_NAME>: <message>".
+class Error : public std::runtime_error {
+public:
+    Error(psv_status status, const std::string &context, std::string message)
+        : std::runtime_error(context + ": " + psv_status_str(status) +
+                             (message.empty() ? std::string() : ": " + message)),
+          status_(status), message_(std::move(message))
+    {
+    }
+
+    /// The PSV_ERR_* code.
+    psv_status status() const noexcept { return status_; }
+    /// The code's name, e.g. "PSV_ERR_IO" (static storage).
+    const char *status_name() const noexcept { return psv_status_str(status_); }
+    /// The library's message alone (psv_last_error_message), possibly empty.
+    const std::string &message() const noexcept { return message_; }
+
+private:
+    psv_status status_;
+    std::string message_;
+};
+
+namespace detail {
+
+/// The calling thread's last libpsv error message, in full (however long it is).
+inline std::string last_error_message()
+{
+    const std::size_t n = psv_last_error_message(nullptr, 0);
+    std::vector<char> buf(n + 1, '\0');
+    const std::size_t written = psv_last_error_message(buf.data(), buf.size());
+    return std::string(buf.data(), written < n ? written : n);
+}
+
+[[noreturn]] inline void raise(psv_status status, const char *context)
+{
+    // Read the message first: nothing in between may call into libpsv on this thread.
+    std::string message = last_error_message();
+    throw Error(status, context, std::move(message));
+}
+
+inline void check(psv_status status, const char *context)
+{
+    if (status != PSV_OK) {
+        raise(status, context);
+    }
+}
+
+} // namespace detail
+
+/// The library's version string, e.g. "0.1.0" (compare with PSV_VERSION_*).
+inline std::string_view version() noexcept { return psv_version(); }
+
+/// True when the loaded library is ABI-compatible with the psv.h this code was compiled with.
+inline bool abi_compatible() noexcept { return psv_abi_version() == PSV_ABI_VERSION; }
+
+// ------------------------------------------------------------------------------------------------
+// Element types: dtype_traits<T>::value is T's PSV_DTYPE_* code.
+//
+// Provided for bool, the signed and unsigned integer types (by size; not the character types
+// char, wchar_t, char8/16/32_t), float, double, std::complex<float> and std::complex<double>.
+// Specialize it for your own layout-compatible types, e.g. a 16-bit half:
+//   template <> struct psv::dtype_traits<my_half> { static constexpr psv_dtype value = PSV_DTYPE_F16; };
+
+namespace detail {
+
+template <class T>
+constexpr bool is_char_type()
+{
+    return std::is_same_v<T, char> || std::is_same_v<T, wchar_t> || std::is_same_v<T, char16_t> ||
+#if defined(__cpp_char8_t)
+           std::is_same_v<T, char8_t> ||
+#endif
+           std::is_same_v<T, char32_t>;
+}
+
+template <class T>
+constexpr psv_dtype integer_code()
+{
+    if constexpr (std::is_signed_v<T>) {
+        return sizeof(T) == 1   ? PSV_DTYPE_I8
+               : sizeof(T) == 2 ? PSV_DTYPE_I16
+               : sizeof(T) == 4 ? PSV_DTYPE_I32
+               : sizeof(T) == 8 ? PSV_DTYPE_I64
+                                : PSV_DTYPE_INVALID;
+    } else {
+        return sizeof(T) == 1   ? PSV_DTYPE_U8
+               : sizeof(T) == 2 ? PSV_DTYPE_U16
+               : sizeof(T) == 4 ? PSV_DTYPE_U32
+               : sizeof(T) == 8 ? PSV_DTYPE_U64
+                                : PSV_DTYPE_INVALID;
+    }
+}
+
+template <class T>
+constexpr bool is_psv_integer()
+{
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool> && !is_char_type<T>()) {
+        return integer_code<T>() != PSV_DTYPE_INVALID;
+    } else {
+        return false;
+    }
+}
+
+} // namespace detail
+
+template <class T, class Enable = void>
+struct dtype_traits {}; // no `value`: T is not a psv element type
+
+template <>
+struct dtype_traits<bool> {
+    static_assert(sizeof(bool) == 1, "numpy bool is one byte");
+    static constexpr psv_dtype value = PSV_DTYPE_BOOL;
+};
+
+template <class T>
+struct dtype_traits<T, std::enable_if_t<detail::is_psv_integer<T>()>> {
+    static constexpr psv_dtype value = detail::integer_code<T>();
+};
+
+template <>
+struct dtype_traits<float> {
+    static_assert(std::numeric_limits<float>::is_iec559 && sizeof(float) == 4, "float is IEEE binary32");
+    static constexpr psv_dtype value = PSV_DTYPE_F32;
+};
+
+template <>
+struct dtype_traits<double> {
+    static_assert(std::numeric_limits<double>::is_iec559 && sizeof(double) == 8, "double is IEEE binary64");
+    static constexpr psv_dtype value = PSV_DTYPE_F64;
+};
+
+template <>
+struct dtype_traits<std::complex<float>> {
+    static constexpr psv_dtype value = PSV_DTYPE_C64;
+};
+
+template <>
+struct dtype_traits<std::complex<double>> {
+    static constexpr psv_dtype value = PSV_DTYPE_C128;
+};
+
+namespace detail {
+template <class T, class = void>
+struct has_dtype : std::false_type {};
+template <class T>
+struct has_dtype<T, std::void_t<decltype(dtype_traits<T>::value)>> : std::true_type {};
+} // namespace detail
+
+/// True if T (cv-qualifiers ignored) maps to a PSV_DTYPE_* code.
+template <class T>
+inline constexpr bool is_dtype_v = detail::has_dtype<std::remove_cv_t<T>>::value;
+
+/// T's PSV_DTYPE_* code.
+template <class T>
+inline constexpr psv_dtype dtype_v = dtype_traits<std::remove_cv_t<T>>::value;
+
+// ------------------------------------------------------------------------------------------------
+// Progress callbacks
+
+/// Called on the thread that saves or restores (never on a worker) with the bytes done and the
+/// total; return true to go on, false to cancel (the call then throws psv::Error with
+/// PSV_ERR_ABORTED). An exception thrown by the callback cancels the operation too and is
+/// rethrown from save()/restore() once libpsv has returned: it never unwinds through libpsv.
+using ProgressFn = std::function<bool(std::uint64_t done, std::uint64_t total)>;
+
+namespace detail {
+struct ProgressState {
+    ProgressFn fn;
+    std::exception_ptr error;
+};
+
+/// Rethrows what a progress callback threw during the last call, if anything.
+inline void rethrow_progress_error(ProgressState *state)
+{
+    if (state != nullptr && state->error) {
+        std::exception_ptr e = std::exchange(state->error, nullptr);
+        std::rethrow_exception(e);
+    }
+}
+} // namespace detail
+
+} // namespace psv
+
+/* The C-linkage trampoline psv_progress_cb points at; userdata is a psv::detail::ProgressState. */
+extern "C" inline int psv_hpp_progress_trampoline(void *userdata, uint64_t done, uint64_t total) noexcept
+{
+    auto *state = static_cast<psv::detail::ProgressState *>(userdata);
+    try {
+        return state->fn(done, total) ? 0 : 1;
+    } catch (...) {
+        state->error = std::current_exception();
+        return 1;
+    }
+}
+
+namespace psv {
+
+namespace detail {
+/// Installs `fn` through `set(cb, userdata)` (a psv_*_options_set_progress call) and keeps its
+/// state in `slot`; an empty `fn` removes the callback.
+template <class Set>
+void install_progress(std::unique_ptr<ProgressState> &slot, ProgressFn fn, Set set)
+{
+    if (!fn) {
+        check(set(nullptr, nullptr), "psv_*_options_set_progress");
+        slot.reset();
+        return;
+    }
+    // The state lives on the heap, so its address (libpsv's userdata) survives moves.
+    auto state = std::make_unique<ProgressState>();
+    state->fn = std::move(fn);
+    check(set(&psv_hpp_progress_trampoline, state.get()), "psv_*_options_set_progress");
+    slot = std::move(state); // the old state (if any) is no longer referenced by libpsv
+}
+} // namespace detail
+
+// ------------------------------------------------------------------------------------------------
+// Options
+
+/// Settings for Saver::save (RAII over psv_save_options). Fluent:
+///   saver.save(path, psv::SaveOptions().threads(4).fsync(true));
+class SaveOptions {
+public:
+    SaveOptions() : h_(psv_save_options_new())
+    {
+        if (h_ == nullptr) {
+            throw std::bad_alloc();
+        }
+    }
+    ~SaveOptions() { psv_save_options_free(h_); }
+    SaveOptions(SaveOptions &&other) noexcept
+        : h_(std::exchange(other.h_, nullptr)), progress_(std::move(other.progress_))
+    {
+    }
+    SaveOptions &operator=(SaveOptions &&other) noexcept
+    {
+        if (this != &other) {
+            psv_save_options_free(h_);
+            h_ = std::exchange(other.h_, nullptr);
+            progress_ = std::move(other.progress_);
+        }
+        return *this;
+    }
+    SaveOptions(const SaveOptions &) = delete;
+    SaveOptions &operator=(const SaveOptions &) = delete;
+
+    /// Worker threads; 0 (the default) means one per core.
+    SaveOptions &threads(std::size_t n) &
+    {
+        detail::check(psv_save_options_set_threads(h_, n), "psv_save_options_set_threads");
+        return *this;
+    }
+    SaveOptions &&threads(std::size_t n) && { return std::move(threads(n)); }
+
+    /// fsync the file before the rename and its directory after it (default false).
+    SaveOptions &fsync(bool on) &
+    {
+        detail::check(psv_save_options_set_fsync(h_, on), "psv_save_options_set_fsync");
+        return *this;
+    }
+    SaveOptions &&fsync(bool on) && { return std::move(fsync(on)); }
+
+    /// Deflate level 1..9 for every member; 0 (the default) stores them uncompressed.
+    SaveOptions &compression(int level) &
+    {
+        detail::check(psv_save_options_set_compression(h_, level), "psv_save_options_set_compression");
+        return *this;
+    }
+    SaveOptions &&compression(int level) && { return std::move(compression(level)); }
+
+    /// A progress callback (see ProgressFn); an empty function removes it.
+    SaveOptions &progress(ProgressFn fn) &
+    {
+        detail::install_progress(progress_, std::move(fn), [this](psv_progress_cb cb, void *ud) {
+            return psv_save_options_set_progress(h_, cb, ud);
+        });
+        return *this;
+    }
+    SaveOptions &&progress(ProgressFn fn) && { return std::move(progress(std::move(fn))); }
+
+    const psv_save_options *get() const noexcept { return h_; }
+    psv_save_options *get() noexcept { return h_; }
+    /// The progress callback's state (nullptr without one); used by Saver::save.
+    detail::ProgressState *progress_state() const noexcept { return progress_.get(); }
+
+private:
+    psv_save_options *h_;
+    std::unique_ptr<detail::ProgressState> progress_;
+};
+
+/// Settings for psv::restore (RAII over psv_restore_options). Fluent:
+///   psv::restore(path, psv::RestoreOptions().threads(2).max_total_bytes(1ull << 30));
+///
+/// psv_restore_options_set_limits sets all three limits at once (0 = that limit's default), so
+/// this class remembers the three values and resends them all from each limit setter.
+class RestoreOptions {
+public:
+    RestoreOptions() : h_(psv_restore_options_new())
+    {
+        if (h_ == nullptr) {
+            throw std::bad_alloc();
+        }
+    }
+    ~RestoreOptions() { psv_restore_options_free(h_); }
+    RestoreOptions(RestoreOptions &&other) noexcept
+        : h_(std::exchange(other.h_, nullptr)), progress_(std::move(other.progress_)),
+          max_total_bytes_(other.max_total_bytes_), max_members_(other.max_members_),
+          max_header_len_(other.max_header_len_)
+    {
+    }
+    RestoreOptions &operator=(RestoreOptions &&other) noexcept
+    {
+        if (this != &other) {
+            psv_restore_options_free(h_);
+            h_ = std::exchange(other.h_, nullptr);
+            progress_ = std::move(other.progress_);
+            max_total_bytes_ = other.max_total_bytes_;
+            max_members_ = other.max_members_;
+            max_header_len_ = other.max_header_len_;
+        }
+        return *this;
+    }
+    RestoreOptions(const RestoreOptions &) = delete;
+    RestoreOptions &operator=(const RestoreOptions &) = delete;
+
+    /// Worker threads; 0 (the default) means one per core.
+    RestoreOptions &threads(std::size_t n) &
+    {
+        detail::check(psv_restore_options_set_threads(h_, n), "psv_restore_options_set_threads");
+        return *this;
+    }
+    RestoreOptions &&threads(std::size_t n) && { return std::move(threads(n)); }
+
+    /// Check each member's CRC-32 (default true).
+    RestoreOptions &verify_crc(bool on) &
+    {
+        detail::check(psv_restore_options_set_verify_crc(h_, on), "psv_restore_options_set_verify_crc");
+        return *this;
+    }
+    RestoreOptions &&verify_crc(bool on) && { return std::move(verify_crc(on)); }
+
+    /// All three limits at once; 0 means that limit's default (see psv.h).
+    RestoreOptions &limits(std::uint64_t max_total_bytes, std::uint64_t max_members,
+                           std::uint64_t max_header_len) &
+    {
+        detail::check(psv_restore_options_set_limits(h_, max_total_bytes, max_members, max_header_len),
+                      "psv_restore_options_set_limits");
+        max_total_bytes_ = max_total_bytes;
+        max_members_ = max_members;
+        max_header_len_ = max_header_len;
+        return *this;
+    }
+    RestoreOptions &&limits(std::uint64_t max_total_bytes, std::uint64_t max_members,
+                            std::uint64_t max_header_len) &&
+    {
+        return std::move(limits(max_total_bytes, max_members, max_header_len));
+    }
+
+    /// The block's size limit (all arrays, each padded to 64); 0 = default (physical memory).
+    RestoreOptions &max_total_bytes(std::uint64_t n) & { return limits(n, max_members_, max_header_len_); }
+    RestoreOptions &&max_total_bytes(std::uint64_t n) && { return std::move(max_total_bytes(n)); }
+
+    /// The member count limit; 0 = default.
+    RestoreOptions &max_members(std::uint64_t n) & { return limits(max_total_bytes_, n, max_header_len_); }
+    RestoreOptions &&max_members(std::uint64_t n) && { return std::move(max_members(n)); }
+
+    /// The .npy HEADER_LEN limit; 0 = default.
+    RestoreOptions &max_header_len(std::uint64_t n) & { return limits(max_total_bytes_, max_members_, n); }
+    RestoreOptions &&max_header_len(std::uint64_t n) && { return std::move(max_header_len(n)); }
+
+    /// Restore only these arrays, in this order (the keys are copied); empty restores all.
+    RestoreOptions &keys(const std::vector<std::string> &names) &
+    {
+        std::vector<const char *> ptrs;
+        ptrs.reserve(names.size());
+        for (const std::string &k : names) {
+            ptrs.push_back(k.c_str());
+        }
+        detail::check(psv_restore_options_set_keys(h_, ptrs.empty() ? nullptr : ptrs.data(), ptrs.size()),
+                      "psv_restore_options_set_keys");
+        return *this;
+    }
+    RestoreOptions &&keys(const std::vector<std::string> &names) && { return std::move(keys(names)); }
+
+    /// Read only the directory and headers: accessors work, data() is nullptr (view() throws).
+    RestoreOptions &metadata_only(bool on) &
+    {
+        detail::check(psv_restore_options_set_metadata_only(h_, on), "psv_restore_options_set_metadata_only");
+        return *this;
+    }
+    RestoreOptions &&metadata_only(bool on) && { return std::move(metadata_only(on)); }
+
+    /// Byte-swap non-native arrays into native order (reported with native descr and code).
+    RestoreOptions &native_endian(bool on) &
+    {
+        detail::check(psv_restore_options_set_native_endian(h_, on), "psv_restore_options_set_native_endian");
+        return *this;
+    }
+    RestoreOptions &&native_endian(bool on) && { return std::move(native_endian(on)); }
+
+    /// Map the file and view 64-aligned stored members in place (see psv.h for the caveats).
+    RestoreOptions &mmap(bool on) &
+    {
+        detail::check(psv_restore_options_set_mmap(h_, on), "psv_restore_options_set_mmap");
+        return *this;
+    }
+    RestoreOptions &&mmap(bool on) && { return std::move(mmap(on)); }
+
+    /// A progress callback (see ProgressFn); an empty function removes it.
+    RestoreOptions &progress(ProgressFn fn) &
+    {
+        detail::install_progress(progress_, std::move(fn), [this](psv_progress_cb cb, void *ud) {
+            return psv_restore_options_set_progress(h_, cb, ud);
+        });
+        return *this;
+    }
+    RestoreOptions &&progress(ProgressFn fn) && { return std::move(progress(std::move(fn))); }
+
+    const psv_restore_options *get() const noexcept { return h_; }
+    psv_restore_options *get() noexcept { return h_; }
+    /// The progress callback's state (nullptr without one); used by restore().
+    detail::ProgressState *progress_state() const noexcept { return progress_.get(); }
+
+private:
+    psv_restore_options *h_;
+    std::unique_ptr<detail::ProgressState> progress_;
+    std::uint64_t max_total_bytes_ = 0;
+    std::uint64_t max_members_ = 0;
+    std::uint64_t max_header_len_ = 0;
+};
+
+// ------------------------------------------------------------------------------------------------
+// Saver
+
+/// Collects borrowed arrays and writes them into one .npz (RAII over psv_saver). Move-only.
+///
+/// add() does not copy the data: the memory must stay valid and unchanged until the Saver is
+/// destroyed. Keys and shapes are copied. Shapes are C order (row-major) unless add_descr says
+/// fortran_order.
+class Saver {
+public:
+    Saver() : h_(psv_saver_new())
+    {
+        if (h_ == nullptr) {
+            throw std::bad_alloc();
+        }
+    }
+    ~Saver() { psv_saver_free(h_); }
+    Saver(Saver &&other) noexcept : h_(std::exchange(other.h_, nullptr)) {}
+    Saver &operator=(Saver &&other) noexcept
+    {
+        if (this != &other) {
+            psv_saver_free(h_);
+            h_ = std::exchange(other.h_, nullptr);
+        }
+        return *this;
+    }
+    Saver(const Saver &) = delete;
+    Saver &operator=(const Saver &) = delete;
+
+    /// Adds the C-order array at `data` with `shape` ({} for a 0-d array holding one element).
+    /// `data` may be nullptr only if the shape holds no elements.
+    template <class T>
+    Saver &add(const std::string &key, const T *data, std::initializer_list<std::int64_t> shape)
+    {
+        return add(key, data, shape.begin(), shape.size());
+    }
+
+    template <class T>
+    Saver &add(const std::string &key, const T *data, const std::vector<std::int64_t> &shape)
+    {
+        return add(key, data, shape.data(), shape.size());
+    }
+
+    template <class T>
+    Saver &add(const std::string &key, const T *data, const std::int64_t *shape, std::size_t ndim)
+    {
+        static_assert(is_dtype_v<T>, "psv::Saver::add: T has no PSV_DTYPE_* code; specialize "
+                                     "psv::dtype_traits<T> or use add_descr");
+        return add_raw(key, data, dtype_v<T>, shape, ndim);
+    }
+
+    /// Adds a 1-d array: the vector's elements (borrowed: keep the vector alive and unresized).
+    template <class T, class A>
+    Saver &add(const std::string &key, const std::vector<T, A> &values)
+    {
+        static_assert(!std::is_same_v<T, bool>, "std::vector<bool> is not contiguous bytes");
+        const std::int64_t n = static_cast<std::int64_t>(values.size());
+        return add(key, values.data(), &n, 1);
+    }
+    /// Refused: the saver would borrow a temporary's memory.
+    template <class T, class A>
+    Saver &add(const std::string &key, std::vector<T, A> &&values) = delete;
+
+    /// Adds an array by dtype code (e.g. PSV_DTYPE_F16, which has no standard C++ type).
+    Saver &add_raw(const std::string &key, const void *data, psv_dtype dtype, const std::int64_t *shape,
+                   std::size_t ndim)
+    {
+        detail::check(psv_saver_add(h_, key.c_str(), data, dtype, ndim == 0 ? nullptr : shape, ndim),
+                      "psv_saver_add");
+        return *this;
+    }
+
+    /// Adds `nbytes` of raw data described by a numpy descr: a type string ("<f8", "|S5", ">i4",
+    /// "<M8[ns]") or a record list ("[('x', '<f4'), ('y', '<f4')]").
+    Saver &add_descr(const std::string &key, const void *data, std::size_t nbytes,
+                     const std::string &numpy_descr, std::initializer_list<std::int64_t> shape,
+                     bool fortran_order = false)
+    {
+        return add_descr(key, data, nbytes, numpy_descr, shape.begin(), shape.size(), fortran_order);
+    }
+
+    Saver &add_descr(const std::string &key, const void *data, std::size_t nbytes,
+                     const std::string &numpy_descr, const std::vector<std::int64_t> &shape,
+                     bool fortran_order = false)
+    {
+        return add_descr(key, data, nbytes, numpy_descr, shape.data(), shape.size(), fortran_order);
+    }
+
+    Saver &add_descr(const std::string &key, const void *data, std::size_t nbytes,
+                     const std::string &numpy_descr, const std::int64_t *shape, std::size_t ndim,
+                     bool fortran_order = false)
+    {
+        detail::check(psv_saver_add_descr(h_, key.c_str(), data, nbytes, numpy_descr.c_str(),
+                                          ndim == 0 ? nullptr : shape, ndim, fortran_order),
+                      "psv_saver_add_descr");
+        return *this;
+    }
+
+    /// Number of arrays added.
+    std::size_t size() const noexcept { return psv_saver_count(h_); }
+
+    /// Writes every array into `path` (".npz" appended unless present); atomic, see psv.h.
+    void save(const std::string &path) { detail::check(psv_saver_save(h_, path.c_str(), nullptr), "psv_saver_save"); }
+    void save(const std::string &path, const SaveOptions &options)
+    {
+        const psv_status st = psv_saver_save(h_, path.c_str(), options.get());
+        detail::rethrow_progress_error(options.progress_state()); // the callback's own exception
+        detail::check(st, "psv_saver_save");
+    }
+
+    psv_saver *get() noexcept { return h_; }
+    const psv_saver *get() const noexcept { return h_; }
+
+private:
+    psv_saver *h_;
+};
+
+// ------------------------------------------------------------------------------------------------
+// Archive
+
+/// A typed, read-only view of one restored array: pointer, element count and shape. Valid until
+/// its Archive is destroyed. Elements are in the stored order (see fortran_order()).
+template <class T>
+class View {
+public:
+    using value_type = T;
+    using element_type = const T;
+    using iterator = const T *;
+
+    View() noexcept = default;
+    View(const T *data, std::size_t size, Span<const std::int64_t> shape, bool fortran_order) noexcept
+        : data_(data), size_(size), shape_(shape), fortran_order_(fortran_order)
+    {
+    }
+
+    const T *data() const noexcept { return data_; }
+    std::size_t size() const noexcept { return size_; }
+    std::size_t size_bytes() const noexcept { return size_ * sizeof(T); }
+    bool empty() const noexcept { return size_ == 0; }
+    const T *begin() const noexcept { return data_; }
+    const T *end() const noexcept { return data_ + size_; }
+    const T &operator[](std::size_t i) const noexcept { return data_[i]; }
+    const T &at(std::size_t i) const
+    {
+        if (i >= size_) {
+            throw std::out_of_range("psv::View::at: index " + std::to_string(i) + " >= size " +
+                                    std::to_string(size_));
+        }
+        return data_[i];
+    }
+
+    /// The dimensions (empty for a 0-d array, which holds one element).
+    Span<const std::int64_t> shape() const noexcept { return shape_; }
+    std::size_t ndim() const noexcept { return shape_.size(); }
+    /// True if the elements are column-major (as stored in the file; never reordered).
+    bool fortran_order() const noexcept { return fortran_order_; }
+    /// The elements as a Span (std::span in C++20).
+    Span<const T> span() const noexcept { return Span<const T>(data_, size_); }
+
+private:
+    const T *data_ = nullptr;
+    std::size_t size_ = 0;
+    Span<const std::int64_t> shape_{};
+    bool fortran_order_ = false;
+};
+
+class Archive;
+
+/// One array of an Archive, by index: what iterating over an Archive yields.
+class Entry {
+public:
+    Entry(const Archive &archive, std::size_t index) noexcept : archive_(&archive), index_(index) {}
+
+    std::size_t index() const noexcept { return index_; }
+    std::string_view key() const;
+    std::string_view descr() const;
+    psv_dtype dtype() const;
+    std::size_t itemsize() const;
+    std::size_t nbytes() const;
+    std::size_t ndim() const;
+    Span<const std::int64_t> shape() const;
+    bool fortran_order() const;
+    const void *data() const;
+    Span<const std::byte> bytes() const;
+    template <class T>
+    bool is() const;
+    template <class T>
+    View<T> view() const;
+
+private:
+    const Archive *archive_;
+    std::size_t index_;
+};
+
+/// A restored .npz: one 64-byte-aligned block holding every array (RAII over psv_archive; the
+/// destructor calls psv_free). Move-only. Const members may run concurrently.
+class Archive {
+public:
+    Archive() noexcept = default;
+    /// Adopts a handle from psv_restore (freed by this object).
+    explicit Archive(psv_archive *handle) noexcept : h_(handle) {}
+    ~Archive() { psv_free(h_); }
+    Archive(Archive &&other) noexcept : h_(std::exchange(other.h_, nullptr)) {}
+    Archive &operator=(Archive &&other) noexcept
+    {
+        if (this != &other) {
+            psv_free(h_);
+            h_ = std::exchange(other.h_, nullptr);
+        }
+        return *this;
+    }
+    Archive(const Archive &) = delete;
+    Archive &operator=(const Archive &) = delete;
+
+    explicit operator bool() const noexcept { return h_ != nullptr; }
+    const psv_archive *get() const noexcept { return h_; }
+    /// Gives up ownership: the caller must psv_free the result.
+    psv_archive *release() noexcept { return std::exchange(h_, nullptr); }
+
+    /// Number of arrays.
+    std::size_t size() const noexcept { return psv_archive_count(h_); }
+    bool empty() const noexcept { return size() == 0; }
+
+    /// The index of the array named `key`, or nullopt. Throws psv::Error for other failures.
+    std::optional<std::size_t> find(const std::string &key) const
+    {
+        std::size_t i = 0;
+        const psv_status st = psv_archive_find(h_, key.c_str(), &i);
+        if (st == PSV_OK) {
+            return i;
+        }
+        if (st == PSV_ERR_NOT_FOUND) {
+            return std::nullopt;
+        }
+        detail::raise(st, "psv_archive_find");
+    }
+
+    /// The index of the array named `key`; throws psv::Error (PSV_ERR_NOT_FOUND) if absent.
+    std::size_t index(const std::string &key) const
+    {
+        std::size_t i = 0;
+        detail::check(psv_archive_find(h_, key.c_str(), &i), "psv_archive_find");
+        return i;
+    }
+
+    bool contains(const std::string &key) const { return find(key).has_value(); }
+
+    std::string_view key(std::size_t i) const { return psv_archive_key(h_, checked(i)); }
+    /// The numpy descr ("<f8", "|S5", "[('x', '<f4'), ...]").
+    std::string_view descr(std::size_t i) const { return psv_archive_descr(h_, checked(i)); }
+    psv_dtype dtype(std::size_t i) const { return psv_archive_dtype(h_, checked(i)); }
+    std::size_t itemsize(std::size_t i) const { return psv_archive_itemsize(h_, checked(i)); }
+    std::size_t nbytes(std::size_t i) const { return psv_archive_nbytes(h_, checked(i)); }
+    std::size_t ndim(std::size_t i) const { return psv_archive_ndim(h_, checked(i)); }
+    Span<const std::int64_t> shape(std::size_t i) const
+    {
+        const std::size_t n = ndim(i);
+        return Span<const std::int64_t>(n == 0 ? nullptr : psv_archive_shape(h_, i), n);
+    }
+    bool fortran_order(std::size_t i) const { return psv_archive_fortran_order(h_, checked(i)); }
+    /// The array's bytes: 64-byte aligned, inside block().
+    const void *data(std::size_t i) const { return psv_archive_data(h_, checked(i)); }
+    /// The array's bytes; throws psv::Error (PSV_ERR_INVALID_ARG) for a metadata-only archive.
+    Span<const std::byte> bytes(std::size_t i) const
+    {
+        return Span<const std::byte>(static_cast<const std::byte *>(data_or_throw(i)), nbytes(i));
+    }
+
+    /// True if array `i` holds T elements.
+    template <class T>
+    bool is(std::size_t i) const
+    {
+        static_assert(is_dtype_v<T>, "psv::Archive::is: T has no PSV_DTYPE_* code");
+        return dtype(i) == dtype_v<T>;
+    }
+
+    /// Array `i` as T elements; throws psv::Error (PSV_ERR_BAD_DTYPE) unless its dtype is T's.
+    template <class T>
+    View<T> view(std::size_t i) const
+    {
+        static_assert(is_dtype_v<T>, "psv::Archive::view: T has no PSV_DTYPE_* code; use bytes()");
+        const psv_dtype got = dtype(i);
+        const std::size_t n = nbytes(i);
+        if (got != dtype_v<T> || itemsize(i) != sizeof(T) || n % sizeof(T) != 0) {
+            throw Error(PSV_ERR_BAD_DTYPE, "psv::Archive::view",
+                        "array '" + std::string(key(i)) + "' has descr " + std::string(descr(i)) +
+                            " (dtype code " + std::to_string(got) + "), not the requested dtype code " +
+                            std::to_string(dtype_v<T>));
+        }
+        return View<T>(static_cast<const T *>(data_or_throw(i)), n / sizeof(T), shape(i), fortran_order(i));
+    }
+
+    /// The array named `key` as T elements; throws psv::Error if absent or of another dtype.
+    template <class T>
+    View<T> view(const std::string &key) const
+    {
+        return view<T>(index(key));
+    }
+
+    /// The one block holding every array.
+    Span<const std::byte> block() const
+    {
+        std::size_t len = 0;
+        const void *p = psv_archive_block(h_, &len);
+        return Span<const std::byte>(static_cast<const std::byte *>(p), p == nullptr ? 0 : len);
+    }
+
+    /// Every key, in archive order.
+    std::vector<std::string_view> keys() const
+    {
+        std::vector<std::string_view> out;
+        out.reserve(size());
+        for (std::size_t i = 0; i < size(); i++) {
+            out.emplace_back(psv_archive_key(h_, i));
+        }
+        return out;
+    }
+
+    /// Names of the members that were skipped because they are not arrays.
+    std::vector<std::string_view> skipped() const
+    {
+        std::vector<std::string_view> out;
+        const std::size_t n = psv_archive_skipped_count(h_);
+        out.reserve(n);
+        for (std::size_t i = 0; i < n; i++) {
+            out.emplace_back(psv_archive_skipped_name(h_, i));
+        }
+        return out;
+    }
+
+    Entry operator[](std::size_t i) const { return Entry(*this, checked(i)); }
+    Entry at(std::size_t i) const { return Entry(*this, checked(i)); }
+
+    /// Iterates over the entries (by value; each refers back to this archive).
+    class iterator {
+    public:
+        using iterator_category = std::input_iterator_tag;
+        using value_type = Entry;
+        using difference_type = std::ptrdiff_t;
+        using pointer = void;
+        using reference = Entry;
+
+        iterator(const Archive *archive, std::size_t index) noexcept : archive_(archive), index_(index) {}
+        Entry operator*() const noexcept { return Entry(*archive_, index_); }
+        iterator &operator++() noexcept
+        {
+            ++index_;
+            return *this;
+        }
+        iterator operator++(int) noexcept
+        {
+            iterator old = *this;
+            ++index_;
+            return old;
+        }
+        bool operator==(const iterator &o) const noexcept { return archive_ == o.archive_ && index_ == o.index_; }
+        bool operator!=(const iterator &o) const noexcept { return !(*this == o); }
+
+    private:
+        const Archive *archive_;
+        std::size_t index_;
+    };
+
+    iterator begin() const noexcept { return iterator(this, 0); }
+    iterator end() const noexcept { return iterator(this, size()); }
+
+private:
+    const void *data_or_throw(std::size_t i) const
+    {
+        const void *p = data(i);
+        if (p == nullptr) {
+            throw Error(PSV_ERR_INVALID_ARG, "psv::Archive",
+                        "array '" + std::string(key(i)) + "' has no data (restored metadata-only)");
+        }
+        return p;
+    }
+
+    std::size_t checked(std::size_t i) const
+    {
+        const std::size_t n = size();
+        if (i >= n) {
+            throw std::out_of_range("psv::Archive: index " + std::to_string(i) + " out of range (size " +
+                                    std::to_string(n) + ")");
+        }
+        return i;
+    }
+
+    psv_archive *h_ = nullptr;
+};
+
+inline std::string_view Entry::key() const { return archive_->key(index_); }
+inline std::string_view Entry::descr() const { return archive_->descr(index_); }
+inline psv_dtype Entry::dtype() const { return archive_->dtype(index_); }
+inline std::size_t Entry::itemsize() const { return archive_->itemsize(index_); }
+inline std::size_t Entry::nbytes() const { return archive_->nbytes(index_); }
+inline std::size_t Entry::ndim() const { return archive_->ndim(index_); }
+inline Span<const std::int64_t> Entry::shape() const { return archive_->shape(index_); }
+inline bool Entry::fortran_order() const { return archive_->fortran_order(index_); }
+inline const void *Entry::data() const { return archive_->data(index_); }
+inline Span<const std::byte> Entry::bytes() const { return archive_->bytes(index_); }
+template <class T>
+bool Entry::is() const
+{
+    return archive_->is<T>(index_);
+}
+template <class T>
+View<T> Entry::view() const
+{
+    return archive_->view<T>(index_);
+}
+
+/// Restores the .npz at `path` (".npz" appended unless present) with default options.
+inline Archive restore(const std::string &path)
+{
+    psv_archive *out = nullptr;
+    detail::check(psv_restore(path.c_str(), nullptr, &out), "psv_restore");
+    return Archive(out);
+}
+
+/// Restores the .npz at `path` with `options`.
+inline Archive restore(const std::string &path, const RestoreOptions &options)
+{
+    psv_archive *out = nullptr;
+    const psv_status st = psv_restore(path.c_str(), options.get(), &out);
+    Archive archive(out); // owns it from here, whatever happens next
+    detail::rethrow_progress_error(options.progress_state());
+    detail::check(st, "psv_restore");
+    return archive;
+}
+
+/// Restores a .npz held in memory (`len` bytes at `buf`, only read during the call).
+inline Archive restore_from_memory(const void *buf, std::size_t len)
+{
+    psv_archive *out = nullptr;
+    detail::check(psv_restore_from_memory(buf, len, nullptr, &out), "psv_restore_from_memory");
+    return Archive(out);
+}
+
+inline Archive restore_from_memory(const void *buf, std::size_t len, const RestoreOptions &options)
+{
+    psv_archive *out = nullptr;
+    const psv_status st = psv_restore_from_memory(buf, len, options.get(), &out);
+    Archive archive(out);
+    detail::rethrow_progress_error(options.progress_state());
+    detail::check(st, "psv_restore_from_memory");
+    return archive;
+}
+
+} // namespace psv
+
+#endif /* PSV_HPP */
