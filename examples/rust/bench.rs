@@ -1,0 +1,200 @@
+//! A plain timed benchmark of psv through the C ABI (no Python), against this machine's limits
+//! measured in the same run: page-cache write (1 thread `write`, 2 threads `pwrite`), page-cache
+//! read into a fresh huge-page buffer (2 threads `pread`), and memcpy.
+//!
+//! `cargo run --release --example bench -- [SIZE_MIB] [DIR]` (defaults: 1024, target/bench).
+//! Before each timed run: the previous output is deleted, `sync` runs, and as much memory as the
+//! run uses is allocated, touched and freed (these VMs return freed memory to the host, and the
+//! next first touch would otherwise measure the hypervisor).
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::ptr::{null, null_mut};
+use std::time::Instant;
+
+use psv::ffi::types::*;
+use psv::ffi::*;
+
+const RUNS: usize = 5;
+
+fn prepare(bytes: usize, remove: &[&Path]) {
+    for p in remove {
+        let _ = std::fs::remove_file(p);
+    }
+    // SAFETY: sync(2) has no preconditions.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::sync()
+    };
+    let mut v = vec![0u8; bytes];
+    for i in (0..bytes).step_by(4096) {
+        v[i] = 1;
+    }
+    std::hint::black_box(&v);
+}
+
+fn median(mut xs: Vec<f64>) -> (f64, f64, f64) {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
+}
+
+fn timed(bytes: usize, mut setup: impl FnMut(), mut run: impl FnMut()) -> (f64, f64, f64) {
+    setup();
+    run(); // warm-up
+    let mut rates = Vec::new();
+    for _ in 0..RUNS {
+        setup();
+        let t = Instant::now();
+        run();
+        rates.push(bytes as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    median(rates)
+}
+
+fn huge_buffer(len: usize) -> memmap2::MmapMut {
+    let m = memmap2::MmapOptions::new().len(len).map_anon().unwrap();
+    let _ = m.advise(memmap2::Advice::HugePage);
+    m
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mib: usize = args.get(1).map_or(1024, |s| s.parse().expect("SIZE_MIB"));
+    let dir = PathBuf::from(args.get(2).map_or("target/bench", |s| s.as_str()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let size = mib << 20;
+    let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 4096) as u8).collect();
+    let raw = dir.join("raw.bin");
+    let out = dir.join("psv.npz");
+    let report = |name: &str, r: (f64, f64, f64)| {
+        println!(
+            "{name:<44} {:>6.2} GB/s  (min {:.2}, max {:.2})",
+            r.0, r.1, r.2
+        );
+        r.0
+    };
+
+    let memcpy = {
+        let mut dst = huge_buffer(size);
+        timed(size, || {}, || dst.copy_from_slice(&data))
+    };
+    report("memcpy", memcpy);
+    let write1 = timed(
+        size,
+        || prepare(size, &[&raw]),
+        || {
+            File::create(&raw).unwrap().write_all(&data).unwrap();
+        },
+    );
+    let write2 = timed(
+        size,
+        || prepare(size, &[&raw]),
+        || {
+            let f = File::create(&raw).unwrap();
+            f.set_len(size as u64).unwrap();
+            std::thread::scope(|s| {
+                for half in data.chunks(size / 2).enumerate() {
+                    let f = &f;
+                    s.spawn(move || {
+                        f.write_all_at(half.1, (half.0 * (size / 2)) as u64)
+                            .unwrap()
+                    });
+                }
+            });
+        },
+    );
+    let write_limit = report("page-cache write, 1 thread write", write1)
+        .max(report("page-cache write, 2 threads pwrite", write2));
+    File::create(&raw).unwrap().write_all(&data).unwrap();
+    let read2 = timed(
+        size,
+        || prepare(size, &[]),
+        || {
+            let mut buf = huge_buffer(size);
+            let f = File::open(&raw).unwrap();
+            std::thread::scope(|s| {
+                for (k, half) in buf.chunks_mut(size / 2).enumerate() {
+                    let f = &f;
+                    s.spawn(move || f.read_exact_at(half, (k * (size / 2)) as u64).unwrap());
+                }
+            });
+            std::hint::black_box(&buf);
+        },
+    );
+    let read_limit = report("page-cache read, 2 threads pread, fresh buf", read2);
+
+    // psv through the C ABI: 8 float32 arrays.
+    let n = size / 8 / 4;
+    let cpath = CString::new(out.to_str().unwrap()).unwrap();
+    let keys: Vec<CString> = (0..8)
+        .map(|i| CString::new(format!("a{i}")).unwrap())
+        .collect();
+    let saver = psv_saver_new();
+    for (i, chunk) in data.chunks(size / 8).enumerate() {
+        let shape = [n as i64];
+        assert_eq!(
+            psv_saver_add(
+                saver,
+                keys[i].as_ptr(),
+                chunk.as_ptr().cast(),
+                PSV_DTYPE_F32,
+                shape.as_ptr(),
+                1
+            ),
+            PSV_OK
+        );
+    }
+    let save = timed(
+        size,
+        || prepare(size, &[&out]),
+        || {
+            assert_eq!(psv_saver_save(saver, cpath.as_ptr(), null()), PSV_OK);
+        },
+    );
+    report("psv save (8 x f32)", save);
+    let restore_with = |verify: bool, mmap: bool| {
+        let opts = psv_restore_options_new();
+        psv_restore_options_set_verify_crc(opts, verify);
+        psv_restore_options_set_mmap(opts, mmap);
+        let r = timed(
+            size,
+            || prepare(size, &[]),
+            || {
+                let mut a: *mut psv_archive = null_mut();
+                assert_eq!(psv_restore(cpath.as_ptr(), opts, &mut a), PSV_OK);
+                if mmap {
+                    // A lazy load is not a load: touch every byte.
+                    let mut sum = 0u64;
+                    for i in 0..psv_archive_count(a) {
+                        let p = psv_archive_data(a, i).cast::<u8>();
+                        // SAFETY: p points to nbytes bytes valid until psv_free.
+                        let bytes =
+                            unsafe { std::slice::from_raw_parts(p, psv_archive_nbytes(a, i)) };
+                        sum += bytes.iter().step_by(64).map(|&b| b as u64).sum::<u64>();
+                    }
+                    std::hint::black_box(sum);
+                }
+                psv_free(a);
+            },
+        );
+        psv_restore_options_free(opts);
+        r
+    };
+    let r_crc = report("psv restore (copy, CRC checked)", restore_with(true, false));
+    let r_nocrc = report("psv restore (copy, no CRC)", restore_with(false, false));
+    let r_mmap = report(
+        "psv restore (mmap, every page touched)",
+        restore_with(false, true),
+    );
+    psv_saver_free(saver);
+    println!();
+    println!("save / write limit            {:.2}", save.0 / write_limit);
+    println!("restore (CRC) / read limit    {:.2}", r_crc / read_limit);
+    println!("restore (no CRC) / read limit {:.2}", r_nocrc / read_limit);
+    println!("mmap restore / read limit     {:.2}", r_mmap / read_limit);
+    let _ = std::fs::remove_file(&raw);
+    let _ = std::fs::remove_file(&out);
+}
