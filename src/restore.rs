@@ -181,7 +181,9 @@ impl Reader<'_> {
                     block::align_up(end).ok_or_else(|| Error::limit("block size overflows"))?;
                 end = offset
                     .checked_add(loc.header.nbytes)
-                    .filter(|&e| e as u64 <= limit && e <= isize::MAX as usize)
+                    .filter(|&e| {
+                        (e as u64 <= limit || opts.metadata_only) && e <= isize::MAX as usize
+                    })
                     .ok_or_else(|| {
                         Error::limit(format!(
                             "{shown}: the arrays need more than the block limit of {limit} bytes"
@@ -268,7 +270,10 @@ impl Reader<'_> {
             skipped: {
                 // Central-directory order, whichever way a member was found not to be an array.
                 skipped.sort_unstable();
-                skipped.into_iter().map(|i| members[i].name.clone()).collect()
+                skipped
+                    .into_iter()
+                    .map(|i| members[i].name.clone())
+                    .collect()
             },
         })
     }
