@@ -6,11 +6,13 @@
 //! and inflate deflated members straight into it -> combine chunk CRCs and compare them with the
 //! central directory.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Cursor};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use crc32fast::Hasher;
 use flate2::{Decompress, FlushDecompress, Status};
@@ -142,15 +144,7 @@ impl Reader<'_> {
         let (shown, opts) = (self.shown, self.opts);
         let (candidates, mut skipped) = select_members(members, shown, opts)?;
         let pool = pool::get(opts.threads)?;
-        let inspected: Vec<Option<Located>> = pool.install(|| {
-            candidates
-                .par_iter()
-                .map(|&i| {
-                    self.inspect(&members[i])
-                        .map_err(|e| self.in_member(&members[i], e))
-                })
-                .collect::<Result<Vec<_>>>()
-        })?;
+        let inspected = self.inspect_all(&pool, members, &candidates)?;
 
         // Lay out the block: every array that is not mapped gets a 64-aligned slot.
         let limit = opts
@@ -378,7 +372,37 @@ struct Located {
     header_bytes: Vec<u8>,
     /// Byte-swap units of one element when restoring to native order (empty: nothing to do).
     swap_units: Vec<(usize, usize)>,
+    /// The bytes read in phase A, when they hold the whole payload (small members).
+    region: Option<Arc<Region>>,
 }
+
+/// A run of the file read in one `pread` during phase A: the local headers, `.npy` headers and
+/// data of neighbouring small members. One read per run instead of two per member is what
+/// makes thousands of tiny arrays cheap (each `pread` costs ~1-2 us here).
+struct Region {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl Region {
+    /// `len` bytes at file offset `offset`, if this region holds them all.
+    fn get(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        let from = usize::try_from(offset.checked_sub(self.start)?).ok()?;
+        let to = from.checked_add(usize::try_from(len).ok()?)?;
+        self.bytes.get(from..to)
+    }
+}
+
+/// Phase-A work: candidate positions, and the file span to read for them up front (a run of
+/// small members) or `None` (one large member, read piecewise).
+type InspectJob = (Vec<usize>, Option<(u64, u64)>);
+
+/// Members up to this compressed size are read in runs (see [`Region`]).
+const SMALL_MEMBER_LEN: u64 = 64 << 10;
+/// Longest run read in one `pread`.
+const REGION_SPAN: u64 = 1 << 20;
+/// Room assumed for a small member's local extra field when sizing a run.
+const EXTRA_SLACK: u64 = 256;
 
 /// One unit of fill work.
 struct FillTask<'b> {
@@ -393,7 +417,9 @@ impl FillTask<'_> {
     /// Bytes this task moves (for progress).
     fn bytes(&self) -> u64 {
         match &self.kind {
-            FillKind::Stored { dest, .. } | FillKind::Deflated { dest } => dest.len() as u64,
+            FillKind::Stored { dest, .. }
+            | FillKind::Held { dest }
+            | FillKind::Deflated { dest } => dest.len() as u64,
             FillKind::StoredTail { len, .. } => *len,
         }
     }
@@ -407,6 +433,8 @@ enum FillKind<'b> {
     },
     /// Bytes after the array data in a stored member: read only for the CRC.
     StoredTail { file_offset: u64, len: u64 },
+    /// Copy a stored member's array bytes from its phase-A region (and CRC its tail there).
+    Held { dest: &'b mut [u8] },
     /// Inflate a whole deflated member; the array part lands in `dest`.
     Deflated { dest: &'b mut [u8] },
 }
@@ -434,6 +462,11 @@ fn fill_tasks<'b>(
             Method::Deflated => tasks.push(FillTask {
                 slot,
                 kind: FillKind::Deflated { dest },
+                swap: false,
+            }),
+            Method::Stored if loc.region.is_some() => tasks.push(FillTask {
+                slot,
+                kind: FillKind::Held { dest },
                 swap: false,
             }),
             Method::Stored => {
@@ -500,9 +533,78 @@ impl Reader<'_> {
         })
     }
 
+    /// Phase A for every candidate: small members in runs read with one `pread` each, large
+    /// ones on their own; results in `candidates` order.
+    fn inspect_all(
+        &self,
+        pool: &rayon::ThreadPool,
+        members: &[MemberInfo],
+        candidates: &[usize],
+    ) -> Result<Vec<Option<Located>>> {
+        let mut by_offset: Vec<usize> = (0..candidates.len()).collect();
+        by_offset.sort_by_key(|&c| members[candidates[c]].header_offset);
+        let mut jobs: Vec<InspectJob> = Vec::new();
+        for c in by_offset {
+            let m = &members[candidates[c]];
+            if m.compressed_size > SMALL_MEMBER_LEN || m.header_offset >= self.file_len {
+                jobs.push((vec![c], None));
+                continue;
+            }
+            let end =
+                (m.header_offset + 30 + m.raw_name.len() as u64 + EXTRA_SLACK + m.compressed_size)
+                    .min(self.file_len);
+            match jobs.last_mut() {
+                Some((group, Some((start, group_end)))) if end - *start <= REGION_SPAN => {
+                    group.push(c);
+                    *group_end = (*group_end).max(end);
+                }
+                _ => jobs.push((vec![c], Some((m.header_offset, end)))),
+            }
+        }
+        let found: Vec<Vec<(usize, Option<Located>)>> = pool.install(|| {
+            jobs.par_iter()
+                .map(|(group, span)| {
+                    let region = match span {
+                        Some((start, end)) => {
+                            let mut bytes = vec![0u8; (end - start) as usize];
+                            self.read_at(&mut bytes, *start)
+                                .map_err(|e| self.in_member(&members[candidates[group[0]]], e))?;
+                            Some(Arc::new(Region {
+                                start: *start,
+                                bytes,
+                            }))
+                        }
+                        None => None,
+                    };
+                    group
+                        .iter()
+                        .map(|&c| {
+                            let m = &members[candidates[c]];
+                            self.inspect(m, region.as_ref())
+                                .map(|loc| (c, loc))
+                                .map_err(|e| self.in_member(m, e))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let mut out: Vec<Option<Located>> = (0..candidates.len()).map(|_| None).collect();
+        for (c, loc) in found.into_iter().flatten() {
+            out[c] = loc;
+        }
+        Ok(out)
+    }
+
+    /// `len` bytes at `offset`, read from the source.
+    fn fetch(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; usize::try_from(len).map_err(|_| Error::limit("read too large"))?];
+        self.read_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
     /// Validates a member's local header and `.npy` header. `None`: not an array (numpy would
-    /// return its raw bytes).
-    fn inspect(&self, m: &MemberInfo) -> Result<Option<Located>> {
+    /// return its raw bytes). `region`, when given, may hold the member's bytes.
+    fn inspect(&self, m: &MemberInfo, region: Option<&Arc<Region>>) -> Result<Option<Located>> {
         let method = match &m.method {
             Ok(method) => *method,
             Err(name) => {
@@ -522,8 +624,13 @@ impl Reader<'_> {
             )));
         }
         let want = (30 + m.raw_name.len() as u64 + HEAD_READ_LEN).min(self.file_len - offset);
-        let mut head = vec![0u8; want as usize];
-        self.read_at(&mut head, offset)?;
+        let head: Cow<'_, [u8]> = match region {
+            // A run that holds the fixed header and the name: take all it has from here on.
+            Some(r) if r.get(offset, 30 + m.raw_name.len() as u64).is_some() => {
+                Cow::Borrowed(&r.bytes[(offset - r.start) as usize..])
+            }
+            _ => Cow::Owned(self.fetch(offset, want)?),
+        };
         if head.len() < 30 || &head[..4] != LOCAL_SIG {
             return Err(Error::format(format!(
                 "no local file header at offset {offset}"
@@ -546,6 +653,7 @@ impl Reader<'_> {
                     m.compressed_size, self.file_len
                 ))
             })?;
+        let region = region.filter(|r| r.get(payload_start, m.compressed_size).is_some());
         let max_header = usize::try_from(self.opts.max_header_len).unwrap_or(usize::MAX);
         let header_bytes = match method {
             Method::Stored => {
@@ -583,7 +691,7 @@ impl Reader<'_> {
                 }
             }
             Method::Deflated => {
-                let mut inflater = Inflater::new(self, payload_start, m.compressed_size);
+                let mut inflater = self.inflater(region, payload_start, m.compressed_size);
                 let mut prefix = vec![0u8; (m.size as usize).min(header::PREFIX_LEN)];
                 let got = inflater.read(&mut prefix)?;
                 prefix.truncate(got);
@@ -628,6 +736,7 @@ impl Reader<'_> {
             header,
             header_bytes,
             swap_units,
+            region: region.cloned(),
         }))
     }
 
@@ -647,6 +756,23 @@ impl Reader<'_> {
                 }
                 Ok(h)
             }
+            FillKind::Held { dest } => {
+                let region = loc.region.as_ref().expect("held members have a region");
+                let payload = region
+                    .get(loc.payload_start, m.size)
+                    .expect("phase A checked that the region holds the payload");
+                let data = &payload[loc.header.header_len..loc.header.header_len + dest.len()];
+                dest.copy_from_slice(data);
+                let h = verify.then(|| {
+                    let mut h = Hasher::new();
+                    h.update(&payload[loc.header.header_len..]);
+                    h
+                });
+                if task.swap {
+                    swap_in_place(dest, loc);
+                }
+                Ok(h)
+            }
             FillKind::StoredTail { file_offset, len } => {
                 let mut buf = vec![0u8; len as usize];
                 self.read_at(&mut buf, file_offset)?;
@@ -655,7 +781,8 @@ impl Reader<'_> {
                 Ok(Some(h))
             }
             FillKind::Deflated { dest } => {
-                let mut inflater = Inflater::new(self, loc.payload_start, m.compressed_size);
+                let mut inflater =
+                    self.inflater(loc.region.as_ref(), loc.payload_start, m.compressed_size);
                 let mut h = Hasher::new();
                 let mut header = vec![0u8; loc.header.header_len];
                 if inflater.read(&mut header)? != header.len() || header != loc.header_bytes {
@@ -667,10 +794,15 @@ impl Reader<'_> {
                         "truncated: the deflate stream ends inside the array data",
                     ));
                 }
+                if verify {
+                    h.update(dest);
+                }
+                if !loc.swap_units.is_empty() {
+                    swap_in_place(dest, loc);
+                }
                 if !verify {
                     return Ok(None);
                 }
-                h.update(dest);
                 let mut tail_left = m.size - (header.len() + dest.len()) as u64;
                 let mut scratch = vec![0u8; 64 << 10];
                 while tail_left > 0 {
@@ -704,9 +836,33 @@ fn swap_in_place(bytes: &mut [u8], loc: &Located) {
     }
 }
 
-/// Raw-deflate reader over a byte range of the file, inflating straight into caller buffers.
-struct Inflater<'a, 'r> {
-    reader: &'a Reader<'r>,
+impl Reader<'_> {
+    /// An inflater over a member's compressed bytes: from its phase-A region when it holds
+    /// them, else from the source.
+    fn inflater<'a>(
+        &'a self,
+        region: Option<&'a Arc<Region>>,
+        start: u64,
+        len: u64,
+    ) -> Inflater<'a> {
+        match region.and_then(|r| r.get(start, len)) {
+            Some(bytes) => Inflater::new(InflateInput::Memory(bytes), 0, len),
+            None => Inflater::new(InflateInput::Reader(self), start, len),
+        }
+    }
+}
+
+/// Where an inflater's compressed bytes come from.
+enum InflateInput<'a> {
+    /// Read from the archive's source as needed.
+    Reader(&'a Reader<'a>),
+    /// Already in memory (a phase-A region).
+    Memory(&'a [u8]),
+}
+
+/// Raw-deflate reader over a byte range, inflating straight into caller buffers.
+struct Inflater<'a> {
+    from: InflateInput<'a>,
     next: u64,
     end: u64,
     input: Vec<u8>,
@@ -715,10 +871,10 @@ struct Inflater<'a, 'r> {
     ended: bool,
 }
 
-impl<'a, 'r> Inflater<'a, 'r> {
-    fn new(reader: &'a Reader<'r>, start: u64, len: u64) -> Self {
+impl<'a> Inflater<'a> {
+    fn new(from: InflateInput<'a>, start: u64, len: u64) -> Self {
         Inflater {
-            reader,
+            from,
             next: start,
             end: start.saturating_add(len),
             input: Vec::new(),
@@ -734,9 +890,23 @@ impl<'a, 'r> Inflater<'a, 'r> {
         while written < out.len() && !self.ended {
             if self.in_pos == self.input.len() && self.next < self.end {
                 let n = (self.end - self.next).min(INFLATE_INPUT_LEN as u64) as usize;
-                self.input.resize(n, 0);
-                self.reader.read_at(&mut self.input, self.next)?;
-                self.next += n as u64;
+                match &self.from {
+                    InflateInput::Reader(reader) => {
+                        self.input.resize(n, 0);
+                        reader.read_at(&mut self.input, self.next)?;
+                    }
+                    InflateInput::Memory(bytes) => {
+                        // The whole stream is in memory: hand it over in one piece.
+                        self.input.clear();
+                        self.input
+                            .extend_from_slice(&bytes[self.next as usize..self.end as usize]);
+                    }
+                }
+                self.next = if matches!(self.from, InflateInput::Memory(_)) {
+                    self.end
+                } else {
+                    self.next + n as u64
+                };
                 self.in_pos = 0;
             }
             let (before_in, before_out) = (self.z.total_in(), self.z.total_out());

@@ -1,7 +1,7 @@
 //! The central directory of any `.npz`, as a list of members (the zip crate does the parsing).
 
 use std::borrow::Cow;
-use std::io::{Read, Seek};
+use std::io::{Read, Seek, SeekFrom};
 
 use zip::result::ZipError;
 use zip::CompressionMethod;
@@ -67,6 +67,7 @@ pub fn read_index<R: Read + Seek>(
         )));
     }
     let mut members = Vec::with_capacity(archive.len());
+    let mut last_central = None;
     for i in 0..archive.len() {
         let entry = archive.by_index_data(i).map_err(|e| zip_error(path, e))?;
         let name = match entry.name() {
@@ -79,6 +80,7 @@ pub fn read_index<R: Read + Seek>(
             CompressionMethod::Deflated => Ok(Method::Deflated),
             other => Err(other.to_string()),
         };
+        last_central = last_central.max(Some(entry.central_header_start()));
         members.push(MemberInfo {
             raw_name: entry.name_raw().to_vec(),
             name,
@@ -90,5 +92,29 @@ pub fn read_index<R: Read + Seek>(
             encrypted: entry.encrypted(),
         });
     }
+    if let Some(last) = last_central {
+        check_directory_end(archive.into_inner(), last, members.len())
+            .map_err(|e| e.context(path))?;
+    }
     Ok(members)
+}
+
+/// The zip crate walks the central directory by the end record's entry count; CPython walks it
+/// by size. When the count is smaller than the directory, members would silently vanish:
+/// check that the record after the last one read is not another central header.
+fn check_directory_end<R: Read + Seek>(mut reader: R, last: u64, count: usize) -> Result<()> {
+    let io = |e| Error::io("cannot read the central directory", e);
+    let mut fixed = [0u8; 46];
+    reader.seek(SeekFrom::Start(last)).map_err(io)?;
+    reader.read_exact(&mut fixed).map_err(io)?;
+    let len16 = |at: usize| u64::from(u16::from_le_bytes([fixed[at], fixed[at + 1]]));
+    let next = last + 46 + len16(28) + len16(30) + len16(32);
+    let mut sig = [0u8; 4];
+    reader.seek(SeekFrom::Start(next)).map_err(io)?;
+    if reader.read_exact(&mut sig).is_ok() && &sig == b"PK\x01\x02" {
+        return Err(Error::format(format!(
+            "the end record counts {count} members but the central directory holds more"
+        )));
+    }
+    Ok(())
 }
