@@ -36,7 +36,7 @@ pub mod ffi;
 pub mod npy;
 pub mod npz;
 pub mod options;
-mod pool;
+pub mod pool;
 pub mod progress;
 pub mod pylit;
 pub mod restore;

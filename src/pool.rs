@@ -14,6 +14,9 @@ type Pools = HashMap<usize, Arc<ThreadPool>>;
 
 static POOLS: OnceLock<Mutex<(u32, Pools)>> = OnceLock::new();
 
+/// Most worker threads a caller may ask for.
+pub const MAX_THREADS: usize = 1024;
+
 /// Resolves a requested thread count: 0 means one per available core.
 pub fn resolve_threads(requested: usize) -> usize {
     if requested > 0 {
@@ -23,8 +26,19 @@ pub fn resolve_threads(requested: usize) -> usize {
     }
 }
 
+/// Rejects thread counts above [`MAX_THREADS`].
+pub fn check_threads(threads: usize) -> Result<()> {
+    if threads > MAX_THREADS {
+        return Err(Error::invalid_arg(format!(
+            "{threads} threads requested; the maximum is {MAX_THREADS} (0 means one per core)"
+        )));
+    }
+    Ok(())
+}
+
 /// The shared private pool with `threads` workers (0 = one per core).
 pub fn get(threads: usize) -> Result<Arc<ThreadPool>> {
+    check_threads(threads)?;
     let threads = resolve_threads(threads);
     let pid = std::process::id();
     let mut guard = POOLS

@@ -218,6 +218,8 @@ pub extern "C" fn psv_save_options_new() -> *mut psv_save_options {
 }
 
 /// Sets the number of worker threads for a save; 0 (the default) means one per core.
+///
+/// Errors: NULL_ARG, INVALID_ARG (more than 1024).
 #[no_mangle]
 pub extern "C" fn psv_save_options_set_threads(
     o: *mut psv_save_options,
@@ -225,7 +227,9 @@ pub extern "C" fn psv_save_options_set_threads(
 ) -> psv_status {
     status(|| {
         // SAFETY: `o` is NULL or a live options handle.
-        unsafe { ptr::handle_mut(o, "opts") }?.inner.threads = threads;
+        let o = unsafe { ptr::handle_mut(o, "opts") }?;
+        crate::pool::check_threads(threads)?;
+        o.inner.threads = threads;
         Ok(())
     })
 }
@@ -308,6 +312,8 @@ pub extern "C" fn psv_restore_options_new() -> *mut psv_restore_options {
 }
 
 /// Sets the number of worker threads for a restore; 0 (the default) means one per core.
+///
+/// Errors: NULL_ARG, INVALID_ARG (more than 1024).
 #[no_mangle]
 pub extern "C" fn psv_restore_options_set_threads(
     o: *mut psv_restore_options,
@@ -315,7 +321,9 @@ pub extern "C" fn psv_restore_options_set_threads(
 ) -> psv_status {
     status(|| {
         // SAFETY: `o` is NULL or a live options handle.
-        unsafe { ptr::handle_mut(o, "opts") }?.inner.threads = threads;
+        let o = unsafe { ptr::handle_mut(o, "opts") }?;
+        crate::pool::check_threads(threads)?;
+        o.inner.threads = threads;
         Ok(())
     })
 }
