@@ -81,6 +81,11 @@ typedef int32_t psv_status;
 typedef int32_t psv_dtype;
 
 /**
+ * A save container code (`psv_save_options_set_layout`).
+ */
+typedef int32_t psv_layout;
+
+/**
  * A progress callback: called on the thread that called save or restore (never on a worker,
  * never concurrently) with the bytes done so far and the total, at least every 64 MiB or
  * 100 ms and once at the end. Return 0 to continue, anything else to cancel: the operation
@@ -244,6 +249,17 @@ typedef int (*psv_progress_cb)(void *userdata, uint64_t done, uint64_t total);
  */
 #define PSV_DTYPE_OTHER 15
 
+/**
+ * One `.npz` file (the default).
+ */
+#define PSV_LAYOUT_NPZ 0
+
+/**
+ * A directory of `<key>.npy` files (each readable with `numpy.load`) committed atomically by
+ * an index file; `psv_restore` reads it like an `.npz`.
+ */
+#define PSV_LAYOUT_DIR 1
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -314,6 +330,8 @@ psv_save_options *psv_save_options_new(void);
 
 /**
  * Sets the number of worker threads for a save; 0 (the default) means one per core.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (more than 1024).
  */
 psv_status psv_save_options_set_threads(psv_save_options *o, size_t threads);
 
@@ -336,6 +354,17 @@ psv_status psv_save_options_set_fsync(psv_save_options *o, bool fsync);
 psv_status psv_save_options_set_compression(psv_save_options *o, int level);
 
 /**
+ * Chooses the container: `PSV_LAYOUT_NPZ` (default; `path` gets ".npz" appended) or
+ * `PSV_LAYOUT_DIR` (`path` is a directory, created if missing, holding one `<key>.npy` per
+ * array and `psv-index.txt`, the commit point: a crash leaves the previous contents intact).
+ * In the directory layout keys must be safe file names (no '/', no leading '.', no NUL, tab or
+ * line break; at most 240 bytes) and compression is not available.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (unknown layout code).
+ */
+psv_status psv_save_options_set_layout(psv_save_options *o, psv_layout layout);
+
+/**
  * Sets a progress callback for saves (NULL `cb` removes it); see `psv_progress_cb`.
  * `userdata` is passed back unchanged and must stay valid while these options are used.
  */
@@ -354,6 +383,8 @@ psv_restore_options *psv_restore_options_new(void);
 
 /**
  * Sets the number of worker threads for a restore; 0 (the default) means one per core.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (more than 1024).
  */
 psv_status psv_restore_options_set_threads(psv_restore_options *o, size_t threads);
 
@@ -421,8 +452,9 @@ psv_status psv_restore_options_set_mmap(psv_restore_options *o, bool mmap);
 void psv_restore_options_free(psv_restore_options *o);
 
 /**
- * Restores every array of the `.npz` at `path` (".npz" appended unless present) into one
- * block in which each array starts at a 64-byte-aligned address.
+ * Restores every array of the `.npz` at `path` (".npz" appended unless present; or the
+ * directory archive at `path`, see `PSV_LAYOUT_DIR`) into one block in which each array starts
+ * at a 64-byte-aligned address.
  *
  * On success `*out` is a new archive the caller frees with `psv_free`; on failure `*out` is
  * set to NULL. Reads any `.npz` numpy writes (stored or deflated); members that are not arrays

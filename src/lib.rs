@@ -30,6 +30,7 @@ pub mod archive;
 pub mod block;
 pub mod compress;
 pub mod descr;
+pub mod dir_layout;
 pub mod dtype;
 pub mod error;
 pub mod ffi;
@@ -42,6 +43,7 @@ pub mod pylit;
 pub mod restore;
 pub mod save;
 pub mod shape;
+mod tempfile;
 pub mod version;
 
 pub use archive::{Archive, ArrayInfo};

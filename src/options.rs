@@ -1,5 +1,15 @@
 //! Save and restore settings, with their defaults.
 
+/// The container a save writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// One `.npz` file (the default).
+    #[default]
+    Npz,
+    /// A directory of `<key>.npy` files committed by an index (see [`crate::dir_layout`]).
+    Dir,
+}
+
 /// Settings for [`crate::Saver::save`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SaveOptions {
@@ -9,6 +19,8 @@ pub struct SaveOptions {
     pub fsync: bool,
     /// Deflate level 1-9 for every member (as `numpy.savez_compressed`); 0 (default) stores.
     pub compression: u32,
+    /// The container: one `.npz` (default) or a directory of `.npy` files.
+    pub layout: Layout,
 }
 
 /// Default cap on a `.npy` header's length: admits numpy's own 72 KB v2.0 headers with room.

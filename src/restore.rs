@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 use crate::archive::{Archive, ArrayInfo};
 use crate::block::{self, Block, FileMap};
+use crate::dir_layout;
 use crate::error::{Error, Result};
 use crate::npy::header::{self, NpyHeader};
 use crate::npz::index::{self, MemberInfo, Method};
@@ -103,7 +104,7 @@ fn restore_memory(
         shown,
         opts,
     };
-    reader.restore(&members, None, progress)
+    reader.restore(&members, None, None, progress)
 }
 
 fn restore_file(
@@ -111,6 +112,9 @@ fn restore_file(
     opts: &RestoreOptions,
     progress: Option<&mut ProgressFn<'_>>,
 ) -> Result<Archive> {
+    if path.is_dir() {
+        return restore_dir(path, opts, progress);
+    }
     let path = npz_path(path);
     let shown = path.display().to_string();
     let file = File::open(&path).map_err(|e| Error::io(format!("cannot open {shown}"), e))?;
@@ -130,7 +134,51 @@ fn restore_file(
         shown: &shown,
         opts,
     };
-    reader.restore(&members, map, progress)
+    reader.restore(&members, map, None, progress)
+}
+
+/// Restores a directory archive (see [`crate::dir_layout`]) through the same layout, fill and
+/// CRC machinery, each array read from its own file.
+fn restore_dir(
+    dir: &Path,
+    opts: &RestoreOptions,
+    progress: Option<&mut ProgressFn<'_>>,
+) -> Result<Archive> {
+    let shown = dir.display().to_string();
+    let entries = dir_layout::read_index(dir)?.ok_or_else(|| {
+        Error::format(format!(
+            "{shown} is a directory without {}: not a psv archive",
+            dir_layout::INDEX_NAME
+        ))
+    })?;
+    if entries.len() as u64 > opts.max_members {
+        return Err(Error::limit(format!(
+            "{shown}: {} arrays exceed the limit of {}",
+            entries.len(),
+            opts.max_members
+        )));
+    }
+    let members: Vec<MemberInfo> = entries
+        .iter()
+        .map(|e| MemberInfo {
+            raw_name: e.file.as_bytes().to_vec(),
+            name: format!("{}.npy", e.key),
+            header_offset: 0,
+            compressed_size: e.size,
+            size: e.size,
+            crc32: e.crc32,
+            method: Ok(Method::Stored),
+            encrypted: false,
+        })
+        .collect();
+    let nothing = Memory(&[]);
+    let reader = Reader {
+        src: &nothing,
+        file_len: 0,
+        shown: &shown,
+        opts,
+    };
+    reader.restore(&members, None, Some(dir), progress)
 }
 
 impl Reader<'_> {
@@ -139,12 +187,25 @@ impl Reader<'_> {
         &self,
         members: &[MemberInfo],
         map: Option<FileMap>,
+        dir: Option<&Path>,
         mut progress: Option<&mut ProgressFn<'_>>,
     ) -> Result<Archive> {
         let (shown, opts) = (self.shown, self.opts);
         let (candidates, mut skipped) = select_members(members, shown, opts)?;
         let pool = pool::get(opts.threads)?;
-        let inspected = self.inspect_all(&pool, members, &candidates)?;
+        let inspected = match dir {
+            Some(dir) => pool.install(|| {
+                candidates
+                    .par_iter()
+                    .map(|&i| {
+                        self.inspect_dir_file(dir, &members[i])
+                            .map(Some)
+                            .map_err(|e| self.in_member(&members[i], e))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })?,
+            None => self.inspect_all(&pool, members, &candidates)?,
+        };
 
         // Lay out the block: every array that is not mapped gets a 64-aligned slot.
         let limit = opts
@@ -374,6 +435,8 @@ struct Located {
     swap_units: Vec<(usize, usize)>,
     /// The bytes read in phase A, when they hold the whole payload (small members).
     region: Option<Arc<Region>>,
+    /// The member's own file (directory layout); `None`: the archive's source.
+    file: Option<Arc<File>>,
 }
 
 /// A run of the file read in one `pread` during phase A: the local headers, `.npy` headers and
@@ -602,6 +665,96 @@ impl Reader<'_> {
         Ok(buf)
     }
 
+    /// Phase A for one array of a directory archive: open its file, check its size against the
+    /// index, parse its header (small files are read whole, once).
+    fn inspect_dir_file(&self, dir: &Path, m: &MemberInfo) -> Result<Located> {
+        let name = std::str::from_utf8(&m.raw_name).map_err(|_| Error::format("bad file name"))?;
+        let path = dir.join(name);
+        let file = File::open(&path)
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?
+            .len();
+        if len != m.size {
+            return Err(Error::format(format!(
+                "{} has {len} bytes but the index says {}",
+                path.display(),
+                m.size
+            )));
+        }
+        let want = if len <= SMALL_MEMBER_LEN {
+            len
+        } else {
+            len.min(HEAD_READ_LEN)
+        };
+        let mut head = vec![0u8; want as usize];
+        Source::read_at(&file, &mut head, 0)
+            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        let max_header = usize::try_from(self.opts.max_header_len).unwrap_or(usize::MAX);
+        if !header::has_magic(&head) {
+            return Err(Error::format(format!(
+                "{} is not a .npy file",
+                path.display()
+            )));
+        }
+        let total = header::total_header_len(&head, max_header)?;
+        if total as u64 > len {
+            return Err(Error::format(format!(
+                "truncated: {} is shorter than its header",
+                path.display()
+            )));
+        }
+        let header_bytes = if head.len() >= total {
+            head[..total].to_vec()
+        } else {
+            let mut bytes = vec![0u8; total];
+            Source::read_at(&file, &mut bytes, 0)
+                .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+            bytes
+        };
+        let header = header::parse(&header_bytes, max_header)?;
+        if (header.header_len as u64).saturating_add(header.nbytes as u64) > len {
+            return Err(Error::format(format!(
+                "truncated: {} is shorter than its array",
+                path.display()
+            )));
+        }
+        let mut swap_units = Vec::new();
+        if self.opts.native_endian {
+            header.descr.swap_units(0, &mut swap_units);
+        }
+        let region = (want == len).then(|| {
+            Arc::new(Region {
+                start: 0,
+                bytes: head,
+            })
+        });
+        Ok(Located {
+            method: Method::Stored,
+            payload_start: 0,
+            header,
+            header_bytes,
+            swap_units,
+            region,
+            file: Some(Arc::new(file)),
+        })
+    }
+
+    /// Reads a member's bytes at `offset`: from its own file (directory layout) or the source.
+    fn read_member(&self, loc: &Located, buf: &mut [u8], offset: u64) -> Result<()> {
+        match &loc.file {
+            Some(f) => Source::read_at(f.as_ref(), buf, offset).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    Error::format("the file was truncated while reading")
+                } else {
+                    Error::io(format!("cannot read at offset {offset}"), e)
+                }
+            }),
+            None => self.read_at(buf, offset),
+        }
+    }
+
     /// Validates a member's local header and `.npy` header. `None`: not an array (numpy would
     /// return its raw bytes). `region`, when given, may hold the member's bytes.
     fn inspect(&self, m: &MemberInfo, region: Option<&Arc<Region>>) -> Result<Option<Located>> {
@@ -737,6 +890,7 @@ impl Reader<'_> {
             header_bytes,
             swap_units,
             region: region.cloned(),
+            file: None,
         }))
     }
 
@@ -745,7 +899,7 @@ impl Reader<'_> {
         let verify = self.opts.verify_crc;
         match task.kind {
             FillKind::Stored { file_offset, dest } => {
-                self.read_at(dest, file_offset)?;
+                self.read_member(loc, dest, file_offset)?;
                 let h = verify.then(|| {
                     let mut h = Hasher::new();
                     h.update(dest);
@@ -775,7 +929,7 @@ impl Reader<'_> {
             }
             FillKind::StoredTail { file_offset, len } => {
                 let mut buf = vec![0u8; len as usize];
-                self.read_at(&mut buf, file_offset)?;
+                self.read_member(loc, &mut buf, file_offset)?;
                 let mut h = Hasher::new();
                 h.update(&buf);
                 Ok(Some(h))

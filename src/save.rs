@@ -7,27 +7,28 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::ops::Range;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crc32fast::Hasher;
 use rayon::prelude::*;
 
 use crate::compress;
 use crate::descr::{self, ArrayType, Descr};
+use crate::dir_layout::{self, DirArray};
 use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
 use crate::npy::header;
 use crate::npz::plan::{self, MemberSpec, Plan};
 use crate::npz::records;
-use crate::options::SaveOptions;
+use crate::options::{Layout, SaveOptions};
 use crate::pool;
 use crate::progress::{self, ProgressFn, Tracker};
 use crate::shape;
+use crate::tempfile::TempFile;
 
 /// Array data is written in pieces of this size, so one large array uses every core.
 pub const CHUNK_LEN: usize = 4 << 20;
@@ -182,6 +183,29 @@ impl<'a> Saver<'a> {
                 "compression level {} is not in 0..=9",
                 opts.compression
             )));
+        }
+        if opts.layout == Layout::Dir {
+            if opts.compression > 0 {
+                return Err(Error::invalid_arg(
+                    "the directory layout stores .npy files uncompressed",
+                ));
+            }
+            let arrays: Vec<DirArray<'_>> = self
+                .entries
+                .iter()
+                .map(|e| DirArray {
+                    key: std::str::from_utf8(&e.name[..e.name.len() - 4]).expect("keys are UTF-8"),
+                    header: &e.header,
+                    data: e.data,
+                })
+                .collect();
+            let pool = pool::get(opts.threads)?;
+            let total = arrays.iter().map(|a| a.data.len() as u64).sum();
+            let mut progress = progress;
+            dir_layout::save(&arrays, path, opts.fsync, &pool, &mut || {
+                progress::finish(progress.as_deref_mut(), total)
+            })?;
+            return Ok(path.to_path_buf());
         }
         let target = npz_path(path);
         if opts.compression > 0 {
@@ -541,84 +565,5 @@ impl Writer<'_, '_> {
         }
         records::end_records(&mut central, self.plan);
         self.write_at(&central, self.plan.central_offset)
-    }
-}
-
-/// A temporary file beside the target, removed on drop unless committed.
-struct TempFile {
-    path: PathBuf,
-    file: File,
-    armed: bool,
-}
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-impl TempFile {
-    fn create(target: &Path) -> Result<TempFile> {
-        let dir = match target.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let file_name = target.file_name().ok_or_else(|| {
-            Error::invalid_arg(format!("{} is not a file path", target.display()))
-        })?;
-        let mut name = OsString::from(".");
-        name.push(file_name);
-        name.push(format!(
-            ".{}-{}.psv-tmp",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let path = dir.join(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| {
-                Error::io(
-                    format!("cannot create a temporary file beside {}", target.display()),
-                    e,
-                )
-            })?;
-        Ok(TempFile {
-            path,
-            file,
-            armed: true,
-        })
-    }
-
-    fn commit(mut self, target: &Path, fsync: bool) -> Result<()> {
-        if fsync {
-            self.file
-                .sync_all()
-                .map_err(|e| Error::io(format!("cannot fsync {}", self.path.display()), e))?;
-        }
-        std::fs::rename(&self.path, target).map_err(|e| {
-            Error::io(
-                format!(
-                    "cannot rename {} to {}",
-                    self.path.display(),
-                    target.display()
-                ),
-                e,
-            )
-        })?;
-        self.armed = false;
-        if fsync {
-            let dir = self.path.parent().unwrap_or(Path::new("."));
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| Error::io(format!("cannot fsync directory {}", dir.display()), e))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = std::fs::remove_file(&self.path);
-        }
     }
 }

@@ -23,7 +23,7 @@ use self::types::*;
 use crate::archive::Archive;
 use crate::dtype::{Dtype, DTYPE_OTHER_CODE};
 use crate::error::{with_last_error, Error, Result};
-use crate::options::{RestoreOptions, SaveOptions};
+use crate::options::{Layout, RestoreOptions, SaveOptions};
 use crate::save::Saver;
 use crate::shape;
 
@@ -271,6 +271,30 @@ pub extern "C" fn psv_save_options_set_compression(
     })
 }
 
+/// Chooses the container: `PSV_LAYOUT_NPZ` (default; `path` gets ".npz" appended) or
+/// `PSV_LAYOUT_DIR` (`path` is a directory, created if missing, holding one `<key>.npy` per
+/// array and `psv-index.txt`, the commit point: a crash leaves the previous contents intact).
+/// In the directory layout keys must be safe file names (no '/', no leading '.', no NUL, tab or
+/// line break; at most 240 bytes) and compression is not available.
+///
+/// Errors: NULL_ARG, INVALID_ARG (unknown layout code).
+#[no_mangle]
+pub extern "C" fn psv_save_options_set_layout(
+    o: *mut psv_save_options,
+    layout: psv_layout,
+) -> psv_status {
+    status(|| {
+        // SAFETY: `o` is NULL or a live options handle.
+        let o = unsafe { ptr::handle_mut(o, "opts") }?;
+        o.inner.layout = match layout {
+            PSV_LAYOUT_NPZ => Layout::Npz,
+            PSV_LAYOUT_DIR => Layout::Dir,
+            other => return Err(Error::invalid_arg(format!("unknown layout code {other}"))),
+        };
+        Ok(())
+    })
+}
+
 /// Sets a progress callback for saves (NULL `cb` removes it); see `psv_progress_cb`.
 /// `userdata` is passed back unchanged and must stay valid while these options are used.
 #[no_mangle]
@@ -508,8 +532,9 @@ fn wrap_archive(inner: Archive) -> Result<psv_archive> {
     })
 }
 
-/// Restores every array of the `.npz` at `path` (".npz" appended unless present) into one
-/// block in which each array starts at a 64-byte-aligned address.
+/// Restores every array of the `.npz` at `path` (".npz" appended unless present; or the
+/// directory archive at `path`, see `PSV_LAYOUT_DIR`) into one block in which each array starts
+/// at a 64-byte-aligned address.
 ///
 /// On success `*out` is a new archive the caller frees with `psv_free`; on failure `*out` is
 /// set to NULL. Reads any `.npz` numpy writes (stored or deflated); members that are not arrays

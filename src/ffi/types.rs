@@ -77,6 +77,14 @@ pub const PSV_DTYPE_C128: psv_dtype = 14;
 /// see `psv_archive_descr` and `psv_archive_itemsize`.
 pub const PSV_DTYPE_OTHER: psv_dtype = 15;
 
+/// A save container code (`psv_save_options_set_layout`).
+pub type psv_layout = i32;
+/// One `.npz` file (the default).
+pub const PSV_LAYOUT_NPZ: psv_layout = 0;
+/// A directory of `<key>.npy` files (each readable with `numpy.load`) committed atomically by
+/// an index file; `psv_restore` reads it like an `.npz`.
+pub const PSV_LAYOUT_DIR: psv_layout = 1;
+
 /// A progress callback: called on the thread that called save or restore (never on a worker,
 /// never concurrently) with the bytes done so far and the total, at least every 64 MiB or
 /// 100 ms and once at the end. Return 0 to continue, anything else to cancel: the operation

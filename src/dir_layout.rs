@@ -1,0 +1,297 @@
+//! The directory layout, the seed tool's first container: one `<key>.npy` per array (each
+//! readable with `numpy.load`, array data 64-aligned in each file) and an index file that
+//! names the arrays in order with their sizes and CRC-32s.
+//!
+//! The index is the commit point. A save never overwrites a file the current index refers to:
+//! each array goes to `<key>.npy`, or to `<key>.<n>.npy` when the current index still uses that
+//! name; files are written under temporary names and renamed into place, then the new index is
+//! written the same way. A crash at any moment leaves the old index and its files intact; files
+//! the new index no longer names are removed after the commit.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::Path;
+
+use crc32fast::Hasher;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::tempfile::{self, TempFile};
+
+/// The index file's name inside the directory.
+pub const INDEX_NAME: &str = "psv-index.txt";
+/// First line of every index.
+const INDEX_MAGIC: &str = "psv-dir 1";
+/// Largest index accepted (about a million arrays).
+const MAX_INDEX_LEN: u64 = 256 << 20;
+
+/// One array of a directory archive, as the index records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The key.
+    pub key: String,
+    /// The file name inside the directory.
+    pub file: String,
+    /// The file's size in bytes (header and data).
+    pub size: u64,
+    /// CRC-32 of the whole file.
+    pub crc32: u32,
+}
+
+/// Keys must be safe, portable file names in this layout.
+pub fn validate_key(key: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::invalid_arg(format!(
+            "key {key:?} cannot be a file name in the directory layout: {why}"
+        )))
+    };
+    if key.contains('/') {
+        return bad("it contains '/'");
+    }
+    if key.starts_with('.') {
+        return bad("it starts with '.'");
+    }
+    if key
+        .chars()
+        .any(|c| c == '\0' || c == '\n' || c == '\r' || c == '\t')
+    {
+        return bad("it contains NUL, a tab or a line break");
+    }
+    if key.len() > 240 {
+        return bad("it is longer than 240 bytes");
+    }
+    Ok(())
+}
+
+fn parse_index(text: &str, shown: &str) -> Result<Vec<DirEntry>> {
+    let bad = |line: usize, why: &str| Error::format(format!("{shown}: index line {line}: {why}"));
+    let mut lines = text.lines();
+    if lines.next() != Some(INDEX_MAGIC) {
+        return Err(bad(1, "not a psv directory index"));
+    }
+    let mut entries = Vec::new();
+    let mut keys = HashSet::new();
+    for (n, line) in lines.enumerate() {
+        let fields: Vec<&str> = line.splitn(4, '\t').collect();
+        let [crc, size, file, key] = fields[..] else {
+            return Err(bad(n + 2, "expected crc, size, file and key"));
+        };
+        let crc32 = u32::from_str_radix(crc, 16).map_err(|_| bad(n + 2, "bad CRC"))?;
+        let size = size.parse().map_err(|_| bad(n + 2, "bad size"))?;
+        if file.contains('/') || file.starts_with('.') || file.is_empty() {
+            return Err(bad(n + 2, "unsafe file name"));
+        }
+        if !keys.insert(key) {
+            return Err(bad(n + 2, "duplicate key"));
+        }
+        entries.push(DirEntry {
+            key: key.to_owned(),
+            file: file.to_owned(),
+            size,
+            crc32,
+        });
+    }
+    Ok(entries)
+}
+
+/// Reads the index of the directory archive at `dir`; `None` if there is no index file.
+pub fn read_index(dir: &Path) -> Result<Option<Vec<DirEntry>>> {
+    let path = dir.join(INDEX_NAME);
+    let shown = path.display().to_string();
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("cannot open {shown}"), e)),
+    };
+    let len = file.metadata().map_err(|e| Error::io(&shown, e))?.len();
+    if len > MAX_INDEX_LEN {
+        return Err(Error::limit(format!(
+            "{shown}: index of {len} bytes is too large"
+        )));
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::format(format!("{shown}: cannot read the index as UTF-8 text: {e}")))?;
+    parse_index(&text, &shown).map(Some)
+}
+
+fn format_index(entries: &[DirEntry]) -> String {
+    let mut out = String::from(INDEX_MAGIC);
+    out.push('\n');
+    for e in entries {
+        out.push_str(&format!(
+            "{:08x}\t{}\t{}\t{}\n",
+            e.crc32, e.size, e.file, e.key
+        ));
+    }
+    out
+}
+
+/// One array to write: its key, its numpy-identical header and its bytes.
+pub(crate) struct DirArray<'a> {
+    pub key: &'a str,
+    pub header: &'a [u8],
+    pub data: &'a [u8],
+}
+
+/// Array data is written in pieces of this size.
+const CHUNK_LEN: usize = 4 << 20;
+
+/// Writes `arrays` into the directory `dir` (created if missing; its parent must exist) and
+/// commits them with a new index. `before_commit` runs once every file is in place and may
+/// still cancel (the new files are then removed and the old index stays).
+pub(crate) fn save(
+    arrays: &[DirArray<'_>],
+    dir: &Path,
+    fsync: bool,
+    pool: &rayon::ThreadPool,
+    before_commit: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
+    for a in arrays {
+        validate_key(a.key)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot create directory {}", dir.display()),
+                e,
+            ))
+        }
+    }
+    let old = read_index(dir)?.unwrap_or_default();
+    let in_use: HashSet<&str> = old.iter().map(|e| e.file.as_str()).collect();
+    let names: Vec<String> = arrays
+        .iter()
+        .map(|a| {
+            let mut name = format!("{}.npy", a.key);
+            let mut n = 1;
+            while in_use.contains(name.as_str()) {
+                name = format!("{}.{n}.npy", a.key);
+                n += 1;
+            }
+            name
+        })
+        .collect();
+
+    let written: Vec<(TempFile, u32)> = pool.install(|| {
+        arrays
+            .par_iter()
+            .zip(&names)
+            .map(|(a, name)| write_file(a, &dir.join(name)))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut entries = Vec::with_capacity(arrays.len());
+    let mut placed = Vec::with_capacity(arrays.len());
+    let result = (|| {
+        for ((tmp, crc32), (a, name)) in written.into_iter().zip(arrays.iter().zip(&names)) {
+            tmp.rename_into(&dir.join(name), fsync)?;
+            placed.push(dir.join(name));
+            entries.push(DirEntry {
+                key: a.key.to_owned(),
+                file: name.clone(),
+                size: (a.header.len() + a.data.len()) as u64,
+                crc32,
+            });
+        }
+        if fsync {
+            tempfile::fsync_dir(dir)?;
+        }
+        before_commit()
+    })();
+    if let Err(e) = result {
+        // Not committed: the files placed so far are named by no index; remove them.
+        for p in &placed {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(e);
+    }
+    let index_path = dir.join(INDEX_NAME);
+    let tmp = TempFile::create(&index_path)?;
+    std::io::Write::write_all(&mut &tmp.file, format_index(&entries).as_bytes())
+        .map_err(|e| Error::io(format!("cannot write {}", tmp.path.display()), e))?;
+    tmp.commit(&index_path, fsync)?;
+    // Committed. Files only the old index named are garbage now (best effort).
+    let keep: HashSet<&str> = entries.iter().map(|e| e.file.as_str()).collect();
+    for e in &old {
+        if !keep.contains(e.file.as_str()) {
+            let _ = std::fs::remove_file(dir.join(&e.file));
+        }
+    }
+    Ok(())
+}
+
+/// Writes one `.npy` file under a temporary name; returns it (not yet renamed) and its CRC-32.
+fn write_file(a: &DirArray<'_>, target: &Path) -> Result<(TempFile, u32)> {
+    let tmp = TempFile::create(target)?;
+    let io = |e| Error::io(format!("cannot write {}", tmp.path.display()), e);
+    use std::os::unix::fs::FileExt;
+    let mut crc = Hasher::new();
+    crc.update(a.header);
+    if a.data.len() <= CHUNK_LEN {
+        let mut buf = Vec::with_capacity(a.header.len() + a.data.len());
+        buf.extend_from_slice(a.header);
+        buf.extend_from_slice(a.data);
+        crc.update(a.data);
+        tmp.file.write_all_at(&buf, 0).map_err(io)?;
+        return Ok((tmp, crc.finalize()));
+    }
+    tmp.file.write_all_at(a.header, 0).map_err(io)?;
+    let chunks: Vec<Hasher> = a
+        .data
+        .par_chunks(CHUNK_LEN)
+        .enumerate()
+        .map(|(k, chunk)| {
+            let mut h = Hasher::new();
+            h.update(chunk);
+            tmp.file
+                .write_all_at(chunk, (a.header.len() + k * CHUNK_LEN) as u64)
+                .map_err(io)?;
+            Ok(h)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    chunks.iter().for_each(|h| crc.combine(h));
+    Ok((tmp, crc.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_round_trips_and_rejects_garbage() {
+        let entries = vec![
+            DirEntry {
+                key: "a b".into(),
+                file: "a b.npy".into(),
+                size: 128,
+                crc32: 0xdead_beef,
+            },
+            DirEntry {
+                key: "中".into(),
+                file: "中.1.npy".into(),
+                size: 0,
+                crc32: 0,
+            },
+        ];
+        assert_eq!(parse_index(&format_index(&entries), "x").unwrap(), entries);
+        for bad in [
+            "",
+            "psv-dir 2\n",
+            "psv-dir 1\nzz\t1\ta.npy\ta\n",
+            "psv-dir 1\n0\t1\t../x\ta\n",
+            "psv-dir 1\n0\t1\ta.npy\ta\n0\t1\tb.npy\ta\n",
+            "psv-dir 1\n0\t1\ta.npy\n",
+        ] {
+            assert!(parse_index(bad, "x").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unsafe_keys_are_refused() {
+        for bad in ["a/b", "..", ".hidden", "a\nb", "a\0b"] {
+            assert!(validate_key(bad).is_err(), "{bad:?}");
+        }
+        validate_key("weights 1 (é)").unwrap();
+    }
+}
