@@ -563,6 +563,35 @@ size_t psv_archive_skipped_count(const psv_archive *a);
 const char *psv_archive_skipped_name(const psv_archive *a, size_t i);
 
 /**
+ * Describes every array in one call, for hosts where a call per accessor is costly (Python
+ * ctypes or cffi, LuaJIT, Julia). Each non-NULL argument must have room for
+ * `psv_archive_count(a)` values and receives them in array order: data addresses (as
+ * `psv_archive_data`), byte counts, dtype codes, ndims and Fortran flags. `dims`, when not NULL,
+ * receives every shape concatenated (`psv_archive_total_ndim(a)` values).
+ *
+ * Errors: NULL_ARG (`a`).
+ */
+psv_status psv_archive_describe(const psv_archive *a, const void **data, size_t *nbytes, psv_dtype *dtype, size_t *ndim, bool *fortran_order, int64_t *dims);
+
+/**
+ * The total number of dimensions over all arrays (the room `psv_archive_describe` needs for
+ * `dims`); 0 for NULL.
+ */
+size_t psv_archive_total_ndim(const psv_archive *a);
+
+/**
+ * Every key, in array order, each followed by a NUL byte, in one buffer valid until
+ * `psv_free`; `*len` (when not NULL) receives the buffer's length including the NULs. NULL for
+ * a NULL archive; for an archive without arrays, a valid pointer and length 0.
+ */
+const char *psv_archive_key_list(const psv_archive *a, size_t *len);
+
+/**
+ * Every descr, in array order, each followed by a NUL byte; as `psv_archive_key_list`.
+ */
+const char *psv_archive_descr_list(const psv_archive *a, size_t *len);
+
+/**
  * Frees an archive: its block, keys, shapes and descrs. Every pointer obtained from it becomes
  * invalid. NULL is a no-op. Must not race any other call on the same archive.
  */

@@ -95,6 +95,80 @@ fn round_trip_through_the_c_abi() {
     }
     assert_eq!(psv_archive_dtype(a, 1), PSV_DTYPE_OTHER);
     assert_eq!(psv_archive_itemsize(a, 1), 2);
+    // The bulk accessors agree with the per-array ones.
+    let mut data_ptrs = [std::ptr::null(); 2];
+    let mut nbytes = [0usize; 2];
+    let mut dtypes = [0i32; 2];
+    let mut ndims = [0usize; 2];
+    let mut fortran = [true; 2];
+    assert_eq!(psv_archive_total_ndim(a), 3);
+    let mut dims = [0i64; 3];
+    assert_eq!(
+        psv_archive_describe(
+            a,
+            data_ptrs.as_mut_ptr(),
+            nbytes.as_mut_ptr(),
+            dtypes.as_mut_ptr(),
+            ndims.as_mut_ptr(),
+            fortran.as_mut_ptr(),
+            dims.as_mut_ptr()
+        ),
+        PSV_OK
+    );
+    assert_eq!(data_ptrs[0], psv_archive_data(a, 0));
+    assert_eq!(nbytes, [4000, 6]);
+    assert_eq!(dtypes, [PSV_DTYPE_F32, PSV_DTYPE_OTHER]);
+    assert_eq!(ndims, [2, 1]);
+    assert_eq!(fortran, [false, false]);
+    assert_eq!(dims, [10, 100, 3]);
+    assert_eq!(
+        psv_archive_describe(
+            a,
+            null_mut(),
+            null_mut(),
+            null_mut(),
+            null_mut(),
+            null_mut(),
+            null_mut()
+        ),
+        PSV_OK
+    );
+    assert_eq!(
+        psv_archive_describe(
+            null(),
+            null_mut(),
+            null_mut(),
+            null_mut(),
+            null_mut(),
+            null_mut(),
+            null_mut()
+        ),
+        PSV_ERR_NULL_ARG
+    );
+    let mut list_len = 0usize;
+    let keys = psv_archive_key_list(a, &mut list_len);
+    // SAFETY (test): the list has list_len bytes, valid until psv_free.
+    assert_eq!(
+        unsafe { std::slice::from_raw_parts(keys.cast::<u8>(), list_len) },
+        b"w\0be\0"
+    );
+    let descrs = psv_archive_descr_list(a, &mut list_len);
+    // SAFETY (test): as above.
+    assert_eq!(
+        unsafe { std::slice::from_raw_parts(descrs.cast::<u8>(), list_len) },
+        b"<f4\0>i2\0"
+            .as_slice()
+            .iter()
+            .map(|&b| if b == b'<' && cfg!(target_endian = "big") {
+                b'>'
+            } else {
+                b
+            })
+            .collect::<Vec<u8>>()
+            .as_slice()
+    );
+    assert!(psv_archive_key_list(null(), &mut list_len).is_null());
+
     let mut len = 0usize;
     let block = psv_archive_block(a, &mut len);
     assert!(!block.is_null() && len >= 4000 + 6);

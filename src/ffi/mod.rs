@@ -14,7 +14,7 @@ mod boundary;
 mod ptr;
 pub mod types;
 
-use std::ffi::{c_char, c_int, c_void, CString, OsStr};
+use std::ffi::{c_char, c_int, c_void, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -504,31 +504,34 @@ pub extern "C" fn psv_restore_options_free(o: *mut psv_restore_options) {
     })
 }
 
-fn c_string(s: &str) -> Result<CString> {
-    CString::new(s).map_err(|_| Error::format(format!("{s:?} contains a NUL character")))
-}
-
 fn wrap_archive(inner: Archive) -> Result<psv_archive> {
     let arrays = inner.arrays();
+    let mut keys = StringTable::default();
+    let mut descrs = StringTable::default();
+    let mut dims = Vec::new();
+    let mut dim_starts = Vec::with_capacity(arrays.len() + 1);
+    for a in arrays {
+        if !keys.push(&a.key) || !descrs.push(&a.descr_string) {
+            return Err(Error::format(format!(
+                "{:?} contains a NUL character",
+                a.key
+            )));
+        }
+        dim_starts.push(dims.len());
+        dims.extend(a.shape.iter().map(|&d| d as i64));
+    }
+    dim_starts.push(dims.len());
+    let mut skipped = StringTable::default();
+    for name in inner.skipped() {
+        skipped.push(&name.replace('\0', "\u{fffd}"));
+    }
     Ok(psv_archive {
-        keys: arrays
-            .iter()
-            .map(|a| c_string(&a.key))
-            .collect::<Result<_>>()?,
-        descrs: arrays
-            .iter()
-            .map(|a| c_string(&a.descr_string))
-            .collect::<Result<_>>()?,
-        shapes: arrays
-            .iter()
-            .map(|a| a.shape.iter().map(|&d| d as i64).collect())
-            .collect(),
-        skipped: inner
-            .skipped()
-            .iter()
-            .map(|n| CString::new(n.replace('\0', "\u{fffd}")).unwrap_or_default())
-            .collect(),
         inner,
+        keys,
+        descrs,
+        dims,
+        dim_starts,
+        skipped,
     })
 }
 
@@ -679,7 +682,7 @@ pub extern "C" fn psv_archive_find(
 /// The key of array `i` (NUL-terminated UTF-8), valid until `psv_free`; NULL if out of range.
 #[no_mangle]
 pub extern "C" fn psv_archive_key(a: *const psv_archive, i: usize) -> *const c_char {
-    entry(a, i, std::ptr::null(), |a| a.keys[i].as_ptr())
+    entry(a, i, std::ptr::null(), |a| a.keys.get(i))
 }
 
 /// The data of array `i`: 64-byte aligned, inside the archive's block (or, in mmap mode,
@@ -718,7 +721,7 @@ pub extern "C" fn psv_archive_dtype(a: *const psv_archive, i: usize) -> psv_dtyp
 /// `repr(dtype.descr)`; NULL if out of range.
 #[no_mangle]
 pub extern "C" fn psv_archive_descr(a: *const psv_archive, i: usize) -> *const c_char {
-    entry(a, i, std::ptr::null(), |a| a.descrs[i].as_ptr())
+    entry(a, i, std::ptr::null(), |a| a.descrs.get(i))
 }
 
 /// Bytes per element of array `i`; 0 if out of range (or for itemsize-0 records).
@@ -730,7 +733,7 @@ pub extern "C" fn psv_archive_itemsize(a: *const psv_archive, i: usize) -> usize
 /// Number of dimensions of array `i` (0 for a 0-d array); 0 if out of range.
 #[no_mangle]
 pub extern "C" fn psv_archive_ndim(a: *const psv_archive, i: usize) -> usize {
-    entry(a, i, 0, |a| a.shapes[i].len())
+    entry(a, i, 0, |a| a.dim_starts[i + 1] - a.dim_starts[i])
 }
 
 /// The shape of array `i` (`psv_archive_ndim` values), valid until `psv_free`; NULL for a 0-d
@@ -738,7 +741,7 @@ pub extern "C" fn psv_archive_ndim(a: *const psv_archive, i: usize) -> usize {
 #[no_mangle]
 pub extern "C" fn psv_archive_shape(a: *const psv_archive, i: usize) -> *const i64 {
     entry(a, i, std::ptr::null(), |a| {
-        let shape = &a.shapes[i];
+        let shape = &a.dims[a.dim_starts[i]..a.dim_starts[i + 1]];
         if shape.is_empty() {
             std::ptr::null()
         } else {
@@ -788,10 +791,109 @@ pub extern "C" fn psv_archive_skipped_name(a: *const psv_archive, i: usize) -> *
     value(std::ptr::null(), || {
         // SAFETY: `a` is NULL or a live archive.
         let a = unsafe { ptr::handle(a, "archive") }?;
-        a.skipped
-            .get(i)
-            .map(|s| s.as_ptr())
-            .ok_or_else(|| Error::invalid_arg(format!("skipped index {i} is out of range")))
+        let name = a.skipped.get(i);
+        if name.is_null() {
+            return Err(Error::invalid_arg(format!(
+                "skipped index {i} is out of range"
+            )));
+        }
+        Ok(name)
+    })
+}
+
+/// Describes every array in one call, for hosts where a call per accessor is costly (Python
+/// ctypes or cffi, LuaJIT, Julia). Each non-NULL argument must have room for
+/// `psv_archive_count(a)` values and receives them in array order: data addresses (as
+/// `psv_archive_data`), byte counts, dtype codes, ndims and Fortran flags. `dims`, when not NULL,
+/// receives every shape concatenated (`psv_archive_total_ndim(a)` values).
+///
+/// Errors: NULL_ARG (`a`).
+#[no_mangle]
+pub extern "C" fn psv_archive_describe(
+    a: *const psv_archive,
+    data: *mut *const c_void,
+    nbytes: *mut usize,
+    dtype: *mut psv_dtype,
+    ndim: *mut usize,
+    fortran_order: *mut bool,
+    dims: *mut i64,
+) -> psv_status {
+    status(|| {
+        // SAFETY: `a` is NULL or a live archive.
+        let a = unsafe { ptr::handle(a, "archive") }?;
+        // SAFETY (each write below): the caller gives room for count values (or, for `dims`,
+        // psv_archive_total_ndim values) behind every non-NULL pointer.
+        let out = |p: *mut u8| !p.is_null();
+        for (i, info) in a.inner.arrays().iter().enumerate() {
+            if out(data.cast()) {
+                let ptr = a.inner.data_ptr(i).map_or(std::ptr::null(), |p| p.cast());
+                // SAFETY: see above; i < n.
+                unsafe { ptr::write_out(data.add(i), ptr) };
+            }
+            if out(nbytes.cast()) {
+                // SAFETY: see above; i < n.
+                unsafe { ptr::write_out(nbytes.add(i), info.nbytes) };
+            }
+            if out(dtype.cast()) {
+                let code = info.dtype.map_or(DTYPE_OTHER_CODE, Dtype::code);
+                // SAFETY: see above; i < n.
+                unsafe { ptr::write_out(dtype.add(i), code) };
+            }
+            if out(ndim.cast()) {
+                // SAFETY: see above; i < n.
+                unsafe { ptr::write_out(ndim.add(i), info.shape.len()) };
+            }
+            if out(fortran_order.cast()) {
+                // SAFETY: see above; i < n.
+                unsafe { ptr::write_out(fortran_order.add(i), info.fortran_order) };
+            }
+        }
+        if out(dims.cast()) && !a.dims.is_empty() {
+            // SAFETY: room for total_ndim = a.dims.len() values per contract.
+            unsafe { std::ptr::copy_nonoverlapping(a.dims.as_ptr(), dims, a.dims.len()) };
+        }
+        Ok(())
+    })
+}
+
+/// The total number of dimensions over all arrays (the room `psv_archive_describe` needs for
+/// `dims`); 0 for NULL.
+#[no_mangle]
+pub extern "C" fn psv_archive_total_ndim(a: *const psv_archive) -> usize {
+    value(0, || {
+        // SAFETY: `a` is NULL or a live archive.
+        Ok(unsafe { ptr::handle(a, "archive") }?.dims.len())
+    })
+}
+
+/// Every key, in array order, each followed by a NUL byte, in one buffer valid until
+/// `psv_free`; `*len` (when not NULL) receives the buffer's length including the NULs. NULL for
+/// a NULL archive; for an archive without arrays, a valid pointer and length 0.
+#[no_mangle]
+pub extern "C" fn psv_archive_key_list(a: *const psv_archive, len: *mut usize) -> *const c_char {
+    string_list(a, len, |a| &a.keys)
+}
+
+/// Every descr, in array order, each followed by a NUL byte; as `psv_archive_key_list`.
+#[no_mangle]
+pub extern "C" fn psv_archive_descr_list(a: *const psv_archive, len: *mut usize) -> *const c_char {
+    string_list(a, len, |a| &a.descrs)
+}
+
+fn string_list(
+    a: *const psv_archive,
+    len: *mut usize,
+    pick: impl FnOnce(&psv_archive) -> &StringTable,
+) -> *const c_char {
+    value(std::ptr::null(), || {
+        // SAFETY: `a` is NULL or a live archive.
+        let a = unsafe { ptr::handle(a, "archive") }?;
+        let all = pick(a).all();
+        if !len.is_null() {
+            // SAFETY: non-NULL and writable per contract.
+            unsafe { ptr::write_out(len, all.len()) };
+        }
+        Ok(all.as_ptr().cast())
     })
 }
 

@@ -1,7 +1,7 @@
 //! The C-visible types and constants: status and dtype codes, opaque handles.
 #![allow(non_camel_case_types)]
 
-use std::ffi::{c_int, c_void, CString};
+use std::ffi::{c_char, c_int, c_void};
 
 use crate::archive::Archive;
 use crate::options::{RestoreOptions, SaveOptions};
@@ -131,10 +131,50 @@ pub struct psv_saver {
 /// any threads, but nothing may run concurrently with `psv_free`.
 pub struct psv_archive {
     pub(crate) inner: Archive,
-    pub(crate) keys: Vec<CString>,
-    pub(crate) descrs: Vec<CString>,
-    pub(crate) shapes: Vec<Vec<i64>>,
-    pub(crate) skipped: Vec<CString>,
+    pub(crate) keys: StringTable,
+    pub(crate) descrs: StringTable,
+    /// Every shape, concatenated; array `i`'s dims are `dims[dim_starts[i]..dim_starts[i + 1]]`.
+    pub(crate) dims: Vec<i64>,
+    pub(crate) dim_starts: Vec<usize>,
+    pub(crate) skipped: StringTable,
+}
+
+/// NUL-terminated strings stored back to back in one allocation (one per archive, not one per
+/// string: restoring 20000 arrays should not cost 40000 allocations).
+#[derive(Default)]
+pub(crate) struct StringTable {
+    bytes: Vec<u8>,
+    starts: Vec<usize>,
+}
+
+impl StringTable {
+    /// Appends `s`; strings holding NUL are refused (C could not see past it).
+    pub(crate) fn push(&mut self, s: &str) -> bool {
+        if s.contains('\0') {
+            return false;
+        }
+        self.starts.push(self.bytes.len());
+        self.bytes.extend_from_slice(s.as_bytes());
+        self.bytes.push(0);
+        true
+    }
+
+    /// Number of strings.
+    pub(crate) fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// String `i` as a C string, or NULL if out of range.
+    pub(crate) fn get(&self, i: usize) -> *const c_char {
+        self.starts
+            .get(i)
+            .map_or(std::ptr::null(), |&at| self.bytes[at..].as_ptr().cast())
+    }
+
+    /// Every string, each followed by its NUL.
+    pub(crate) fn all(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 /// Settings for `psv_saver_save`. Create with `psv_save_options_new`, free with
