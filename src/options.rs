@@ -49,7 +49,8 @@ pub struct RestoreOptions {
     /// Byte-swap non-native-order arrays in place and report their native descr.
     pub native_endian: bool,
     /// Map the file and point stored, 64-aligned members straight into the mapping (no copy,
-    /// no read up front, no CRC check for them); other members are copied as usual.
+    /// no read up front, no CRC check for them); other members (and those `native_endian` must
+    /// swap) are copied as usual.
     pub mmap: bool,
 }
 

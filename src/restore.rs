@@ -228,7 +228,10 @@ impl Reader<'_> {
             };
             let file_offset = (loc.method == Method::Stored)
                 .then(|| loc.payload_start + loc.header.header_len as u64);
-            let mapped = map.is_some() && file_offset.is_some_and(|o| o % 64 == 0);
+            // Mapped views are the file's bytes: members that must be byte-swapped are copied.
+            let mapped = map.is_some()
+                && file_offset.is_some_and(|o| o % 64 == 0)
+                && loc.swap_units.is_empty();
             let offset = if mapped {
                 file_offset.unwrap_or(0) as usize
             } else {

@@ -232,3 +232,30 @@ fn progress_reports_reach_the_total_and_cancel_cleanly() {
     assert_eq!(e.kind(), ErrorKind::Aborted);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn mmap_with_native_endian_copies_the_members_it_must_swap() {
+    let dir = scratch("mmap-endian");
+    let (path, arrays) = sample(&dir);
+    let opts = RestoreOptions {
+        mmap: true,
+        native_endian: true,
+        ..Default::default()
+    };
+    let a = restore(&path, &opts).unwrap();
+    assert!(a.arrays()[0].mapped, "native-order members stay mapped");
+    assert_eq!(a.data(0).unwrap(), &arrays[0][..]);
+    let i = a.find("be").unwrap();
+    assert!(
+        !a.arrays()[i].mapped,
+        "members that need swapping are copied"
+    );
+    let vals: Vec<f64> = a
+        .data(i)
+        .unwrap()
+        .chunks(8)
+        .map(|c| f64::from_ne_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(vals, vec![1.5, -2.25, 1e300]);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -476,8 +476,8 @@ pub extern "C" fn psv_restore_options_set_native_endian(
 /// When true, the file is mapped (private, copy-on-write) and every stored member whose array
 /// data is 64-aligned in the file (every file psv writes) is returned as a view into the
 /// mapping: nothing is read up front and pages load on first touch. Other members (numpy's
-/// unaligned files, deflated members) are copied into the block as usual. Mapped members' CRCs
-/// are not checked (that would read them), and native_endian does not apply to them.
+/// unaligned files, deflated members, and members that native_endian must byte-swap) are copied
+/// into the block as usual. Mapped members' CRCs are not checked (that would read them).
 ///
 /// The archive owns the mapping until `psv_free`. Replacing the file by rename while it is
 /// mapped is safe (the mapping keeps the old file); truncating it in place is not: touching a
