@@ -440,7 +440,8 @@ psv_status psv_restore_options_set_native_endian(psv_restore_options *o, bool na
  * unaligned files, deflated members, and members that native_endian must byte-swap) are copied
  * into the block as usual. Mapped members' CRCs are not checked (that would read them).
  *
- * The archive owns the mapping until `psv_free`. Replacing the file by rename while it is
+ * Applies to `.npz` files only: directory archives and `psv_restore_from_memory` copy every
+ * array. The archive owns the mapping until `psv_free`. Replacing the file by rename while it is
  * mapped is safe (the mapping keeps the old file); truncating it in place is not: touching a
  * page past the new end raises SIGBUS in the process.
  */
@@ -473,7 +474,7 @@ psv_status psv_restore(const char *path, const psv_restore_options *opts, psv_ar
  * `psv_restore` restores a file; the mmap option is ignored. `buf` is only read during the
  * call: the archive copies what it needs and does not refer to `buf` afterwards.
  *
- * Errors: as `psv_restore` (IO only from allocation-free paths is impossible here).
+ * Errors: as `psv_restore`, except that there is no file to open (no IO errors).
  */
 psv_status psv_restore_from_memory(const void *buf, size_t len, const psv_restore_options *opts, psv_archive **out);
 
@@ -503,6 +504,13 @@ const char *psv_archive_key(const psv_archive *a, size_t i);
  * place) as long as no other thread reads it at the same time.
  */
 const void *psv_archive_data(const psv_archive *a, size_t i);
+
+/**
+ * True if array `i` is a view into the file mapping (mmap mode) rather than a copy in the
+ * block; false if out of range. Mapped views are private copy-on-write pages: writing through
+ * them never reaches the file.
+ */
+bool psv_archive_is_mapped(const psv_archive *a, size_t i);
 
 /**
  * Bytes of array `i`'s data; 0 if out of range.

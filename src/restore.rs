@@ -27,7 +27,7 @@ use crate::npz::index::{self, MemberInfo, Method};
 use crate::options::{self, RestoreOptions};
 use crate::pool;
 use crate::progress::{self, ProgressFn};
-use crate::save::{npz_path, CHUNK_LEN};
+use crate::save::{npz_path, CACHE_PIECE_LEN, CHUNK_LEN};
 
 /// Bytes read speculatively with each local header: usually enough for the name, the extra
 /// field and the whole `.npy` header, so a member's metadata costs one `pread`.
@@ -902,12 +902,17 @@ impl Reader<'_> {
         let verify = self.opts.verify_crc;
         match task.kind {
             FillKind::Stored { file_offset, dest } => {
-                self.read_member(loc, dest, file_offset)?;
-                let h = verify.then(|| {
-                    let mut h = Hasher::new();
-                    h.update(dest);
-                    h
-                });
+                // Read a cache-sized piece, then CRC it while it is still in cache.
+                let mut h = Hasher::new();
+                let mut offset = file_offset;
+                for piece in dest.chunks_mut(CACHE_PIECE_LEN) {
+                    self.read_member(loc, piece, offset)?;
+                    if verify {
+                        h.update(piece);
+                    }
+                    offset += piece.len() as u64;
+                }
+                let h = verify.then_some(h);
                 if task.swap {
                     swap_in_place(dest, loc);
                 }

@@ -5,6 +5,18 @@
 ``restore(path)`` reads any ``.npz`` into one 64-byte-aligned block and returns a
 dict of zero-copy, writable views into it.
 
+Options: ``save(..., compress=1..9)`` deflates members (as ``numpy.savez_compressed``);
+``restore(..., keys=[...])`` restores a subset in the given order; ``restore(bytes)``
+restores an archive held in memory; ``restore(..., mmap=True)`` maps the file instead of
+reading it; ``restore(..., native_endian=True)`` byte-swaps big-endian arrays; both take
+``progress=callable(done, total)`` (return False to cancel) or ``progress=True`` for a bar
+on stderr.  :func:`ls` lists an archive from its headers only.
+
+Command line (with this directory on ``sys.path``)::
+
+    python -m parallel_saver ls FILE       # key, dtype, shape, bytes per array
+    python -m parallel_saver verify FILE   # full restore with CRC checks; exit 1 if corrupt
+
 The shared library is found through the ``PSV_LIBRARY`` environment variable,
 else at ``<repo root>/target/release/libpsv.so`` (the repo root is two levels
 above this file).
@@ -22,20 +34,40 @@ Lifetimes
 
 from __future__ import annotations
 
+import argparse
 import ast
 import ctypes
 import math
 import os
+import sys
 import threading
+import time
 import weakref
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Literal,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    TextIO,
+    Tuple,
+    Union,
+)
 
 import numpy as np
 
 __all__ = [
     "ParallelSaver",
     "restore",
+    "ls",
+    "ArrayInfo",
+    "main",
     "PsvError",
     "RestoredArrays",
     "RestoredBlock",
@@ -48,6 +80,12 @@ __all__ = [
 ]
 
 PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+#: What :func:`restore` and :func:`ls` accept: a path (str or os.PathLike) or the archive's
+#: bytes in memory (bytes, bytearray, memoryview).
+Source = Union[str, "os.PathLike[str]", "os.PathLike[bytes]", bytes, bytearray, memoryview]
+#: A progress callback: ``(done_bytes, total_bytes) -> bool | None``; False cancels.
+ProgressCallback = Callable[[int, int], Optional[bool]]
+ProgressArg = Union[None, bool, ProgressCallback]
 
 # ---------------------------------------------------------------------------
 # Status and dtype codes (psv.h)
@@ -90,6 +128,11 @@ PSV_ABI_VERSION = 100
 
 PSV_DTYPE_INVALID = -1
 PSV_DTYPE_OTHER = 15
+
+#: psv_save_options_set_layout values (newer libraries only; see ParallelSaver.save).
+PSV_LAYOUT_NPZ = 0
+PSV_LAYOUT_DIR = 1
+_LAYOUTS: Dict[str, int] = {"npz": PSV_LAYOUT_NPZ, "dir": PSV_LAYOUT_DIR}
 
 #: numpy type -> PSV_DTYPE code (native byte order only; see _NATIVE_CODES).
 DTYPE_CODES: Dict[type, int] = {
@@ -143,6 +186,9 @@ _c_dtype = ctypes.c_int32
 _c_size = ctypes.c_size_t
 _c_i64p = ctypes.POINTER(ctypes.c_int64)
 
+#: psv_progress_cb: int (*)(void *userdata, uint64_t done, uint64_t total)
+_ProgressCB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
+
 # name -> (restype, argtypes). Every exported function of psv.h.
 _PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
     # save
@@ -170,6 +216,8 @@ _PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
     "psv_save_options_new": (_SaveOptionsP, []),
     "psv_save_options_set_threads": (_c_status, [_SaveOptionsP, _c_size]),
     "psv_save_options_set_fsync": (_c_status, [_SaveOptionsP, ctypes.c_bool]),
+    "psv_save_options_set_compression": (_c_status, [_SaveOptionsP, ctypes.c_int]),
+    "psv_save_options_set_progress": (_c_status, [_SaveOptionsP, _ProgressCB, ctypes.c_void_p]),
     "psv_save_options_free": (None, [_SaveOptionsP]),
     # restore
     "psv_restore_options_new": (_RestoreOptionsP, []),
@@ -179,10 +227,25 @@ _PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
         _c_status,
         [_RestoreOptionsP, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64],
     ),
+    "psv_restore_options_set_progress": (
+        _c_status,
+        [_RestoreOptionsP, _ProgressCB, ctypes.c_void_p],
+    ),
+    "psv_restore_options_set_keys": (
+        _c_status,
+        [_RestoreOptionsP, ctypes.POINTER(ctypes.c_char_p), _c_size],
+    ),
+    "psv_restore_options_set_metadata_only": (_c_status, [_RestoreOptionsP, ctypes.c_bool]),
+    "psv_restore_options_set_native_endian": (_c_status, [_RestoreOptionsP, ctypes.c_bool]),
+    "psv_restore_options_set_mmap": (_c_status, [_RestoreOptionsP, ctypes.c_bool]),
     "psv_restore_options_free": (None, [_RestoreOptionsP]),
     "psv_restore": (
         _c_status,
         [ctypes.c_char_p, _RestoreOptionsP, ctypes.POINTER(_ArchiveP)],
+    ),
+    "psv_restore_from_memory": (
+        _c_status,
+        [ctypes.c_void_p, _c_size, _RestoreOptionsP, ctypes.POINTER(_ArchiveP)],
     ),
     "psv_archive_count": (_c_size, [_ArchiveP]),
     "psv_archive_find": (
@@ -207,6 +270,12 @@ _PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
     "psv_last_error_message": (_c_size, [ctypes.c_char_p, _c_size]),
     "psv_version": (ctypes.c_char_p, []),
     "psv_abi_version": (ctypes.c_uint32, []),
+}
+
+# Functions newer than the ABI this binding requires: looked up when first used, so an older
+# library still loads (the caller gets a clear error only when it asks for the feature).
+_OPTIONAL_PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
+    "psv_save_options_set_layout": (_c_status, [_SaveOptionsP, ctypes.c_int32]),
 }
 
 _lib_lock = threading.Lock()
@@ -248,6 +317,18 @@ def _lib() -> ctypes.CDLL:
                 )
             _lib_handle = lib
     return _lib_handle
+
+
+def _optional(lib: Any, name: str) -> Optional[Any]:
+    """The optional function ``name`` of ``lib`` with its prototype declared, or None when the
+    loaded library does not export it."""
+    if not hasattr(lib, name):
+        return None
+    fn = getattr(lib, name)
+    restype, argtypes = _OPTIONAL_PROTOTYPES[name]
+    fn.restype = restype
+    fn.argtypes = argtypes
+    return fn
 
 
 def version() -> str:
@@ -307,6 +388,14 @@ def _check(lib: ctypes.CDLL, status: int, function: str) -> None:
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
+def _compress_arg(level: int) -> int:
+    if isinstance(level, bool) or not isinstance(level, int):
+        raise TypeError(f"compress must be an int 0-9, not {type(level).__name__}")
+    if not 0 <= level <= 9:
+        raise ValueError(f"compress must be a deflate level 0-9 (0 = stored), got {level}")
+    return level
+
+
 def _threads_arg(threads: Optional[int]) -> int:
     if threads is None:
         return 0
@@ -359,6 +448,120 @@ def _is_array_list(obj: Any) -> bool:
     return isinstance(obj, (list, tuple)) and all(isinstance(x, np.ndarray) for x in obj)
 
 
+def _positive_limit(name: str, value: Optional[int]) -> int:
+    """A restore limit for psv_restore_options_set_limits: None -> 0 (the library default)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, not {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0 (None keeps the library default), got {value}")
+    if value >= 2**64:
+        raise ValueError(f"{name} must be < 2**64, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Progress callbacks
+# ---------------------------------------------------------------------------
+class _ProgressRelay:
+    """Adapts a Python ``progress(done, total)`` callable to a ``psv_progress_cb``.
+
+    libpsv calls it on the thread that made the save/restore call (ctypes takes the GIL for
+    it).  Nothing may unwind through the C frames, so any exception raised by the callable is
+    stored, the operation is cancelled (non-zero return), and :meth:`reraise` raises it once
+    the C call has returned.  The CFUNCTYPE object lives as long as this relay: keep the relay
+    referenced until the C call returns.
+    """
+
+    def __init__(self, fn: ProgressCallback) -> None:
+        self.fn = fn
+        self.error: Optional[BaseException] = None
+        self.c_func = _ProgressCB(self._call)
+
+    def _call(self, _userdata: Optional[int], done: int, total: int) -> int:
+        if self.error is not None:
+            return 1
+        try:
+            result = self.fn(int(done), int(total))
+        except BaseException as exc:  # noqa: BLE001 - includes KeyboardInterrupt: cancel, re-raise later
+            self.error = exc
+            return 1
+        return 1 if (result is not None and not result) else 0
+
+    def reraise(self) -> None:
+        """Raise the exception the callable raised, if any (once)."""
+        exc, self.error = self.error, None
+        if exc is not None:
+            raise exc
+
+
+class _StderrBar:
+    """A minimal progress bar drawn on ``sys.stderr`` with carriage returns."""
+
+    WIDTH = 30
+
+    def __init__(self, label: str, stream: Optional[TextIO] = None) -> None:
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.drawn = False
+        self._last = 0.0
+        self._start = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.drawn and done < total and now - self._last < 0.1:
+            return
+        self._last = now
+        frac = 1.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
+        filled = int(round(frac * self.WIDTH))
+        mib = 1024.0 * 1024.0
+        elapsed = max(now - self._start, 1e-9)
+        line = (
+            f"\r{self.label} [{'#' * filled}{'-' * (self.WIDTH - filled)}] {frac * 100:5.1f}% "
+            f"{done / mib:,.1f}/{total / mib:,.1f} MiB {done / mib / elapsed:,.0f} MiB/s"
+        )
+        try:
+            self.stream.write(line)
+            self.stream.flush()
+        except (OSError, ValueError):  # closed or broken stderr: drawing is best effort
+            return
+        self.drawn = True
+
+    def close(self) -> None:
+        """End the bar's line (if anything was drawn)."""
+        if self.drawn:
+            try:
+                self.stream.write("\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+            self.drawn = False
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return bool(sys.stderr is not None and sys.stderr.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _make_progress(progress: ProgressArg, label: str) -> Tuple[Optional[_ProgressRelay], Optional[_StderrBar]]:
+    """(relay to install, bar to close afterwards) for a ``progress=`` argument."""
+    if progress is None or progress is False:
+        return None, None
+    if progress is True:
+        if not _stderr_is_tty():
+            return None, None
+        bar = _StderrBar(label)
+        return _ProgressRelay(bar), bar
+    if not callable(progress):
+        raise TypeError(
+            f"progress must be None, True or a callable(done, total), not {type(progress).__name__}"
+        )
+    return _ProgressRelay(progress), None
+
+
 # ---------------------------------------------------------------------------
 # Save
 # ---------------------------------------------------------------------------
@@ -393,6 +596,10 @@ class ParallelSaver:
         self._finalizer: Optional[weakref.finalize] = None
         # A psv_saver must be used by one thread at a time (ctypes releases the GIL).
         self._lock = threading.RLock()
+        # True while psv_saver_save runs: the progress callback runs on the saving thread, which
+        # already holds the RLock, and must not touch this saver (psv.h forbids calling back
+        # into libpsv with the same handle).
+        self._busy = False
 
         items = self._collect(args, kwds)
         # Validate and prepare in Python before touching C.
@@ -486,44 +693,95 @@ class ParallelSaver:
             self._require_open()
             return int(self._lib.psv_saver_count(self._handle))
 
-    def save(self, path: PathLike, *, threads: Optional[int] = None, fsync: bool = False) -> Union[str, bytes]:
+    def save(
+        self,
+        path: PathLike,
+        *,
+        threads: Optional[int] = None,
+        fsync: bool = False,
+        compress: int = 0,
+        progress: ProgressArg = None,
+        layout: Literal["npz", "dir"] = "npz",
+    ) -> Union[str, bytes]:
         """Write all arrays to ``path`` (``.npz`` appended when missing), atomically.
 
         Args:
             path: target file.
             threads: worker threads; None or 0 = all cores.
             fsync: fsync the file (and directory) before returning.
+            compress: deflate level for every member, 0 (stored, the default: disk speed and
+                64-byte-aligned data) to 9; 6 is what ``numpy.savez_compressed`` uses.
+            progress: ``callable(done, total)`` called with bytes done/total on this thread
+                (at least every 64 MiB or 100 ms and once at the end); returning False
+                cancels (PsvError PSV_ERR_ABORTED; the temporary file is removed and an
+                existing ``path`` is left untouched).  An exception raised by the callable
+                cancels the save and is re-raised here.  ``True`` draws a progress bar on
+                stderr when stderr is a terminal (nothing otherwise).  The callable must not
+                use this saver.
+            layout: ``"npz"`` (default) or ``"dir"`` (``psv_save_options_set_layout`` with
+                ``PSV_LAYOUT_DIR``; needs a libpsv that exports it, else RuntimeError).
 
         Returns:
-            The path written (with ``.npz``), as str (bytes for a bytes path).
+            The path written (with ``.npz`` for the npz layout; as given for ``"dir"``), as
+            str (bytes for a bytes path).
 
         Raises:
             PsvError: on any library error (e.g. PSV_ERR_IO with the OS text).
+            RuntimeError: ``layout="dir"`` with a library that lacks it; or the saver used
+                from its own progress callback.
+            TypeError, ValueError: bad argument types or values.
 
         The arrays are read while this runs: do not modify them from another thread
         meanwhile.  Calls on one saver are serialised by a lock.
         """
         lib = self._lib
         nthreads = _threads_arg(threads)
+        level = _compress_arg(compress)
+        if layout not in _LAYOUTS:
+            raise ValueError(f"layout must be 'npz' or 'dir', not {layout!r}")
         bpath = _encode_path(path)
+        set_layout = None
+        if layout != "npz":
+            set_layout = _optional(lib, "psv_save_options_set_layout")
+            if set_layout is None:
+                raise RuntimeError(f"libpsv too old for layout={layout!r}")
+        relay, bar = _make_progress(progress, "save")
         with self._lock:
             self._require_open()
             opts = lib.psv_save_options_new()
             if not opts:
                 raise MemoryError("psv_save_options_new returned NULL")
+            self._busy = True
             try:
                 _check(lib, lib.psv_save_options_set_threads(opts, nthreads), "psv_save_options_set_threads")
                 _check(lib, lib.psv_save_options_set_fsync(opts, bool(fsync)), "psv_save_options_set_fsync")
+                _check(lib, lib.psv_save_options_set_compression(opts, level), "psv_save_options_set_compression")
+                if set_layout is not None:
+                    _check(lib, set_layout(opts, _LAYOUTS[layout]), "psv_save_options_set_layout")
+                if relay is not None:
+                    _check(
+                        lib,
+                        lib.psv_save_options_set_progress(opts, relay.c_func, None),
+                        "psv_save_options_set_progress",
+                    )
                 st = lib.psv_saver_save(self._handle, bpath, opts)
-                if st != PSV_OK:
-                    raise _error(lib, st, "psv_saver_save")
+                err = _error(lib, st, "psv_saver_save") if st != PSV_OK else None
             finally:
+                self._busy = False
                 lib.psv_save_options_free(opts)
-        return _with_npz(path)
+                if bar is not None:
+                    bar.close()
+            if relay is not None:
+                relay.reraise()  # the callback's own exception beats PSV_ERR_ABORTED
+            if err is not None:
+                raise err
+        return _with_npz(path) if layout == "npz" else os.fspath(path)
 
     def close(self) -> None:
         """Free the C saver and drop the array references (idempotent)."""
         with self._lock:
+            if self._busy:
+                raise RuntimeError("ParallelSaver closed from its own progress callback")
             if self._finalizer is not None:
                 self._finalizer()  # calls psv_saver_free once
             self._handle = None
@@ -532,9 +790,12 @@ class ParallelSaver:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` has run."""
         return self._handle is None
 
     def _require_open(self) -> None:
+        if self._busy:
+            raise RuntimeError("ParallelSaver used from its own progress callback")
         if self._handle is None:
             raise ValueError("ParallelSaver is closed")
 
@@ -553,20 +814,26 @@ class ParallelSaver:
 # Restore
 # ---------------------------------------------------------------------------
 class RestoredBlock:
-    """Owns one ``psv_archive`` (and so its single data block).
+    """Owns one ``psv_archive`` (and so its single data block, and its file mapping).
 
     Exposes the block as ``__array_interface__`` (a writable uint8 vector), which is
-    what every restored array ultimately views.  ``psv_free`` runs when this object
-    is garbage-collected, i.e. when the last array referring to it dies.
+    what every restored array ultimately views (in mmap mode, arrays mapped from the file
+    view the mapping instead, but still keep this object alive).  ``psv_free`` runs when
+    this object is garbage-collected, i.e. when the last array referring to it dies.
+
+    Attributes:
+        address, nbytes: the block (not the file mapping).
+        mapped: True if the archive was restored with ``mmap=True``.
     """
 
-    def __init__(self, handle: Any, lib: ctypes.CDLL) -> None:
+    def __init__(self, handle: Any, lib: ctypes.CDLL, *, mapped: bool = False) -> None:
         self._finalizer = weakref.finalize(self, lib.psv_free, handle)
         self._handle = handle
         n = _c_size(0)
         ptr = lib.psv_archive_block(handle, ctypes.byref(n))
         self.address: int = int(ptr or 0)
         self.nbytes: int = int(n.value)
+        self.mapped: bool = bool(mapped)
 
     @property
     def __array_interface__(self) -> Dict[str, Any]:  # noqa: D105
@@ -583,7 +850,8 @@ class RestoredBlock:
         return self._finalizer.alive
 
     def __repr__(self) -> str:
-        return f"<RestoredBlock 0x{self.address:x} {self.nbytes} bytes>"
+        extra = " +file mapping" if self.mapped else ""
+        return f"<RestoredBlock 0x{self.address:x} {self.nbytes} bytes{extra}>"
 
 
 class RestoredArrays(Dict[str, np.ndarray]):
@@ -591,7 +859,8 @@ class RestoredArrays(Dict[str, np.ndarray]):
 
     Attributes:
         skipped: names of archive members that are not arrays (not ``*.npy`` or no
-            npy magic), which numpy would return as raw bytes.
+            npy magic), which numpy would return as raw bytes.  Empty when ``keys`` was
+            given (only the requested members are looked at).
     """
 
     skipped: List[str]
@@ -599,6 +868,15 @@ class RestoredArrays(Dict[str, np.ndarray]):
     def __init__(self, items: Iterable[Tuple[str, np.ndarray]] = (), skipped: Iterable[str] = ()) -> None:
         super().__init__(items)
         self.skipped = list(skipped)
+
+
+class ArrayInfo(NamedTuple):
+    """One array of :func:`ls`: a plain tuple ``(dtype, shape, nbytes, fortran_order)``."""
+
+    dtype: np.dtype
+    shape: Tuple[int, ...]
+    nbytes: int
+    fortran_order: bool
 
 
 def block_of(arr: np.ndarray) -> Optional[RestoredBlock]:
@@ -617,46 +895,248 @@ def _decode(b: Optional[bytes]) -> str:
     return b.decode("utf-8", "surrogateescape")
 
 
-def restore(path: PathLike, *, threads: Optional[int] = None, verify: bool = True) -> RestoredArrays:
-    """Read any ``.npz`` into one 64-byte-aligned block; return key -> zero-copy view.
+def _is_buffer(source: Any) -> bool:
+    return isinstance(source, (bytes, bytearray, memoryview))
 
-    Args:
-        path: the archive (``.npz`` appended when missing, like numpy).
-        threads: worker threads; None or 0 = all cores.
-        verify: check every member's CRC-32 against the central directory.
 
-    Returns:
-        A :class:`RestoredArrays` dict in central-directory order, with exact dtype,
-        shape and memory order (Fortran when the header says so).  Arrays are
-        writable and share one block that is freed with the last of them.
-        ``.skipped`` lists the non-array members.
+def _keys_arg(keys: Optional[Sequence[str]]) -> Optional[List[bytes]]:
+    if keys is None:
+        return None
+    if isinstance(keys, (str, bytes)):
+        raise TypeError("keys must be a list of str, not a single string")
+    return [_encode_key(k) for k in keys]
 
-    Raises:
-        PsvError: on any library error (IO, FORMAT, CRC, UNSUPPORTED, ...).
-    """
-    lib = _lib()
+
+def _restore_handle(
+    lib: ctypes.CDLL,
+    source: Source,
+    *,
+    threads: Optional[int],
+    verify: bool,
+    keys: Optional[List[bytes]],
+    native_endian: bool,
+    mmap: bool,
+    metadata_only: bool,
+    progress: ProgressArg,
+    limits: Tuple[int, int, int],
+) -> Any:
+    """Run psv_restore / psv_restore_from_memory with these options; return the archive handle
+    (owned by the caller) or raise."""
     nthreads = _threads_arg(threads)
-    bpath = _encode_path(path)
+    from_memory = _is_buffer(source)
+    if from_memory:
+        view = memoryview(source)
+        try:
+            view = view.cast("B")
+        except TypeError as exc:
+            raise ValueError(f"the archive buffer must be C-contiguous: {exc}") from exc
+        nbytes = view.nbytes
+        # Zero-copy: libpsv reads the caller's memory during the call.  The uint8 array holds
+        # a buffer export, so a bytearray cannot be resized (or freed) while libpsv reads it.
+        pinned = np.frombuffer(view, dtype=np.uint8)
+        bpath = b""
+    else:
+        bpath = _encode_path(source)
+    relay, bar = _make_progress(progress, "restore")
     opts = lib.psv_restore_options_new()
     if not opts:
         raise MemoryError("psv_restore_options_new returned NULL")
     handle = _ArchiveP()
+    err: Optional[PsvError] = None
     try:
         _check(lib, lib.psv_restore_options_set_threads(opts, nthreads), "psv_restore_options_set_threads")
         _check(lib, lib.psv_restore_options_set_verify_crc(opts, bool(verify)), "psv_restore_options_set_verify_crc")
-        st = lib.psv_restore(bpath, opts, ctypes.byref(handle))
-        if st != PSV_OK:
-            raise _error(lib, st, "psv_restore")
+        if any(limits):
+            _check(lib, lib.psv_restore_options_set_limits(opts, *limits), "psv_restore_options_set_limits")
+        if keys:
+            arr = (ctypes.c_char_p * len(keys))(*keys)
+            _check(lib, lib.psv_restore_options_set_keys(opts, arr, len(keys)), "psv_restore_options_set_keys")
+        if metadata_only:
+            _check(lib, lib.psv_restore_options_set_metadata_only(opts, True), "psv_restore_options_set_metadata_only")
+        if native_endian:
+            _check(lib, lib.psv_restore_options_set_native_endian(opts, True), "psv_restore_options_set_native_endian")
+        if mmap and not from_memory:
+            _check(lib, lib.psv_restore_options_set_mmap(opts, True), "psv_restore_options_set_mmap")
+        if relay is not None:
+            _check(
+                lib,
+                lib.psv_restore_options_set_progress(opts, relay.c_func, None),
+                "psv_restore_options_set_progress",
+            )
+        if from_memory:
+            st = lib.psv_restore_from_memory(pinned.ctypes.data if nbytes else None, nbytes, opts, ctypes.byref(handle))
+            del pinned  # libpsv keeps no reference to the buffer after the call
+            if st != PSV_OK:
+                err = _error(lib, st, "psv_restore_from_memory")
+                if st == PSV_ERR_FORMAT and isinstance(source, bytes) and 0 < nbytes < 4096 and b"\0" not in source:
+                    err.args = (
+                        err.args[0] + " (bytes are restored as an in-memory archive; pass a str or "
+                        "os.PathLike to name a file)",
+                    )
+        else:
+            st = lib.psv_restore(bpath, opts, ctypes.byref(handle))
+            if st != PSV_OK:
+                err = _error(lib, st, "psv_restore")
     finally:
         lib.psv_restore_options_free(opts)
+        if bar is not None:
+            bar.close()
+    if relay is not None:
+        try:
+            relay.reraise()  # the callback's own exception beats PSV_ERR_ABORTED
+        except BaseException:
+            if handle:
+                lib.psv_free(handle)
+            raise
+    if err is not None:
+        raise err
     if not handle:
-        raise RuntimeError("psv_restore returned PSV_OK but no archive")
+        raise RuntimeError("libpsv returned PSV_OK but no archive")
+    return handle
+
+
+def restore(
+    path: Source,
+    *,
+    threads: Optional[int] = None,
+    verify: bool = True,
+    keys: Optional[Sequence[str]] = None,
+    native_endian: bool = False,
+    mmap: bool = False,
+    progress: ProgressArg = None,
+    max_total_bytes: Optional[int] = None,
+    max_header_len: Optional[int] = None,
+    max_members: Optional[int] = None,
+) -> RestoredArrays:
+    """Read any ``.npz`` into one 64-byte-aligned block; return key -> zero-copy view.
+
+    Args:
+        path: the archive (``.npz`` appended when missing, like numpy), or the archive's
+            bytes (bytes, bytearray or a C-contiguous memoryview), read in place with
+            ``psv_restore_from_memory`` (the result does not refer to the buffer afterwards).
+        threads: worker threads; None or 0 = all cores.
+        verify: check every member's CRC-32 against the central directory.
+        keys: restore only these arrays, in this order (the dict follows it); a key the
+            archive lacks raises PsvError PSV_ERR_NOT_FOUND.  An empty list restores nothing
+            (the archive is still read and checked up to its headers).
+        native_endian: byte-swap arrays stored big-endian (or in any non-native order) to
+            native order and give them native dtypes.  Default: exactly as stored, as numpy.
+        mmap: map the file (private, copy-on-write) and return the arrays that are 64-byte
+            aligned in it (every stored member psv writes) as views into the mapping: pages
+            load on first touch, writes stay in this process and never reach the file.
+            Other members (numpy's unaligned files, deflated members, members that
+            ``native_endian`` must byte-swap) are copied as usual.  Mapped members' CRCs are
+            not checked.  Ignored for an in-memory archive.  Do not truncate the file in place
+            while its arrays are alive (SIGBUS); replacing it by rename is safe.
+        progress: ``callable(done, total)`` (bytes) called on this thread; returning False
+            cancels (PsvError PSV_ERR_ABORTED); an exception it raises cancels the restore
+            and is re-raised here.  ``True`` draws a bar on stderr if it is a terminal.
+        max_total_bytes: refuse (PSV_ERR_LIMIT) archives whose arrays need more memory
+            (default: physical memory).
+        max_header_len: largest ``.npy`` header accepted (default 1 MiB).
+        max_members: most central-directory entries accepted (default 16777216).
+
+    Returns:
+        A :class:`RestoredArrays` dict in central-directory order (or ``keys`` order), with
+        exact dtype, shape and memory order (Fortran when the header says so).  Arrays are
+        writable and share one block that is freed with the last of them.
+        ``.skipped`` lists the non-array members.
+
+    Raises:
+        PsvError: on any library error (IO, FORMAT, CRC, UNSUPPORTED, NOT_FOUND, LIMIT,
+            ABORTED, ...).
+        TypeError, ValueError: bad argument types or values.
+    """
+    lib = _lib()
+    bkeys = _keys_arg(keys)
+    limits = (
+        _positive_limit("max_total_bytes", max_total_bytes),
+        _positive_limit("max_members", max_members),
+        _positive_limit("max_header_len", max_header_len),
+    )
+    # keys=[]: the C API reads an empty key list as "every key"; restore the headers only.
+    metadata_only = bkeys is not None and not bkeys
+    handle = _restore_handle(
+        lib,
+        path,
+        threads=threads,
+        verify=verify,
+        keys=bkeys,
+        native_endian=native_endian,
+        mmap=mmap,
+        metadata_only=metadata_only,
+        progress=progress,
+        limits=limits,
+    )
     try:
-        owner = RestoredBlock(handle, lib)
+        owner = RestoredBlock(handle, lib, mapped=bool(mmap) and not _is_buffer(path))
     except BaseException:
         lib.psv_free(handle)
         raise
+    if metadata_only:
+        return RestoredArrays()
     return _build_arrays(lib, handle, owner)
+
+
+def ls(path: Source) -> Dict[str, ArrayInfo]:
+    """List an archive's arrays from its directory and ``.npy`` headers only (no data read).
+
+    Args:
+        path: the archive (``.npz`` appended when missing) or its bytes, as for :func:`restore`.
+
+    Returns:
+        key -> :class:`ArrayInfo` ``(dtype, shape, nbytes, fortran_order)`` in
+        central-directory order; dtypes are exact (byte order, records, datetimes).
+
+    Raises:
+        PsvError: as :func:`restore` (IO, FORMAT, UNSUPPORTED, LIMIT, ...).
+    """
+    lib = _lib()
+    handle = _restore_handle(
+        lib,
+        path,
+        threads=None,
+        verify=False,
+        keys=None,
+        native_endian=False,
+        mmap=False,
+        metadata_only=True,
+        progress=None,
+        limits=(0, 0, 0),
+    )
+    try:
+        out: Dict[str, ArrayInfo] = {}
+        cache: Dict[str, np.dtype] = {}
+        for i in range(lib.psv_archive_count(handle)):
+            key, dt, shape, nbytes, fortran = _entry_meta(lib, handle, i, cache)
+            out[key] = ArrayInfo(dt, shape, nbytes, fortran)
+        return out
+    finally:
+        lib.psv_free(handle)
+
+
+def _entry_meta(
+    lib: ctypes.CDLL, handle: Any, i: int, cache: Dict[str, np.dtype]
+) -> Tuple[str, np.dtype, Tuple[int, ...], int, bool]:
+    """(key, dtype, shape, nbytes, fortran_order) of array ``i``, cross-checked."""
+    key = _decode(lib.psv_archive_key(handle, i))
+    descr = _decode(lib.psv_archive_descr(handle, i))
+    dt = cache.get(descr)
+    if dt is None:
+        dt = cache[descr] = _descr_to_dtype(descr)
+    ndim = lib.psv_archive_ndim(handle, i)
+    shape_p = lib.psv_archive_shape(handle, i)
+    if ndim and not shape_p:
+        raise RuntimeError(f"libpsv: NULL shape for key {key!r} with ndim {ndim}")
+    shape = tuple(int(shape_p[j]) for j in range(ndim))
+    nbytes = int(lib.psv_archive_nbytes(handle, i))
+    expected = math.prod(shape) * dt.itemsize
+    if expected != nbytes:
+        raise RuntimeError(
+            f"libpsv metadata mismatch for key {key!r}: descr {descr!r} shape {shape} "
+            f"means {expected} bytes, library says {nbytes}"
+        )
+    return key, dt, shape, nbytes, bool(lib.psv_archive_fortran_order(handle, i))
 
 
 def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> RestoredArrays:
@@ -665,34 +1145,18 @@ def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> Restor
     dtype_cache: Dict[str, np.dtype] = {}
     items: List[Tuple[str, np.ndarray]] = []
     for i in range(lib.psv_archive_count(handle)):
-        key = _decode(lib.psv_archive_key(handle, i))
-        descr = _decode(lib.psv_archive_descr(handle, i))
-        dt = dtype_cache.get(descr)
-        if dt is None:
-            dt = dtype_cache[descr] = _descr_to_dtype(descr)
-        ndim = lib.psv_archive_ndim(handle, i)
-        shape_p = lib.psv_archive_shape(handle, i)
-        if ndim and not shape_p:
-            raise RuntimeError(f"libpsv: NULL shape for key {key!r} with ndim {ndim}")
-        shape = tuple(int(shape_p[j]) for j in range(ndim))
-        nbytes = int(lib.psv_archive_nbytes(handle, i))
-        expected = math.prod(shape) * dt.itemsize
-        if expected != nbytes:
-            raise RuntimeError(
-                f"libpsv metadata mismatch for key {key!r}: descr {descr!r} shape {shape} "
-                f"means {expected} bytes, library says {nbytes}"
-            )
+        key, dt, shape, nbytes, fortran = _entry_meta(lib, handle, i, dtype_cache)
         ptr = lib.psv_archive_data(handle, i)
         if ptr is None:
             raise RuntimeError(f"libpsv: NULL data pointer for key {key!r}")
-        order = "F" if lib.psv_archive_fortran_order(handle, i) else "C"
+        order = "F" if fortran else "C"
         offset = ptr - owner.address
         if 0 <= offset and offset + nbytes <= owner.nbytes:
             arr = np.ndarray(shape, dtype=dt, buffer=block, offset=offset, order=order)
-        elif nbytes == 0:
-            # A zero-byte array whose pointer is outside the block: view an empty
-            # region at that pointer, still owned by `owner`.
-            region = np.asarray(_EmptyRegion(owner, ptr))
+        elif nbytes == 0 or owner.mapped:
+            # A zero-byte array whose pointer is outside the block, or (mmap mode) an array
+            # in the archive's file mapping: view that region, still owned by `owner`.
+            region = np.asarray(_Region(owner, ptr, nbytes))
             arr = np.ndarray(shape, dtype=dt, buffer=region, offset=0, order=order)
         else:
             raise RuntimeError(
@@ -707,14 +1171,67 @@ def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> Restor
     return RestoredArrays(items, skipped)
 
 
-class _EmptyRegion:
-    """A zero-length buffer at ``address`` that keeps the block owner alive."""
+class _Region:
+    """A writable ``nbytes`` buffer at ``address`` (in the archive's block or file mapping)
+    that keeps the archive owner alive."""
 
-    def __init__(self, owner: RestoredBlock, address: int) -> None:
+    def __init__(self, owner: RestoredBlock, address: int, nbytes: int = 0) -> None:
         self.base = owner
         self.__array_interface__ = {
             "version": 3,
-            "shape": (0,),
+            "shape": (nbytes,),
             "typestr": "|u1",
             "data": (address, False),
         }
+
+
+# Kept for code that used the old name.
+_EmptyRegion = _Region
+
+
+# ---------------------------------------------------------------------------
+# Command line: python -m parallel_saver {ls,verify} FILE
+# ---------------------------------------------------------------------------
+def _format_dtype(dt: np.dtype) -> str:
+    return _descr_of(dt)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line: ``ls FILE`` lists arrays, ``verify FILE`` restores with CRC checks.
+
+    ``ls`` prints one tab-separated line per array: key, dtype (numpy descr), shape, bytes.
+    ``verify`` prints ``OK ...`` and returns 0 if every array restores and every CRC-32
+    matches; otherwise prints the error (naming the member) to stderr and returns 1.
+    Returns 2 for usage errors (argparse) and when libpsv cannot be loaded.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m parallel_saver", description="Inspect .npz archives with libpsv."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_ls = sub.add_parser("ls", help="list arrays: key, dtype, shape, bytes (headers only)")
+    p_ls.add_argument("file")
+    p_verify = sub.add_parser("verify", help="restore every array and check CRC-32s")
+    p_verify.add_argument("file")
+    p_verify.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+    p_verify.add_argument("--progress", action="store_true", help="progress bar on stderr (if a terminal)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "ls":
+            for key, info in ls(args.file).items():
+                print(f"{key}\t{_format_dtype(info.dtype)}\t{info.shape}\t{info.nbytes}")
+            return 0
+        got = restore(args.file, threads=args.threads, verify=True, progress=args.progress or None)
+        total = sum(a.nbytes for a in got.values())
+        extra = f", {len(got.skipped)} non-array members skipped" if got.skipped else ""
+        print(f"OK {args.file}: {len(got)} arrays, {total} bytes, CRC-32 verified{extra}")
+        return 0
+    except PsvError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # libpsv not loadable
+        print(f"parallel_saver: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -479,7 +479,8 @@ pub extern "C" fn psv_restore_options_set_native_endian(
 /// unaligned files, deflated members, and members that native_endian must byte-swap) are copied
 /// into the block as usual. Mapped members' CRCs are not checked (that would read them).
 ///
-/// The archive owns the mapping until `psv_free`. Replacing the file by rename while it is
+/// Applies to `.npz` files only: directory archives and `psv_restore_from_memory` copy every
+/// array. The archive owns the mapping until `psv_free`. Replacing the file by rename while it is
 /// mapped is safe (the mapping keeps the old file); truncating it in place is not: touching a
 /// page past the new end raises SIGBUS in the process.
 #[no_mangle]
@@ -578,7 +579,7 @@ pub extern "C" fn psv_restore(
 /// `psv_restore` restores a file; the mmap option is ignored. `buf` is only read during the
 /// call: the archive copies what it needs and does not refer to `buf` afterwards.
 ///
-/// Errors: as `psv_restore` (IO only from allocation-free paths is impossible here).
+/// Errors: as `psv_restore`, except that there is no file to open (no IO errors).
 #[no_mangle]
 pub extern "C" fn psv_restore_from_memory(
     buf: *const c_void,
@@ -696,6 +697,14 @@ pub extern "C" fn psv_archive_data(a: *const psv_archive, i: usize) -> *const co
     entry(a, i, std::ptr::null(), |a| {
         a.inner.data_ptr(i).unwrap_or(std::ptr::null()).cast()
     })
+}
+
+/// True if array `i` is a view into the file mapping (mmap mode) rather than a copy in the
+/// block; false if out of range. Mapped views are private copy-on-write pages: writing through
+/// them never reaches the file.
+#[no_mangle]
+pub extern "C" fn psv_archive_is_mapped(a: *const psv_archive, i: usize) -> bool {
+    entry(a, i, false, |a| a.inner.arrays()[i].mapped)
 }
 
 /// Bytes of array `i`'s data; 0 if out of range.
