@@ -574,6 +574,10 @@ def _make_progress(progress: ProgressArg, label: str) -> Tuple[Optional[_Progres
 # ---------------------------------------------------------------------------
 # Save
 # ---------------------------------------------------------------------------
+# ctypes array types for shapes, one per ndim (building the type per call costs more than the call).
+_SHAPE_TYPES = [ctypes.c_int64 * n for n in range(65)]
+
+
 class ParallelSaver:
     """Collects arrays and writes them as one ``.npz`` with libpsv.
 
@@ -600,7 +604,6 @@ class ParallelSaver:
         self._lib = _lib()
         self._keys: List[str] = []
         self._arrays: List[np.ndarray] = []  # the exact buffers the C saver borrows
-        self._shapes: List[Any] = []
         self._handle: Optional[Any] = None
         self._finalizer: Optional[weakref.finalize] = None
         # A psv_saver must be used by one thread at a time (ctypes releases the GIL).
@@ -665,8 +668,9 @@ class ParallelSaver:
     def _add_prepared(self, key: str, bkey: bytes, arr: np.ndarray, fortran: bool) -> None:
         lib = self._lib
         ndim = arr.ndim
-        shape = (ctypes.c_int64 * ndim)(*arr.shape) if ndim else None
-        data = ctypes.c_void_p(arr.ctypes.data)
+        # libpsv copies the shape during the call; the data stays borrowed (kept in _arrays).
+        shape = _SHAPE_TYPES[ndim](*arr.shape) if ndim else None
+        data = arr.__array_interface__["data"][0]  # cheaper than arr.ctypes.data
         code = _NATIVE_CODES.get(arr.dtype.str) if arr.dtype.names is None else None
         if code is not None and not fortran:
             st = lib.psv_saver_add(self._handle, bkey, data, code, shape, ndim)
@@ -681,7 +685,6 @@ class ParallelSaver:
                 raise _error(lib, st, "psv_saver_add_descr")
         self._keys.append(key)
         self._arrays.append(arr)
-        self._shapes.append(shape)
 
     # -- public API -------------------------------------------------------
     def add(self, key: str, value: Any) -> None:
@@ -795,7 +798,6 @@ class ParallelSaver:
                 self._finalizer()  # calls psv_saver_free once
             self._handle = None
             self._arrays = []
-            self._shapes = []
 
     @property
     def closed(self) -> bool:
