@@ -19,6 +19,16 @@ pub fn align_up(n: usize) -> Option<usize> {
         .map(|v| v & !(BLOCK_ALIGN - 1))
 }
 
+/// A zeroed byte buffer of `len` bytes, allocated fallibly: failure is
+/// [`crate::ErrorKind::NoMem`], never an abort (buffer sizes can come from hostile files).
+pub fn zeroed(len: usize) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| Error::nomem(format!("cannot allocate {len} bytes")))?;
+    v.resize(len, 0);
+    Ok(v)
+}
+
 /// A page-aligned, writable, private block of memory, unmapped on drop.
 pub struct Block {
     map: MmapMut,

@@ -632,7 +632,7 @@ impl Reader<'_> {
                 .map(|(group, span)| {
                     let region = match span {
                         Some((start, end)) => {
-                            let mut bytes = vec![0u8; (end - start) as usize];
+                            let mut bytes = block::zeroed((end - start) as usize)?;
                             self.read_at(&mut bytes, *start)
                                 .map_err(|e| self.in_member(&members[candidates[group[0]]], e))?;
                             Some(Arc::new(Region {
@@ -663,7 +663,8 @@ impl Reader<'_> {
 
     /// `len` bytes at `offset`, read from the source.
     fn fetch(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; usize::try_from(len).map_err(|_| Error::limit("read too large"))?];
+        let mut buf =
+            block::zeroed(usize::try_from(len).map_err(|_| Error::limit("read too large"))?)?;
         self.read_at(&mut buf, offset)?;
         Ok(buf)
     }
@@ -691,7 +692,7 @@ impl Reader<'_> {
         } else {
             len.min(HEAD_READ_LEN)
         };
-        let mut head = vec![0u8; want as usize];
+        let mut head = block::zeroed(want as usize)?;
         Source::read_at(&file, &mut head, 0)
             .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
         let max_header = usize::try_from(self.opts.max_header_len).unwrap_or(usize::MAX);
@@ -711,7 +712,7 @@ impl Reader<'_> {
         let header_bytes = if head.len() >= total {
             head[..total].to_vec()
         } else {
-            let mut bytes = vec![0u8; total];
+            let mut bytes = block::zeroed(total)?;
             Source::read_at(&file, &mut bytes, 0)
                 .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
             bytes
@@ -841,7 +842,7 @@ impl Reader<'_> {
                 if held.len() >= total {
                     held[..total].to_vec()
                 } else {
-                    let mut bytes = vec![0u8; total];
+                    let mut bytes = block::zeroed(total)?;
                     self.read_at(&mut bytes, payload_start)?;
                     bytes
                 }
@@ -861,9 +862,9 @@ impl Reader<'_> {
                         m.size
                     )));
                 }
-                let mut bytes = prefix;
-                let have = bytes.len();
-                bytes.resize(total, 0);
+                let mut bytes = block::zeroed(total)?;
+                let have = prefix.len();
+                bytes[..have].copy_from_slice(&prefix);
                 if inflater.read(&mut bytes[have..])? != total - have {
                     return Err(Error::format(
                         "truncated: the deflate stream ends inside the .npy header",
@@ -936,7 +937,7 @@ impl Reader<'_> {
                 Ok(h)
             }
             FillKind::StoredTail { file_offset, len } => {
-                let mut buf = vec![0u8; len as usize];
+                let mut buf = block::zeroed(len as usize)?;
                 self.read_member(loc, &mut buf, file_offset)?;
                 let mut h = Hasher::new();
                 h.update(&buf);
@@ -946,7 +947,7 @@ impl Reader<'_> {
                 let mut inflater =
                     self.inflater(loc.region.as_ref(), loc.payload_start, m.compressed_size);
                 let mut h = Hasher::new();
-                let mut header = vec![0u8; loc.header.header_len];
+                let mut header = block::zeroed(loc.header.header_len)?;
                 if inflater.read(&mut header)? != header.len() || header != loc.header_bytes {
                     return Err(Error::format("the deflate stream changed while reading"));
                 }
