@@ -382,6 +382,14 @@ public:
     }
     SaveOptions &&compression(int level) && { return std::move(compression(level)); }
 
+    /// The container: PSV_LAYOUT_NPZ (default) or PSV_LAYOUT_DIR (a directory of .npy files).
+    SaveOptions &layout(psv_layout code) &
+    {
+        detail::check(psv_save_options_set_layout(h_, code), "psv_save_options_set_layout");
+        return *this;
+    }
+    SaveOptions &&layout(psv_layout code) && { return std::move(layout(code)); }
+
     /// A progress callback (see ProgressFn); an empty function removes it.
     SaveOptions &progress(ProgressFn fn) &
     {
@@ -725,6 +733,7 @@ public:
     std::size_t ndim() const;
     Span<const std::int64_t> shape() const;
     bool fortran_order() const;
+    bool is_mapped() const;
     const void *data() const;
     Span<const std::byte> bytes() const;
     template <class T>
@@ -803,7 +812,10 @@ public:
         return Span<const std::int64_t>(n == 0 ? nullptr : psv_archive_shape(h_, i), n);
     }
     bool fortran_order(std::size_t i) const { return psv_archive_fortran_order(h_, checked(i)); }
-    /// The array's bytes: 64-byte aligned, inside block().
+    /// True if array `i` views the file mapping (mmap mode) rather than a copy in the block.
+    bool is_mapped(std::size_t i) const { return psv_archive_is_mapped(h_, checked(i)); }
+    /// The array's bytes: 64-byte aligned, inside block() (or the file mapping, see is_mapped);
+    /// nullptr in a metadata-only archive.
     const void *data(std::size_t i) const { return psv_archive_data(h_, checked(i)); }
     /// The array's bytes; throws psv::Error (PSV_ERR_INVALID_ARG) for a metadata-only archive.
     Span<const std::byte> bytes(std::size_t i) const
@@ -941,6 +953,7 @@ inline std::size_t Entry::nbytes() const { return archive_->nbytes(index_); }
 inline std::size_t Entry::ndim() const { return archive_->ndim(index_); }
 inline Span<const std::int64_t> Entry::shape() const { return archive_->shape(index_); }
 inline bool Entry::fortran_order() const { return archive_->fortran_order(index_); }
+inline bool Entry::is_mapped() const { return archive_->is_mapped(index_); }
 inline const void *Entry::data() const { return archive_->data(index_); }
 inline Span<const std::byte> Entry::bytes() const { return archive_->bytes(index_); }
 template <class T>
