@@ -286,6 +286,14 @@ psv_saver *psv_saver_new(void);
 psv_status psv_saver_add(psv_saver *s, const char *key, const void *data, psv_dtype dtype, const int64_t *shape, size_t ndim);
 
 /**
+ * Adds a numeric array (as `psv_saver_add`) whose bytes are in Fortran (column-major) order,
+ * as Julia, Fortran and Eigen hold them: numpy reads it back with this shape and
+ * `fortran_order` True (for ndim < 2 the two orders are the same and it is saved as C order,
+ * as numpy does). Ownership and errors as `psv_saver_add`.
+ */
+psv_status psv_saver_add_fortran(psv_saver *s, const char *key, const void *data, psv_dtype dtype, const int64_t *shape, size_t ndim);
+
+/**
  * Adds an array described by a numpy descr under `key`: a type string as numpy's
  * `dtype.str` (`"<f8"`, `"|S5"`, `"<U3"`, `"<M8[ns]"`, `">i4"`) or a record as
  * `repr(dtype.descr)` (`"[('a', '<i4'), ('b', '<f8', (2,))]"`). Object dtypes are refused.
@@ -397,6 +405,7 @@ psv_status psv_restore_options_set_verify_crc(psv_restore_options *o, bool verif
 /**
  * Sets the limits a restore enforces before allocating; 0 keeps a field's default.
  *
+ * All three are set at once; passing 0 for one sets that limit to its default.
  * `max_total_bytes`: the block (all arrays, each padded to 64) — default: physical memory.
  * `max_members`: central directory entries — default 16777216. `max_header_len`: a `.npy`
  * HEADER_LEN — default 1 MiB (numpy's own largest headers are about 72 KB). Exceeding one is

@@ -93,8 +93,22 @@ impl<'a> Saver<'a> {
     ///
     /// `data.len()` must equal `prod(shape) * dtype.itemsize()`.
     pub fn add(&mut self, key: &str, data: &'a [u8], dtype: Dtype, shape: &[u64]) -> Result<()> {
+        self.add_ordered(key, data, dtype, shape, false)
+    }
+
+    /// Adds an array of a numeric `dtype` (native byte order) whose bytes are in Fortran
+    /// (column-major) order when `fortran_order` is true, C order otherwise; numpy reads it back
+    /// with the same shape and order. `data.len()` must equal `prod(shape) * dtype.itemsize()`.
+    pub fn add_ordered(
+        &mut self,
+        key: &str,
+        data: &'a [u8],
+        dtype: Dtype,
+        shape: &[u64],
+        fortran_order: bool,
+    ) -> Result<()> {
         let descr = descr::parse_simple(&dtype.descr()).map(Descr::Simple)?;
-        self.push(key, data, &descr, shape.to_vec(), false)
+        self.push(key, data, &descr, shape.to_vec(), fortran_order)
     }
 
     /// Adds an array described by a numpy descr (`<f8`, `|S5`, `[('a', '<i4')]`, ...).

@@ -63,7 +63,20 @@ fn round_trip_through_the_c_abi() {
         ),
         PSV_OK
     );
-    assert_eq!(psv_saver_count(s), 2);
+    let fdata: Vec<i32> = (0..6).collect();
+    let kf = CString::new("fortran").unwrap();
+    assert_eq!(
+        psv_saver_add_fortran(
+            s,
+            kf.as_ptr(),
+            fdata.as_ptr().cast(),
+            PSV_DTYPE_I32,
+            [2i64, 3].as_ptr(),
+            2
+        ),
+        PSV_OK
+    );
+    assert_eq!(psv_saver_count(s), 3);
     let opts = psv_save_options_new();
     assert_eq!(psv_save_options_set_threads(opts, 2), PSV_OK);
     assert_eq!(psv_saver_save(s, path.as_ptr(), opts), PSV_OK);
@@ -73,7 +86,9 @@ fn round_trip_through_the_c_abi() {
 
     let mut a: *mut psv_archive = null_mut();
     assert_eq!(psv_restore(path.as_ptr(), null(), &mut a), PSV_OK);
-    assert_eq!(psv_archive_count(a), 2);
+    assert_eq!(psv_archive_count(a), 3);
+    assert!(psv_archive_fortran_order(a, 2));
+    assert!(!psv_archive_fortran_order(a, 0));
     let mut i = usize::MAX;
     assert_eq!(psv_archive_find(a, key.as_ptr(), &mut i), PSV_OK);
     assert_eq!(i, 0);
@@ -96,13 +111,13 @@ fn round_trip_through_the_c_abi() {
     assert_eq!(psv_archive_dtype(a, 1), PSV_DTYPE_OTHER);
     assert_eq!(psv_archive_itemsize(a, 1), 2);
     // The bulk accessors agree with the per-array ones.
-    let mut data_ptrs = [std::ptr::null(); 2];
-    let mut nbytes = [0usize; 2];
-    let mut dtypes = [0i32; 2];
-    let mut ndims = [0usize; 2];
-    let mut fortran = [true; 2];
-    assert_eq!(psv_archive_total_ndim(a), 3);
-    let mut dims = [0i64; 3];
+    let mut data_ptrs = [std::ptr::null(); 3];
+    let mut nbytes = [0usize; 3];
+    let mut dtypes = [0i32; 3];
+    let mut ndims = [0usize; 3];
+    let mut fortran = [true; 3];
+    assert_eq!(psv_archive_total_ndim(a), 5);
+    let mut dims = [0i64; 5];
     assert_eq!(
         psv_archive_describe(
             a,
@@ -116,11 +131,11 @@ fn round_trip_through_the_c_abi() {
         PSV_OK
     );
     assert_eq!(data_ptrs[0], psv_archive_data(a, 0));
-    assert_eq!(nbytes, [4000, 6]);
-    assert_eq!(dtypes, [PSV_DTYPE_F32, PSV_DTYPE_OTHER]);
-    assert_eq!(ndims, [2, 1]);
-    assert_eq!(fortran, [false, false]);
-    assert_eq!(dims, [10, 100, 3]);
+    assert_eq!(nbytes, [4000, 6, 24]);
+    assert_eq!(dtypes, [PSV_DTYPE_F32, PSV_DTYPE_OTHER, PSV_DTYPE_I32]);
+    assert_eq!(ndims, [2, 1, 2]);
+    assert_eq!(fortran, [false, false, true]);
+    assert_eq!(dims, [10, 100, 3, 2, 3]);
     assert_eq!(
         psv_archive_describe(
             a,
@@ -150,13 +165,13 @@ fn round_trip_through_the_c_abi() {
     // SAFETY (test): the list has list_len bytes, valid until psv_free.
     assert_eq!(
         unsafe { std::slice::from_raw_parts(keys.cast::<u8>(), list_len) },
-        b"w\0be\0"
+        b"w\0be\0fortran\0"
     );
     let descrs = psv_archive_descr_list(a, &mut list_len);
     // SAFETY (test): as above.
     assert_eq!(
         unsafe { std::slice::from_raw_parts(descrs.cast::<u8>(), list_len) },
-        b"<f4\0>i2\0"
+        b"<f4\0>i2\0<i4\0"
             .as_slice()
             .iter()
             .map(|&b| if b == b'<' && cfg!(target_endian = "big") {

@@ -78,21 +78,48 @@ pub extern "C" fn psv_saver_add(
     shape: *const i64,
     ndim: usize,
 ) -> psv_status {
-    status(|| {
-        // SAFETY: `s` is NULL or a live saver used only by this thread (documented contract).
-        let s = unsafe { ptr::handle_mut(s, "saver") }?;
-        // SAFETY: `key` is NULL or NUL-terminated (documented contract).
-        let key = unsafe { ptr::utf8(key, "key") }?;
-        let dtype = Dtype::try_from(dtype)?;
-        // SAFETY: `shape` points to `ndim` dims (documented contract).
-        let dims = unsafe { read_shape(shape, ndim) }?;
-        let nbytes = shape::byte_count(&dims, dtype.itemsize())
-            .map_err(|e| e.context(format!("key {key:?}")))?;
-        // SAFETY: the caller keeps `nbytes` bytes at `data` valid and unchanged until the saver
-        // is freed, which is as long as the saver holds this slice.
-        let data: &'static [u8] = unsafe { ptr::slice(data.cast::<u8>(), nbytes, "data") }?;
-        s.inner.add(key, data, dtype, &dims)
-    })
+    status(|| add_numeric(s, key, data, dtype, shape, ndim, false))
+}
+
+/// The body of `psv_saver_add` and `psv_saver_add_fortran` (inside their boundary).
+fn add_numeric(
+    s: *mut psv_saver,
+    key: *const c_char,
+    data: *const core::ffi::c_void,
+    dtype: psv_dtype,
+    shape: *const i64,
+    ndim: usize,
+    fortran_order: bool,
+) -> Result<()> {
+    // SAFETY: `s` is NULL or a live saver used only by this thread (documented contract).
+    let s = unsafe { ptr::handle_mut(s, "saver") }?;
+    // SAFETY: `key` is NULL or NUL-terminated (documented contract).
+    let key = unsafe { ptr::utf8(key, "key") }?;
+    let dtype = Dtype::try_from(dtype)?;
+    // SAFETY: `shape` points to `ndim` dims (documented contract).
+    let dims = unsafe { read_shape(shape, ndim) }?;
+    let nbytes = shape::byte_count(&dims, dtype.itemsize())
+        .map_err(|e| e.context(format!("key {key:?}")))?;
+    // SAFETY: the caller keeps `nbytes` bytes at `data` valid and unchanged until the saver is
+    // freed, which is as long as the saver holds this slice.
+    let data: &'static [u8] = unsafe { ptr::slice(data.cast::<u8>(), nbytes, "data") }?;
+    s.inner.add_ordered(key, data, dtype, &dims, fortran_order)
+}
+
+/// Adds a numeric array (as `psv_saver_add`) whose bytes are in Fortran (column-major) order,
+/// as Julia, Fortran and Eigen hold them: numpy reads it back with this shape and
+/// `fortran_order` True (for ndim < 2 the two orders are the same and it is saved as C order,
+/// as numpy does). Ownership and errors as `psv_saver_add`.
+#[no_mangle]
+pub extern "C" fn psv_saver_add_fortran(
+    s: *mut psv_saver,
+    key: *const c_char,
+    data: *const core::ffi::c_void,
+    dtype: psv_dtype,
+    shape: *const i64,
+    ndim: usize,
+) -> psv_status {
+    status(|| add_numeric(s, key, data, dtype, shape, ndim, true))
 }
 
 /// Adds an array described by a numpy descr under `key`: a type string as numpy's
@@ -368,6 +395,7 @@ pub extern "C" fn psv_restore_options_set_verify_crc(
 
 /// Sets the limits a restore enforces before allocating; 0 keeps a field's default.
 ///
+/// All three are set at once; passing 0 for one sets that limit to its default.
 /// `max_total_bytes`: the block (all arrays, each padded to 64) — default: physical memory.
 /// `max_members`: central directory entries — default 16777216. `max_header_len`: a `.npy`
 /// HEADER_LEN — default 1 MiB (numpy's own largest headers are about 72 KB). Exceeding one is
