@@ -11,7 +11,7 @@ BUILD   := build
 CFLAGS_STRICT := -std=c99 -Wall -Wextra -Wpedantic -Werror -O2 -Iinclude
 LDLIBS_PSV    := -L$(LIBDIR) -lpsv -Wl,-rpath,$(abspath $(LIBDIR)) -pthread
 
-.PHONY: all lib demo test test-rust test-c test-python lint venv clean
+.PHONY: all lib demo test test-slow test-rust test-c test-python lint venv clean
 
 # Each mk/*.mk file owns one concern (install, other FFI hosts, fuzz corpus, ...) and appends
 # its test targets to TEST_TARGETS, which `make test` runs after the core tests.
@@ -65,6 +65,10 @@ test-c: $(BUILD)/test_api_asan $(BUILD)/test_api $(BUILD)/psv_example
 		$(BUILD)/test_api_asan $(BUILD)/c_asan
 	tests/c/run_valgrind.sh $(BUILD)/test_api $(BUILD)/c_valgrind
 	$(BUILD)/psv_example $(BUILD)/c_example
+
+# The > 4 GiB cases (about a minute and 13 GiB of disk in all); .ci/run runs them too.
+test-slow: lib venv
+	PSV_TEST_LARGE=1 PSV_LIBRARY=$(abspath $(LIBDIR))/libpsv.so $(VPY) -m pytest -q tests/python -k 4gib
 
 test-python: lib venv
 	PSV_LIBRARY=$(abspath $(LIBDIR))/libpsv.so $(VPY) -m pytest -q tests/python

@@ -476,3 +476,5 @@ def test_over_4gib_zip64(psv, tmp_path):
     assert (got["big"][:10] == 7).all() and np.array_equal(got["big"][-1000:], big[-1000:])
     assert np.array_equal(got["after"], after)
     assert_one_aligned_block(psv, got)
+    del got
+    os.unlink(p)  # pytest keeps old tmp dirs: do not leave 4 GiB behind
