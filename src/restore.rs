@@ -863,8 +863,10 @@ impl Reader<'_> {
                     )));
                 }
                 let mut bytes = block::zeroed(total)?;
-                let have = prefix.len();
-                bytes[..have].copy_from_slice(&prefix);
+                // A header can be shorter than the prefix already inflated (HEADER_LEN 0 or 1:
+                // found by cargo-fuzz); parsing then rejects it.
+                let have = prefix.len().min(total);
+                bytes[..have].copy_from_slice(&prefix[..have]);
                 if inflater.read(&mut bytes[have..])? != total - have {
                     return Err(Error::format(
                         "truncated: the deflate stream ends inside the .npy header",

@@ -444,3 +444,19 @@ fn compressed_saves_are_valid_deflate_and_round_trip() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn deflated_header_shorter_than_its_prefix_is_a_format_error() {
+    // Found by cargo-fuzz: a deflated member whose .npy HEADER_LEN is 0 (12-byte payload).
+    let hex = "504b030414000000080000002100a3db27630e0000000c00000005000000612e6e70799bec17ea1b10c9c8c0c090\
+               980400504b01022d0314000000080000002100a3db27630e0000000c000000050000000000000000000000a48100\
+               000000612e6e7079504b0506000000000100010033000000310000000000";
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let e = psv::restore_from_memory(&bytes, &RestoreOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::Format, "{e}");
+}
