@@ -1310,9 +1310,11 @@ static void test_restore_errors(void)
               last_error());
     RESTORE_FAILS(PSV_ERR_IO, P("missing_without_suffix"), NULL);
 
-    /* a directory */
+    /* a directory that is not a psv directory archive (no psv-index.txt): not an archive */
     mkdir(P("a_directory.npz"), 0777);
-    RESTORE_FAILS(PSV_ERR_IO, P("a_directory.npz"), NULL);
+    RESTORE_FAILS(PSV_ERR_FORMAT, P("a_directory.npz"), NULL);
+    CHECK_MSG(strstr(last_error(), "psv-index.txt") != NULL, "message does not say why: %s",
+              last_error());
 
     /* not a zip */
     const char text[] = "Hello, this is plain text and not a zip archive at all.\n";
