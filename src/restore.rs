@@ -62,7 +62,26 @@ impl Source for Memory<'_> {
     }
 }
 
-/// Restores the arrays of the `.npz` at `path` (`.npz` appended if missing) into one block.
+/// Restores the arrays of the `.npz` at `path` (`.npz` appended if missing), or of the
+/// directory archive at `path`, into one block.
+///
+/// ```
+/// # use psv::{restore, Dtype, RestoreOptions, SaveOptions, Saver};
+/// # let dir = std::env::temp_dir().join(format!("psv-doc-restore-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// # let mut saver = Saver::new();
+/// # saver.add("a", &[1, 2, 3], Dtype::U8, &[3])?;
+/// # saver.add("b", &[0; 8], Dtype::F64, &[])?;
+/// # let path = saver.save(dir.join("x"), &SaveOptions::default())?;
+/// // List without reading data, then read only "a".
+/// let listing = restore(&path, &RestoreOptions { metadata_only: true, ..Default::default() })?;
+/// assert_eq!(listing.arrays()[1].shape, Vec::<u64>::new()); // b is 0-d
+/// let only_a = RestoreOptions { keys: Some(vec!["a".into()]), ..Default::default() };
+/// let a = restore(&path, &only_a)?;
+/// assert_eq!(a.data(0), Some(&[1u8, 2, 3][..]));
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), psv::Error>(())
+/// ```
 pub fn restore(path: impl AsRef<Path>, opts: &RestoreOptions) -> Result<Archive> {
     restore_file(path.as_ref(), opts, None)
 }

@@ -115,6 +115,18 @@ impl<'a> Saver<'a> {
     ///
     /// Any descr numpy writes without pickling is accepted; object (`|O`) is refused.
     /// `data.len()` must equal `prod(shape) * itemsize`. `fortran_order` marks column-major data.
+    ///
+    /// ```
+    /// # use psv::{ErrorKind, Saver};
+    /// let records = [0u8; 2 * 12]; // two records of an int32 and a float64
+    /// let names = *b"ab\0\0cd\0\0";   // two 4-byte strings
+    /// let mut saver = Saver::new();
+    /// saver.add_descr("points", &records, "[('id', '<i4'), ('x', '<f8')]", &[2], false)?;
+    /// saver.add_descr("names", &names, "|S4", &[2], false)?;
+    /// let refused = saver.add_descr("objects", &[0u8; 8], "|O", &[1], false).unwrap_err();
+    /// assert_eq!(refused.kind(), ErrorKind::BadDtype);
+    /// # Ok::<(), psv::Error>(())
+    /// ```
     pub fn add_descr(
         &mut self,
         key: &str,
@@ -173,6 +185,20 @@ impl<'a> Saver<'a> {
     /// The file appears atomically: it is written under a temporary name in the same directory
     /// and renamed over `path` only when complete. On error the temporary file is removed and an
     /// existing file at `path` is untouched.
+    ///
+    /// ```
+    /// # use psv::{Dtype, SaveOptions, Saver};
+    /// # let dir = std::env::temp_dir().join(format!("psv-doc-save-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let counts: Vec<u8> = (0..=255).collect();
+    /// let mut saver = Saver::new();
+    /// saver.add("counts", &counts, Dtype::U8, &[16, 16])?;
+    /// let opts = SaveOptions { compression: 6, ..SaveOptions::default() }; // like savez_compressed
+    /// let path = saver.save(dir.join("counts"), &opts)?;
+    /// assert!(path.ends_with("counts.npz"));
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), psv::Error>(())
+    /// ```
     pub fn save(&self, path: impl AsRef<Path>, opts: &SaveOptions) -> Result<PathBuf> {
         self.save_impl(path.as_ref(), opts, None)
     }

@@ -72,3 +72,21 @@ pub(crate) fn value<T>(fallback: T, body: impl FnOnce() -> Result<T>) -> T {
 pub(crate) fn null_arg(what: &str) -> Error {
     Error::new(ErrorKind::NullArg, format!("argument {what} is NULL"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::with_last_error;
+
+    #[test]
+    fn a_panic_becomes_psv_err_panic_with_its_message() {
+        let st = status(|| panic!("deliberate test panic"));
+        assert_eq!(st, PSV_ERR_PANIC);
+        with_last_error(|m| assert!(m.contains("deliberate test panic"), "{m}"));
+        // Getters fall back to their neutral value.
+        assert_eq!(value(7usize, || panic!("again")), 7);
+        // A later success clears the message.
+        assert_eq!(status(|| Ok(())), PSV_OK);
+        with_last_error(|m| assert!(m.is_empty()));
+    }
+}
