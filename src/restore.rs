@@ -115,15 +115,16 @@ fn restore_memory(
     progress: Option<&mut ProgressFn<'_>>,
 ) -> Result<Archive> {
     let shown = "<memory>";
-    let members = index::read_index(Cursor::new(bytes), shown, opts.max_members)?;
+    let index = index::read_index(Cursor::new(bytes), shown, opts.max_members)?;
     let memory = Memory(bytes);
     let reader = Reader {
         src: &memory,
         file_len: bytes.len() as u64,
+        central_start: Some(index.central_start),
         shown,
         opts,
     };
-    reader.restore(&members, None, None, progress)
+    reader.restore(&index.members, None, None, progress)
 }
 
 fn restore_file(
@@ -141,7 +142,7 @@ fn restore_file(
         .metadata()
         .map_err(|e| Error::io(format!("cannot stat {shown}"), e))?
         .len();
-    let members = index::read_index(BufReader::new(&file), &shown, opts.max_members)?;
+    let index = index::read_index(BufReader::new(&file), &shown, opts.max_members)?;
     let map = if opts.mmap && !opts.metadata_only {
         Some(FileMap::new(&file, file_len).map_err(|e| e.context(&shown))?)
     } else {
@@ -150,10 +151,11 @@ fn restore_file(
     let reader = Reader {
         src: &file,
         file_len,
+        central_start: Some(index.central_start),
         shown: &shown,
         opts,
     };
-    reader.restore(&members, map, None, progress)
+    reader.restore(&index.members, map, None, progress)
 }
 
 /// Restores a directory archive (see [`crate::dir_layout`]) through the same layout, fill and
@@ -194,6 +196,7 @@ fn restore_dir(
     let reader = Reader {
         src: &nothing,
         file_len: 0,
+        central_start: None,
         shown: &shown,
         opts,
     };
@@ -218,7 +221,7 @@ impl Reader<'_> {
                     .par_iter()
                     .map(|&i| {
                         self.inspect_dir_file(dir, &members[i])
-                            .map(Some)
+                            .map(Inspected::Array)
                             .map_err(|e| self.in_member(&members[i], e))
                     })
                     .collect::<Result<Vec<_>>>()
@@ -233,17 +236,29 @@ impl Reader<'_> {
         let mut arrays = Vec::new();
         let mut located = Vec::new();
         let mut end: usize = 0;
+        if let Some(central_start) = self.central_start {
+            self.check_overlaps(members, &candidates, &inspected, central_start)?;
+        }
         for (&i, found) in candidates.iter().zip(inspected) {
             let m = &members[i];
-            let Some(loc) = found else {
-                if opts.keys.is_some() {
-                    return Err(Error::format(format!(
-                        "{shown}: member {:?} is not a .npy array",
-                        m.name
-                    )));
+            let loc = match found {
+                Inspected::Array(loc) => loc,
+                Inspected::NotArray { payload_start } => {
+                    if opts.keys.is_some() {
+                        return Err(Error::format(format!(
+                            "{shown}: member {:?} is not a .npy array",
+                            m.name
+                        )));
+                    }
+                    // numpy returns such members as raw bytes, CRC-checked: a flipped bit in
+                    // the magic must not make an array vanish silently.
+                    if opts.verify_crc {
+                        self.check_raw_member_crc(m, payload_start)
+                            .map_err(|e| self.in_member(m, e))?;
+                    }
+                    skipped.push(i);
+                    continue;
                 }
-                skipped.push(i);
-                continue;
             };
             let file_offset = (loc.method == Method::Stored)
                 .then(|| loc.payload_start + loc.header.header_len as u64);
@@ -445,6 +460,25 @@ fn select_members(
     Ok((wanted, Vec::new()))
 }
 
+/// What phase A found in a `.npy`-named member.
+enum Inspected {
+    /// An array.
+    Array(Located),
+    /// No npy magic: numpy would return the member's raw bytes.
+    NotArray { payload_start: u64 },
+}
+
+impl Inspected {
+    /// Where the member's data starts and ends in the file.
+    fn span(&self, m: &MemberInfo) -> (u64, u64) {
+        let start = match self {
+            Inspected::Array(loc) => loc.payload_start,
+            Inspected::NotArray { payload_start } => *payload_start,
+        };
+        (start, start.saturating_add(m.compressed_size))
+    }
+}
+
 /// A member that holds an array: where its payload is and what its header says.
 struct Located {
     method: Method,
@@ -595,6 +629,8 @@ fn fill_tasks<'b>(
 struct Reader<'r> {
     src: &'r (dyn Source + 'r),
     file_len: u64,
+    /// Where the central directory starts (zip archives): member data must end before it.
+    central_start: Option<u64>,
     shown: &'r str,
     opts: &'r RestoreOptions,
 }
@@ -625,7 +661,7 @@ impl Reader<'_> {
         pool: &rayon::ThreadPool,
         members: &[MemberInfo],
         candidates: &[usize],
-    ) -> Result<Vec<Option<Located>>> {
+    ) -> Result<Vec<Inspected>> {
         let mut by_offset: Vec<usize> = (0..candidates.len()).collect();
         by_offset.sort_by_key(|&c| members[candidates[c]].header_offset);
         let mut jobs: Vec<InspectJob> = Vec::new();
@@ -646,7 +682,7 @@ impl Reader<'_> {
                 _ => jobs.push((vec![c], Some((m.header_offset, end)))),
             }
         }
-        let found: Vec<Vec<(usize, Option<Located>)>> = pool.install(|| {
+        let found: Vec<Vec<(usize, Inspected)>> = pool.install(|| {
             jobs.par_iter()
                 .map(|(group, span)| {
                     let region = match span {
@@ -673,11 +709,14 @@ impl Reader<'_> {
                 })
                 .collect::<Result<Vec<_>>>()
         })?;
-        let mut out: Vec<Option<Located>> = (0..candidates.len()).map(|_| None).collect();
+        let mut out: Vec<Option<Inspected>> = (0..candidates.len()).map(|_| None).collect();
         for (c, loc) in found.into_iter().flatten() {
-            out[c] = loc;
+            out[c] = Some(loc);
         }
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .map(|o| o.expect("every candidate was inspected"))
+            .collect())
     }
 
     /// `len` bytes at `offset`, read from the source.
@@ -764,6 +803,83 @@ impl Reader<'_> {
         })
     }
 
+    /// Members must not overlap each other or the central directory (CPython: "Overlapped
+    /// entries"). Exact spans for inspected members; for the others (not arrays, or not
+    /// requested) the smallest span their records allow.
+    fn check_overlaps(
+        &self,
+        members: &[MemberInfo],
+        candidates: &[usize],
+        inspected: &[Inspected],
+        central_start: u64,
+    ) -> Result<()> {
+        let mut spans: Vec<(u64, u64, usize)> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let start = m.header_offset;
+                let data = start.saturating_add(30 + m.raw_name.len() as u64);
+                (start, data.saturating_add(m.compressed_size), i)
+            })
+            .collect();
+        for (&i, found) in candidates.iter().zip(inspected) {
+            spans[i].1 = found.span(&members[i]).1;
+        }
+        spans.sort_unstable();
+        for (k, &(_, end, i)) in spans.iter().enumerate() {
+            let (limit, what) = match spans.get(k + 1) {
+                Some(&(next, _, j)) => (next, format!("member {:?}", members[j].name)),
+                None => (central_start, "the central directory".to_string()),
+            };
+            if end > limit {
+                return Err(Error::format(format!(
+                    "{}: member {:?} (ending at offset {end}) overlaps {what} (at offset {limit})",
+                    self.shown, members[i].name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the CRC-32 of a member that is not an array, reading (or inflating) all of it.
+    fn check_raw_member_crc(&self, m: &MemberInfo, payload_start: u64) -> Result<()> {
+        let mut h = Hasher::new();
+        let mut buf = block::zeroed((CHUNK_LEN as u64).min(m.size) as usize)?;
+        match m.method {
+            Ok(Method::Stored) => {
+                let mut done = 0u64;
+                while done < m.size {
+                    let n = (m.size - done).min(buf.len() as u64) as usize;
+                    self.read_at(&mut buf[..n], payload_start + done)?;
+                    h.update(&buf[..n]);
+                    done += n as u64;
+                }
+            }
+            Ok(Method::Deflated) => {
+                let mut inflater = self.inflater(None, payload_start, m.compressed_size);
+                let mut done = 0u64;
+                while done < m.size {
+                    let n = (m.size - done).min(buf.len() as u64) as usize;
+                    if inflater.read(&mut buf[..n])? != n {
+                        return Err(Error::format("truncated: the deflate stream ends early"));
+                    }
+                    h.update(&buf[..n]);
+                    done += n as u64;
+                }
+                inflater.expect_end(m.size)?;
+            }
+            Err(_) => return Ok(()),
+        }
+        let got = h.finalize();
+        if got != m.crc32 {
+            return Err(Error::crc(format!(
+                "CRC-32 mismatch (central directory says {:08x}, data gives {got:08x})",
+                m.crc32
+            )));
+        }
+        Ok(())
+    }
+
     /// Reads a member's bytes at `offset`: from its own file (directory layout) or the source.
     fn read_member(&self, loc: &Located, buf: &mut [u8], offset: u64) -> Result<()> {
         match &loc.file {
@@ -780,7 +896,7 @@ impl Reader<'_> {
 
     /// Validates a member's local header and `.npy` header. `None`: not an array (numpy would
     /// return its raw bytes). `region`, when given, may hold the member's bytes.
-    fn inspect(&self, m: &MemberInfo, region: Option<&Arc<Region>>) -> Result<Option<Located>> {
+    fn inspect(&self, m: &MemberInfo, region: Option<&Arc<Region>>) -> Result<Inspected> {
         let method = match &m.method {
             Ok(method) => *method,
             Err(name) => {
@@ -849,7 +965,7 @@ impl Reader<'_> {
                     self.read_at(&mut prefix, payload_start)?;
                 }
                 if !header::has_magic(&prefix) {
-                    return Ok(None);
+                    return Ok(Inspected::NotArray { payload_start });
                 }
                 let total = header::total_header_len(&prefix, max_header)?;
                 if total as u64 > m.size {
@@ -872,7 +988,7 @@ impl Reader<'_> {
                 let got = inflater.read(&mut prefix)?;
                 prefix.truncate(got);
                 if !header::has_magic(&prefix) {
-                    return Ok(None);
+                    return Ok(Inspected::NotArray { payload_start });
                 }
                 let total = header::total_header_len(&prefix, max_header)?;
                 if total as u64 > m.size {
@@ -908,7 +1024,7 @@ impl Reader<'_> {
                 m.size
             )));
         }
-        Ok(Some(Located {
+        Ok(Inspected::Array(Located {
             method,
             payload_start,
             header,

@@ -48,12 +48,18 @@ fn zip_error(path: &str, e: ZipError) -> Error {
     }
 }
 
+/// The central directory of an archive: its members in directory order, and where the
+/// directory starts (members' data must end before it).
+#[derive(Clone, Debug)]
+pub struct Index {
+    /// Members in directory order.
+    pub members: Vec<MemberInfo>,
+    /// File offset of the central directory.
+    pub central_start: u64,
+}
+
 /// Reads the central directory from `reader` (named `path` in messages), in directory order.
-pub fn read_index<R: Read + Seek>(
-    reader: R,
-    path: &str,
-    max_members: u64,
-) -> Result<Vec<MemberInfo>> {
+pub fn read_index<R: Read + Seek>(reader: R, path: &str, max_members: u64) -> Result<Index> {
     let archive = zip::ZipArchive::new(reader).map_err(|e| zip_error(path, e))?;
     if archive.has_duplicate_names() {
         return Err(Error::format(format!(
@@ -67,7 +73,6 @@ pub fn read_index<R: Read + Seek>(
         )));
     }
     let mut members = Vec::with_capacity(archive.len());
-    let mut last_central = None;
     for i in 0..archive.len() {
         let entry = archive.by_index_data(i).map_err(|e| zip_error(path, e))?;
         let name = match entry.name() {
@@ -80,7 +85,6 @@ pub fn read_index<R: Read + Seek>(
             CompressionMethod::Deflated => Ok(Method::Deflated),
             other => Err(other.to_string()),
         };
-        last_central = last_central.max(Some(entry.central_header_start()));
         members.push(MemberInfo {
             raw_name: entry.name_raw().to_vec(),
             name,
@@ -92,29 +96,109 @@ pub fn read_index<R: Read + Seek>(
             encrypted: entry.encrypted(),
         });
     }
-    if let Some(last) = last_central {
-        check_directory_end(archive.into_inner(), last, members.len())
-            .map_err(|e| e.context(path))?;
-    }
-    Ok(members)
+    let central_start = archive.central_directory_start();
+    walk_central_directory(archive.into_inner(), central_start, &members)
+        .map_err(|e| e.context(path))?;
+    Ok(Index {
+        members,
+        central_start,
+    })
 }
 
-/// The zip crate walks the central directory by the end record's entry count; CPython walks it
-/// by size. When the count is smaller than the directory, members would silently vanish:
-/// check that the record after the last one read is not another central header.
-fn check_directory_end<R: Read + Seek>(mut reader: R, last: u64, count: usize) -> Result<()> {
+/// Central header flags we cannot honour: 5 (patched data), 6 (strong encryption),
+/// 13 (encrypted central directory).
+const UNSUPPORTED_FLAGS: u16 = (1 << 5) | (1 << 6) | (1 << 13);
+
+/// Walks the central directory record by record, as CPython does, and checks what the zip
+/// crate does not: that every record is where the previous one ended, that no record asks for
+/// a newer ZIP version (> 6.3) or a feature we cannot honour, that the directory ends exactly
+/// where an end record begins (the count did not hide members), and that the end record's
+/// directory size is the real one.
+fn walk_central_directory<R: Read + Seek>(
+    reader: R,
+    start: u64,
+    members: &[MemberInfo],
+) -> Result<()> {
     let io = |e| Error::io("cannot read the central directory", e);
-    let mut fixed = [0u8; 46];
-    reader.seek(SeekFrom::Start(last)).map_err(io)?;
-    reader.read_exact(&mut fixed).map_err(io)?;
-    let len16 = |at: usize| u64::from(u16::from_le_bytes([fixed[at], fixed[at + 1]]));
-    let next = last + 46 + len16(28) + len16(30) + len16(32);
-    let mut sig = [0u8; 4];
-    reader.seek(SeekFrom::Start(next)).map_err(io)?;
-    if reader.read_exact(&mut sig).is_ok() && &sig == b"PK\x01\x02" {
-        return Err(Error::format(format!(
-            "the end record counts {count} members but the central directory holds more"
-        )));
+    let mut r = std::io::BufReader::new(reader);
+    r.seek(SeekFrom::Start(start)).map_err(io)?;
+    let mut pos = start;
+    for m in members {
+        let mut fixed = [0u8; 46];
+        r.read_exact(&mut fixed).map_err(|_| {
+            Error::format(format!(
+                "the central directory is truncated at offset {pos}"
+            ))
+        })?;
+        if &fixed[..4] != b"PK\x01\x02" {
+            return Err(Error::format(format!(
+                "no central directory record at offset {pos}"
+            )));
+        }
+        let u16_at = |at: usize| u16::from_le_bytes([fixed[at], fixed[at + 1]]);
+        let needed = u16_at(6) & 0xff;
+        if needed > 63 {
+            return Err(Error::unsupported(format!(
+                "member {:?} needs ZIP version {}.{} (only up to 6.3 is supported)",
+                m.name,
+                needed / 10,
+                needed % 10
+            )));
+        }
+        if u16_at(8) & UNSUPPORTED_FLAGS != 0 {
+            return Err(Error::unsupported(format!(
+                "member {:?} uses patched data or strong encryption (flags {:#06x})",
+                m.name,
+                u16_at(8)
+            )));
+        }
+        let variable = i64::from(u16_at(28)) + i64::from(u16_at(30)) + i64::from(u16_at(32));
+        r.seek_relative(variable).map_err(io)?;
+        pos += 46 + variable as u64;
+    }
+    let mut end = [0u8; 56];
+    let got = read_up_to(&mut r, &mut end).map_err(io)?;
+    let end = &end[..got];
+    let declared = match end.get(..4) {
+        Some(b"PK\x06\x06") if end.len() >= 48 => {
+            Some(u64::from_le_bytes(end[40..48].try_into().expect("8 bytes")))
+        }
+        Some(b"PK\x05\x06") if end.len() >= 16 => {
+            let size = u32::from_le_bytes(end[12..16].try_into().expect("4 bytes"));
+            (size != u32::MAX).then_some(u64::from(size))
+        }
+        Some(b"PK\x05\x05") => None, // digital signature record
+        Some(b"PK\x01\x02") => {
+            return Err(Error::format(format!(
+                "the end record counts {} members but the central directory holds more",
+                members.len()
+            )))
+        }
+        _ => {
+            return Err(Error::format(format!(
+                "the central directory is not followed by an end record (offset {pos})"
+            )))
+        }
+    };
+    if let Some(declared) = declared {
+        if declared != pos - start {
+            return Err(Error::format(format!(
+                "the end record says the central directory has {declared} bytes; it has {}",
+                pos - start
+            )));
+        }
     }
     Ok(())
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
