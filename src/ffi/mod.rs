@@ -252,9 +252,7 @@ pub extern "C" fn psv_save_options_set_threads(
     o: *mut psv_save_options,
     threads: usize,
 ) -> psv_status {
-    status(|| {
-        // SAFETY: `o` is NULL or a live options handle.
-        let o = unsafe { ptr::handle_mut(o, "opts") }?;
+    set_option(o, |o| {
         crate::pool::check_threads(threads)?;
         o.inner.threads = threads;
         Ok(())
@@ -267,9 +265,8 @@ pub extern "C" fn psv_save_options_set_threads(
 /// machine may leave the old file or an empty one, as for any unsynced write.
 #[no_mangle]
 pub extern "C" fn psv_save_options_set_fsync(o: *mut psv_save_options, fsync: bool) -> psv_status {
-    status(|| {
-        // SAFETY: `o` is NULL or a live options handle.
-        unsafe { ptr::handle_mut(o, "opts") }?.inner.fsync = fsync;
+    set_option(o, |o| {
+        o.inner.fsync = fsync;
         Ok(())
     })
 }
@@ -285,9 +282,7 @@ pub extern "C" fn psv_save_options_set_compression(
     o: *mut psv_save_options,
     level: c_int,
 ) -> psv_status {
-    status(|| {
-        // SAFETY: `o` is NULL or a live options handle.
-        let o = unsafe { ptr::handle_mut(o, "opts") }?;
+    set_option(o, |o| {
         o.inner.compression = u32::try_from(level)
             .ok()
             .filter(|l| *l <= 9)
@@ -310,9 +305,7 @@ pub extern "C" fn psv_save_options_set_layout(
     o: *mut psv_save_options,
     layout: psv_layout,
 ) -> psv_status {
-    status(|| {
-        // SAFETY: `o` is NULL or a live options handle.
-        let o = unsafe { ptr::handle_mut(o, "opts") }?;
+    set_option(o, |o| {
         o.inner.layout = match layout {
             PSV_LAYOUT_NPZ => Layout::Npz,
             PSV_LAYOUT_DIR => Layout::Dir,
@@ -330,10 +323,18 @@ pub extern "C" fn psv_save_options_set_progress(
     cb: psv_progress_cb,
     userdata: *mut c_void,
 ) -> psv_status {
-    status(|| {
-        // SAFETY: `o` is NULL or a live options handle.
-        unsafe { ptr::handle_mut(o, "opts") }?.progress = Progress { cb, userdata };
+    set_option(o, |o| {
+        o.progress = Progress { cb, userdata };
         Ok(())
+    })
+}
+
+/// The body of every options setter: NULL check, then `f` on the options.
+fn set_option<T>(o: *mut T, f: impl FnOnce(&mut T) -> Result<()>) -> psv_status {
+    status(|| {
+        // SAFETY: `o` is NULL or a live options handle used by one thread (documented contract).
+        let o = unsafe { ptr::handle_mut(o, "opts") }?;
+        f(o)
     })
 }
 
@@ -370,9 +371,7 @@ pub extern "C" fn psv_restore_options_set_threads(
     o: *mut psv_restore_options,
     threads: usize,
 ) -> psv_status {
-    status(|| {
-        // SAFETY: `o` is NULL or a live options handle.
-        let o = unsafe { ptr::handle_mut(o, "opts") }?;
+    set_option(o, |o| {
         crate::pool::check_threads(threads)?;
         o.inner.threads = threads;
         Ok(())
@@ -386,9 +385,8 @@ pub extern "C" fn psv_restore_options_set_verify_crc(
     o: *mut psv_restore_options,
     verify: bool,
 ) -> psv_status {
-    status(|| {
-        // SAFETY: `o` is NULL or a live options handle.
-        unsafe { ptr::handle_mut(o, "opts") }?.inner.verify_crc = verify;
+    set_option(o, |o| {
+        o.inner.verify_crc = verify;
         Ok(())
     })
 }
@@ -407,9 +405,7 @@ pub extern "C" fn psv_restore_options_set_limits(
     max_members: u64,
     max_header_len: u64,
 ) -> psv_status {
-    status(|| {
-        // SAFETY: `o` is NULL or a live options handle.
-        let o = unsafe { ptr::handle_mut(o, "opts") }?;
+    set_option(o, |o| {
         let defaults = RestoreOptions::default();
         o.inner.max_total_bytes = (max_total_bytes != 0).then_some(max_total_bytes);
         o.inner.max_members = if max_members != 0 {
@@ -434,9 +430,8 @@ pub extern "C" fn psv_restore_options_set_progress(
     cb: psv_progress_cb,
     userdata: *mut c_void,
 ) -> psv_status {
-    status(|| {
-        // SAFETY: `o` is NULL or a live options handle.
-        unsafe { ptr::handle_mut(o, "opts") }?.progress = Progress { cb, userdata };
+    set_option(o, |o| {
+        o.progress = Progress { cb, userdata };
         Ok(())
     })
 }
@@ -453,9 +448,7 @@ pub extern "C" fn psv_restore_options_set_keys(
     keys: *const *const c_char,
     n: usize,
 ) -> psv_status {
-    status(|| {
-        // SAFETY: `o` is NULL or a live options handle.
-        let o = unsafe { ptr::handle_mut(o, "opts") }?;
+    set_option(o, |o| {
         // SAFETY: `keys` points to `n` string pointers per contract.
         let list = unsafe { ptr::slice(keys, n, "keys") }?;
         let mut owned = Vec::with_capacity(n);
@@ -479,9 +472,8 @@ pub extern "C" fn psv_restore_options_set_metadata_only(
     o: *mut psv_restore_options,
     metadata_only: bool,
 ) -> psv_status {
-    status(|| {
-        // SAFETY: `o` is NULL or a live options handle.
-        unsafe { ptr::handle_mut(o, "opts") }?.inner.metadata_only = metadata_only;
+    set_option(o, |o| {
+        o.inner.metadata_only = metadata_only;
         Ok(())
     })
 }
@@ -494,9 +486,8 @@ pub extern "C" fn psv_restore_options_set_native_endian(
     o: *mut psv_restore_options,
     native_endian: bool,
 ) -> psv_status {
-    status(|| {
-        // SAFETY: `o` is NULL or a live options handle.
-        unsafe { ptr::handle_mut(o, "opts") }?.inner.native_endian = native_endian;
+    set_option(o, |o| {
+        o.inner.native_endian = native_endian;
         Ok(())
     })
 }
@@ -516,9 +507,8 @@ pub extern "C" fn psv_restore_options_set_mmap(
     o: *mut psv_restore_options,
     mmap: bool,
 ) -> psv_status {
-    status(|| {
-        // SAFETY: `o` is NULL or a live options handle.
-        unsafe { ptr::handle_mut(o, "opts") }?.inner.mmap = mmap;
+    set_option(o, |o| {
+        o.inner.mmap = mmap;
         Ok(())
     })
 }
