@@ -569,6 +569,13 @@ bool psv_archive_fortran_order(const psv_archive *a, size_t i);
 const void *psv_archive_block(const psv_archive *a, size_t *len);
 
 /**
+ * The file mapping of an mmap-mode archive (every mapped array lies inside it); writes its
+ * length to `*len` when `len` is not NULL. NULL (and length 0) when the archive has no mapping.
+ * Valid until `psv_free`.
+ */
+const void *psv_archive_mapping(const psv_archive *a, size_t *len);
+
+/**
  * Number of members that were skipped because they are not arrays (names not ending in
  * ".npy", or ".npy" members without the npy magic; numpy returns those as raw bytes).
  */

@@ -271,6 +271,7 @@ _PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
         [_ArchiveP] + [ctypes.c_void_p] * 6,
     ),
     "psv_archive_total_ndim": (_c_size, [_ArchiveP]),
+    "psv_archive_mapping": (ctypes.c_void_p, [_ArchiveP, ctypes.POINTER(_c_size)]),
     "psv_archive_key_list": (ctypes.c_void_p, [_ArchiveP, ctypes.POINTER(_c_size)]),
     "psv_archive_descr_list": (ctypes.c_void_p, [_ArchiveP, ctypes.POINTER(_c_size)]),
     "psv_free": (None, [_ArchiveP]),
@@ -1193,6 +1194,10 @@ def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> Restor
     dims_list = dims.tolist()
     pos = 0
     base, size, mapped = owner.address, owner.nbytes, owner.mapped
+    # mmap mode: one uint8 view of the whole file mapping, sliced per mapped array.
+    map_len = _c_size(0)
+    map_base = int(lib.psv_archive_mapping(handle, ctypes.byref(map_len)) or 0) if mapped else 0
+    mapping = np.asarray(_Region(owner, map_base, map_len.value)) if map_base else None
     for key, descr, ptr, nb, nd, f in zip(
         keys, descrs, data.tolist(), nbytes.tolist(), ndims.tolist(), fortran.tolist()
     ):
@@ -1212,6 +1217,8 @@ def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> Restor
         offset = ptr - base
         if 0 <= offset and offset + nb <= size:
             arr = np.ndarray(shape, dtype=dt, buffer=block, offset=offset, order=order)
+        elif mapping is not None and 0 <= ptr - map_base and ptr - map_base + nb <= map_len.value:
+            arr = np.ndarray(shape, dtype=dt, buffer=mapping, offset=ptr - map_base, order=order)
         elif nb == 0 or mapped:
             # A zero-byte array whose pointer is outside the block, or (mmap mode) an array
             # in the archive's file mapping: view that region, still owned by `owner`.

@@ -106,6 +106,43 @@ fn main() {
             });
         },
     );
+    let write2i = timed(
+        size,
+        || prepare(size, &[&raw]),
+        || {
+            let f = File::create(&raw).unwrap();
+            f.set_len(size as u64).unwrap();
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    let (f, next, data) = (&f, &next, &data);
+                    s.spawn(move || loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(chunk) = data.chunks(4 << 20).nth(k) else {
+                            break;
+                        };
+                        f.write_all_at(chunk, (k * (4 << 20)) as u64).unwrap();
+                    });
+                }
+            });
+        },
+    );
+    report(
+        "page-cache write, 2 threads pwrite 4 MiB interleaved",
+        write2i,
+    );
+    let write1p = timed(
+        size,
+        || prepare(size, &[&raw]),
+        || {
+            let f = File::create(&raw).unwrap();
+            f.set_len(size as u64).unwrap();
+            for (k, piece) in data.chunks(256 << 10).enumerate() {
+                f.write_all_at(piece, (k * (256 << 10)) as u64).unwrap();
+            }
+        },
+    );
+    report("page-cache write, 1 thread pwrite 256 KiB pieces", write1p);
     let write_limit = report("page-cache write, 1 thread write", write1)
         .max(report("page-cache write, 2 threads pwrite", write2));
     File::create(&raw).unwrap().write_all(&data).unwrap();

@@ -802,6 +802,23 @@ pub extern "C" fn psv_archive_block(
     })
 }
 
+/// The file mapping of an mmap-mode archive (every mapped array lies inside it); writes its
+/// length to `*len` when `len` is not NULL. NULL (and length 0) when the archive has no mapping.
+/// Valid until `psv_free`.
+#[no_mangle]
+pub extern "C" fn psv_archive_mapping(a: *const psv_archive, len: *mut usize) -> *const c_void {
+    value(std::ptr::null(), || {
+        // SAFETY: `a` is NULL or a live archive.
+        let a = unsafe { ptr::handle(a, "archive") }?;
+        let map = a.inner.mapping();
+        if !len.is_null() {
+            // SAFETY: non-NULL and writable per contract.
+            unsafe { ptr::write_out(len, map.map_or(0, <[u8]>::len)) };
+        }
+        Ok(map.map_or(std::ptr::null(), |m| m.as_ptr().cast()))
+    })
+}
+
 /// Number of members that were skipped because they are not arrays (names not ending in
 /// ".npy", or ".npy" members without the npy magic; numpy returns those as raw bytes).
 #[no_mangle]
