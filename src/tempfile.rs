@@ -71,7 +71,7 @@ impl TempFile {
                 .sync_all()
                 .map_err(|e| Error::io(format!("cannot fsync {}", self.path.display()), e))?;
         }
-        std::fs::rename(&self.path, target).map_err(|e| {
+        let failed = |e| {
             Error::io(
                 format!(
                     "cannot rename {} to {}",
@@ -80,10 +80,63 @@ impl TempFile {
                 ),
                 e,
             )
-        })?;
+        };
+        if exchange_with_file(&self.path, target).map_err(failed)? {
+            // The target now holds the new file and our temporary name the old one.
+            self.armed = false;
+            let _ = std::fs::remove_file(&self.path);
+            return Ok(());
+        }
+        std::fs::rename(&self.path, target).map_err(failed)?;
         self.armed = false;
         Ok(())
     }
+}
+
+/// Atomically swaps `from` with `target` when `target` is an existing regular file
+/// (`renameat2(RENAME_EXCHANGE)`); returns false when it did nothing (no such target, not a
+/// regular file, or a filesystem without exchange), so the caller renames instead.
+///
+/// Why not just rename: ext4 (`auto_da_alloc`) starts writing the new file's data when it is
+/// renamed over an existing file, and saving over a 1 GiB file then took ~3 s instead of
+/// ~0.4 s here. An exchange is just as atomic for readers (the name always holds a complete
+/// file) and does not trigger that flush. Durability across power loss is what the fsync option
+/// is for, with either call.
+#[cfg(target_os = "linux")]
+fn exchange_with_file(from: &Path, target: &Path) -> std::io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    match std::fs::symlink_metadata(target) {
+        Ok(m) if m.file_type().is_file() => {}
+        _ => return Ok(false),
+    }
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes());
+    let (from_c, target_c) = (c(from)?, c(target)?);
+    // SAFETY: both arguments are valid NUL-terminated paths that outlive the call; renameat2
+    // only reads them.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from_c.as_ptr(),
+            libc::AT_FDCWD,
+            target_c.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        // Gone meanwhile, or a filesystem/kernel without RENAME_EXCHANGE: plain rename.
+        Some(libc::ENOENT) | Some(libc::EINVAL) | Some(libc::ENOSYS) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange_with_file(_from: &Path, _target: &Path) -> std::io::Result<bool> {
+    Ok(false)
 }
 
 /// fsyncs a directory, making renames in it durable.
