@@ -114,7 +114,12 @@ def test_restore_with_no_headroom_is_nomem(psv, big_npz, tmp_path):
         s.save(small)
     for path in (small, big_npz):
         r = run_child(["restore", str(path), "--warm", str(small), "--as-headroom", "0"])
-        r.expect_clean_exit()
+        if r.returncode != 0:
+            # With zero headroom glibc itself may abort later, when some thread first needs its
+            # dynamic thread-local block ("cannot allocate memory for thread-local data"; seen
+            # once in CI, after the restore below had returned NOMEM and its record was printed).
+            # That abort is outside libpsv; every record must still be there.
+            assert "cannot allocate memory for thread-local data" in r.stderr, r.describe()
         assert r.record("warm")["status"] == 0, r.describe()
         rec = r.record("restore")
         assert rec["status"] == PSV_ERR_NOMEM, f"{path.name}: expected PSV_ERR_NOMEM, got {rec}"
