@@ -47,6 +47,21 @@ impl Source for File {
     }
 }
 
+/// Reads exactly `buf.len()` bytes at `offset` from `src`; running past the end is a format
+/// error (the file is shorter than its records say), anything else an I/O error.
+fn read_exact(src: &dyn Source, buf: &mut [u8], offset: u64) -> Result<()> {
+    src.read_at(buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::format(format!(
+                "file ends before offset {}",
+                offset + buf.len() as u64
+            ))
+        } else {
+            Error::io(format!("cannot read at offset {offset}"), e)
+        }
+    })
+}
+
 /// A caller's in-memory archive.
 struct Memory<'a>(&'a [u8]);
 
@@ -642,16 +657,7 @@ impl Reader<'_> {
 
     /// Reads exactly `buf.len()` bytes at `offset`; running past the end is a format error.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.src.read_at(buf, offset).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::format(format!(
-                    "file ends before offset {}",
-                    offset + buf.len() as u64
-                ))
-            } else {
-                Error::io(format!("cannot read at offset {offset}"), e)
-            }
-        })
+        read_exact(self.src, buf, offset)
     }
 
     /// Phase A for every candidate: small members in runs read with one `pread` each, large
@@ -751,8 +757,7 @@ impl Reader<'_> {
             len.min(HEAD_READ_LEN)
         };
         let mut head = block::zeroed(want as usize)?;
-        Source::read_at(&file, &mut head, 0)
-            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        read_exact(&file, &mut head, 0).map_err(|e| e.context(path.display()))?;
         let max_header = usize::try_from(self.opts.max_header_len).unwrap_or(usize::MAX);
         if !header::has_magic(&head) {
             return Err(Error::format(format!(
@@ -771,8 +776,7 @@ impl Reader<'_> {
             head[..total].to_vec()
         } else {
             let mut bytes = block::zeroed(total)?;
-            Source::read_at(&file, &mut bytes, 0)
-                .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+            read_exact(&file, &mut bytes, 0).map_err(|e| e.context(path.display()))?;
             bytes
         };
         let header = header::parse(&header_bytes, max_header)?;
@@ -883,13 +887,7 @@ impl Reader<'_> {
     /// Reads a member's bytes at `offset`: from its own file (directory layout) or the source.
     fn read_member(&self, loc: &Located, buf: &mut [u8], offset: u64) -> Result<()> {
         match &loc.file {
-            Some(f) => Source::read_at(f.as_ref(), buf, offset).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    Error::format("the file was truncated while reading")
-                } else {
-                    Error::io(format!("cannot read at offset {offset}"), e)
-                }
-            }),
+            Some(f) => read_exact(f.as_ref(), buf, offset),
             None => self.read_at(buf, offset),
         }
     }

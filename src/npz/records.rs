@@ -75,11 +75,8 @@ fn sizes(out: &mut Vec<u8>, m: &MemberLayout) {
     }
 }
 
-/// Appends the local file header, its extra fields (ZIP64 sizes if needed, then the 0xA11E
-/// alignment padding), for a member whose payload has CRC-32 `crc`. Exactly
-/// `payload_offset - header_offset` bytes.
-pub fn local_header(out: &mut Vec<u8>, name: &[u8], m: &MemberLayout, crc: u32) {
-    put32(out, LOCAL_SIG);
+/// The fields local and central headers share, from "version needed" to the name length.
+fn shared_fields(out: &mut Vec<u8>, name: &[u8], m: &MemberLayout, crc: u32) {
     put16(out, version_needed(m));
     put16(out, flags(name));
     put16(out, method(m));
@@ -88,6 +85,14 @@ pub fn local_header(out: &mut Vec<u8>, name: &[u8], m: &MemberLayout, crc: u32) 
     put32(out, crc);
     sizes(out, m);
     put16(out, name.len() as u16);
+}
+
+/// Appends the local file header, its extra fields (ZIP64 sizes if needed, then the 0xA11E
+/// alignment padding), for a member whose payload has CRC-32 `crc`. Exactly
+/// `payload_offset - header_offset` bytes.
+pub fn local_header(out: &mut Vec<u8>, name: &[u8], m: &MemberLayout, crc: u32) {
+    put32(out, LOCAL_SIG);
+    shared_fields(out, name, m, crc);
     put16(out, m.local_extra_len() as u16);
     out.extend_from_slice(name);
     if m.zip64_sizes {
@@ -106,14 +111,7 @@ pub fn local_header(out: &mut Vec<u8>, name: &[u8], m: &MemberLayout, crc: u32) 
 pub fn central_header(out: &mut Vec<u8>, name: &[u8], m: &MemberLayout, crc: u32) {
     put32(out, CENTRAL_SIG);
     put16(out, VERSION_MADE_BY);
-    put16(out, version_needed(m));
-    put16(out, flags(name));
-    put16(out, method(m));
-    put16(out, 0); // time
-    put16(out, DOS_DATE);
-    put32(out, crc);
-    sizes(out, m);
-    put16(out, name.len() as u16);
+    shared_fields(out, name, m, crc);
     let values = m.central_zip64_values();
     put16(
         out,
