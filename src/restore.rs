@@ -1143,75 +1143,65 @@ impl Reader<'_> {
         start: u64,
         len: u64,
     ) -> Inflater<'a> {
-        match region.and_then(|r| r.get(start, len)) {
-            Some(bytes) => Inflater::new(InflateInput::Memory(bytes), 0, len),
-            None => Inflater::new(InflateInput::Reader(self), start, len),
-        }
-    }
-}
-
-/// Where an inflater's compressed bytes come from.
-enum InflateInput<'a> {
-    /// Read from the archive's source as needed.
-    Reader(&'a Reader<'a>),
-    /// Already in memory (a phase-A region).
-    Memory(&'a [u8]),
-}
-
-/// Raw-deflate reader over a byte range, inflating straight into caller buffers.
-struct Inflater<'a> {
-    from: InflateInput<'a>,
-    next: u64,
-    end: u64,
-    input: Vec<u8>,
-    in_pos: usize,
-    z: Decompress,
-    ended: bool,
-}
-
-impl<'a> Inflater<'a> {
-    fn new(from: InflateInput<'a>, start: u64, len: u64) -> Self {
+        let (reader, memory, next) = match region.and_then(|r| r.get(start, len)) {
+            // The whole stream is in memory: inflate straight from it, nothing left to read.
+            Some(bytes) => (None, bytes, start.saturating_add(len)),
+            None => (Some(self), &[][..], start),
+        };
         Inflater {
-            from,
-            next: start,
+            reader,
+            memory,
+            buffer: Vec::new(),
+            next,
             end: start.saturating_add(len),
-            input: Vec::new(),
             in_pos: 0,
             z: Decompress::new(false),
             ended: false,
         }
     }
+}
 
+/// Raw-deflate reader over a byte range, inflating straight into caller buffers. Its input is
+/// either a phase-A region already in memory (used in place) or read from the archive's source
+/// in pieces of `INFLATE_INPUT_LEN` into `buffer`.
+struct Inflater<'a> {
+    /// Where to read more compressed bytes; `None` when the whole stream is `memory`.
+    reader: Option<&'a Reader<'a>>,
+    memory: &'a [u8],
+    buffer: Vec<u8>,
+    /// Next file offset to read (equal to `end` once everything has been read).
+    next: u64,
+    end: u64,
+    /// Position in the current input (`memory` or `buffer`).
+    in_pos: usize,
+    z: Decompress,
+    ended: bool,
+}
+
+impl Inflater<'_> {
     /// Fills `out`; returns fewer bytes only if the deflate stream ended first.
     fn read(&mut self, out: &mut [u8]) -> Result<usize> {
         let mut written = 0;
         while written < out.len() && !self.ended {
-            if self.in_pos == self.input.len() && self.next < self.end {
-                let n = (self.end - self.next).min(INFLATE_INPUT_LEN as u64) as usize;
-                match &self.from {
-                    InflateInput::Reader(reader) => {
-                        self.input.resize(n, 0);
-                        reader.read_at(&mut self.input, self.next)?;
-                    }
-                    InflateInput::Memory(bytes) => {
-                        // The whole stream is in memory: hand it over in one piece.
-                        self.input.clear();
-                        self.input
-                            .extend_from_slice(&bytes[self.next as usize..self.end as usize]);
-                    }
+            if let Some(reader) = self.reader {
+                if self.in_pos == self.buffer.len() && self.next < self.end {
+                    let n = (self.end - self.next).min(INFLATE_INPUT_LEN as u64) as usize;
+                    self.buffer.resize(n, 0);
+                    reader.read_at(&mut self.buffer, self.next)?;
+                    self.next += n as u64;
+                    self.in_pos = 0;
                 }
-                self.next = if matches!(self.from, InflateInput::Memory(_)) {
-                    self.end
-                } else {
-                    self.next + n as u64
-                };
-                self.in_pos = 0;
             }
+            let input: &[u8] = if self.reader.is_some() {
+                &self.buffer
+            } else {
+                self.memory
+            };
             let (before_in, before_out) = (self.z.total_in(), self.z.total_out());
             let status = self
                 .z
                 .decompress(
-                    &self.input[self.in_pos..],
+                    &input[self.in_pos..],
                     &mut out[written..],
                     FlushDecompress::None,
                 )
@@ -1223,7 +1213,7 @@ impl<'a> Inflater<'a> {
             if status == Status::StreamEnd {
                 self.ended = true;
             } else if consumed == 0 && produced == 0 {
-                let input_exhausted = self.in_pos == self.input.len() && self.next >= self.end;
+                let input_exhausted = self.in_pos == input.len() && self.next >= self.end;
                 return Err(Error::format(if input_exhausted {
                     "truncated: the deflate stream ends early".to_string()
                 } else {
