@@ -24,6 +24,7 @@ use crate::archive::Archive;
 use crate::dtype::{Dtype, DTYPE_OTHER_CODE};
 use crate::error::{with_last_error, Error, Result};
 use crate::options::{Layout, RestoreOptions, SaveOptions};
+use crate::progress::ProgressFn;
 use crate::save::Saver;
 use crate::shape;
 
@@ -573,23 +574,13 @@ pub extern "C" fn psv_restore(
     opts: *const psv_restore_options,
     out: *mut *mut psv_archive,
 ) -> psv_status {
-    status(|| {
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
-        // SAFETY: `out` is non-NULL and writable per contract.
-        unsafe { ptr::write_out(out, std::ptr::null_mut()) };
+    restore_into(out, opts, |opts, progress| {
         // SAFETY: NUL-terminated per contract.
         let path = unsafe { c_path(path) }?;
-        // SAFETY: `opts` is NULL or a live options handle.
-        let opts = unsafe { restore_options(opts) }?;
-        let archive = match opts.progress.as_fn() {
-            Some(mut f) => crate::restore::restore_with_progress(path, &opts.inner, &mut f),
-            None => crate::restore::restore(path, &opts.inner),
-        }?;
-        // SAFETY: checked non-NULL above.
-        unsafe { ptr::write_out(out, ptr::into_handle(wrap_archive(archive)?)) };
-        Ok(())
+        match progress {
+            Some(f) => crate::restore::restore_with_progress(path, opts, f),
+            None => crate::restore::restore(path, opts),
+        }
     })
 }
 
@@ -605,21 +596,34 @@ pub extern "C" fn psv_restore_from_memory(
     opts: *const psv_restore_options,
     out: *mut *mut psv_archive,
 ) -> psv_status {
+    restore_into(out, opts, |opts, progress| {
+        // SAFETY: `buf` holds `len` readable bytes for the duration of the call.
+        let bytes = unsafe { ptr::slice(buf.cast::<u8>(), len, "buf") }?;
+        match progress {
+            Some(f) => crate::restore::restore_from_memory_with_progress(bytes, opts, f),
+            None => crate::restore::restore_from_memory(bytes, opts),
+        }
+    })
+}
+
+/// The body of both restore entry points: `*out` is NULL until success, the options (or the
+/// defaults) and their progress callback go to `run`, the archive is wrapped for C.
+fn restore_into(
+    out: *mut *mut psv_archive,
+    opts: *const psv_restore_options,
+    run: impl FnOnce(&RestoreOptions, Option<&mut ProgressFn<'_>>) -> Result<Archive>,
+) -> psv_status {
     status(|| {
         if out.is_null() {
             return Err(null_arg("out"));
         }
         // SAFETY: `out` is non-NULL and writable per contract.
         unsafe { ptr::write_out(out, std::ptr::null_mut()) };
-        // SAFETY: `buf` holds `len` readable bytes for the duration of the call.
-        let bytes = unsafe { ptr::slice(buf.cast::<u8>(), len, "buf") }?;
         // SAFETY: `opts` is NULL or a live options handle.
         let opts = unsafe { restore_options(opts) }?;
-        let mut inner = opts.inner.clone();
-        inner.mmap = false;
         let archive = match opts.progress.as_fn() {
-            Some(mut f) => crate::restore::restore_from_memory_with_progress(bytes, &inner, &mut f),
-            None => crate::restore::restore_from_memory(bytes, &inner),
+            Some(mut f) => run(&opts.inner, Some(&mut f)),
+            None => run(&opts.inner, None),
         }?;
         // SAFETY: checked non-NULL above.
         unsafe { ptr::write_out(out, ptr::into_handle(wrap_archive(archive)?)) };
