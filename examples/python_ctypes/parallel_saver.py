@@ -1117,38 +1117,9 @@ def ls(path: Source) -> Dict[str, ArrayInfo]:
         limits=(0, 0, 0),
     )
     try:
-        out: Dict[str, ArrayInfo] = {}
-        cache: Dict[str, np.dtype] = {}
-        for i in range(lib.psv_archive_count(handle)):
-            key, dt, shape, nbytes, fortran = _entry_meta(lib, handle, i, cache)
-            out[key] = ArrayInfo(dt, shape, nbytes, fortran)
-        return out
+        return {e.key: ArrayInfo(e.dtype, e.shape, e.nbytes, e.fortran) for e in _entries(lib, handle)}
     finally:
         lib.psv_free(handle)
-
-
-def _entry_meta(
-    lib: ctypes.CDLL, handle: Any, i: int, cache: Dict[str, np.dtype]
-) -> Tuple[str, np.dtype, Tuple[int, ...], int, bool]:
-    """(key, dtype, shape, nbytes, fortran_order) of array ``i``, cross-checked."""
-    key = _decode(lib.psv_archive_key(handle, i))
-    descr = _decode(lib.psv_archive_descr(handle, i))
-    dt = cache.get(descr)
-    if dt is None:
-        dt = cache[descr] = _descr_to_dtype(descr)
-    ndim = lib.psv_archive_ndim(handle, i)
-    shape_p = lib.psv_archive_shape(handle, i)
-    if ndim and not shape_p:
-        raise RuntimeError(f"libpsv: NULL shape for key {key!r} with ndim {ndim}")
-    shape = tuple(int(shape_p[j]) for j in range(ndim))
-    nbytes = int(lib.psv_archive_nbytes(handle, i))
-    expected = math.prod(shape) * dt.itemsize
-    if expected != nbytes:
-        raise RuntimeError(
-            f"libpsv metadata mismatch for key {key!r}: descr {descr!r} shape {shape} "
-            f"means {expected} bytes, library says {nbytes}"
-        )
-    return key, dt, shape, nbytes, bool(lib.psv_archive_fortran_order(handle, i))
 
 
 def _string_list(fn: Any, handle: Any) -> List[str]:
@@ -1161,11 +1132,18 @@ def _string_list(fn: Any, handle: Any) -> List[str]:
     return text.split("\0")[:-1]
 
 
-def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> RestoredArrays:
-    # Every array's metadata in a handful of calls (psv_archive_describe and the string lists),
-    # then one numpy view per array on one uint8 view of the whole block (whose .base is
-    # `owner`, so the block lives as long as any array).
-    block = np.asarray(owner)
+class _Entry(NamedTuple):
+    key: str
+    dtype: np.dtype
+    shape: Tuple[int, ...]
+    nbytes: int
+    fortran: bool
+    data: int  # address; 0 in metadata-only archives
+
+
+def _entries(lib: ctypes.CDLL, handle: Any) -> List[_Entry]:
+    """Every array's metadata in a handful of calls (psv_archive_describe and the string
+    lists), cross-checked: shape x itemsize must equal the library's byte count."""
     n = int(lib.psv_archive_count(handle))
     data = np.zeros(n, dtype=np.uintp)
     nbytes = np.zeros(n, dtype=np.uintp)
@@ -1190,14 +1168,9 @@ def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> Restor
     if len(keys) != n or len(descrs) != n:
         raise RuntimeError(f"libpsv: {n} arrays but {len(keys)} keys and {len(descrs)} descrs")
     dtype_cache: Dict[str, np.dtype] = {}
-    items: List[Tuple[str, np.ndarray]] = []
     dims_list = dims.tolist()
     pos = 0
-    base, size, mapped = owner.address, owner.nbytes, owner.mapped
-    # mmap mode: one uint8 view of the whole file mapping, sliced per mapped array.
-    map_len = _c_size(0)
-    map_base = int(lib.psv_archive_mapping(handle, ctypes.byref(map_len)) or 0) if mapped else 0
-    mapping = np.asarray(_Region(owner, map_base, map_len.value)) if map_base else None
+    out: List[_Entry] = []
     for key, descr, ptr, nb, nd, f in zip(
         keys, descrs, data.tolist(), nbytes.tolist(), ndims.tolist(), fortran.tolist()
     ):
@@ -1211,6 +1184,21 @@ def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> Restor
                 f"libpsv metadata mismatch for key {key!r}: descr {descr!r} shape {shape} "
                 f"means {math.prod(shape) * dt.itemsize} bytes, library says {nb}"
             )
+        out.append(_Entry(key, dt, shape, nb, bool(f), ptr))
+    return out
+
+
+def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> RestoredArrays:
+    # One numpy view per array on one uint8 view of the whole block (whose .base is `owner`,
+    # so the block lives as long as any array).
+    block = np.asarray(owner)
+    items: List[Tuple[str, np.ndarray]] = []
+    base, size, mapped = owner.address, owner.nbytes, owner.mapped
+    # mmap mode: one uint8 view of the whole file mapping, sliced per mapped array.
+    map_len = _c_size(0)
+    map_base = int(lib.psv_archive_mapping(handle, ctypes.byref(map_len)) or 0) if mapped else 0
+    mapping = np.asarray(_Region(owner, map_base, map_len.value)) if map_base else None
+    for key, dt, shape, nb, f, ptr in _entries(lib, handle):
         if not ptr:
             raise RuntimeError(f"libpsv: NULL data pointer for key {key!r}")
         order = "F" if f else "C"
@@ -1219,9 +1207,9 @@ def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> Restor
             arr = np.ndarray(shape, dtype=dt, buffer=block, offset=offset, order=order)
         elif mapping is not None and 0 <= ptr - map_base and ptr - map_base + nb <= map_len.value:
             arr = np.ndarray(shape, dtype=dt, buffer=mapping, offset=ptr - map_base, order=order)
-        elif nb == 0 or mapped:
-            # A zero-byte array whose pointer is outside the block, or (mmap mode) an array
-            # in the archive's file mapping: view that region, still owned by `owner`.
+        elif nb == 0:
+            # A zero-byte array whose pointer is just past the block: an empty view, still
+            # owned by `owner`.
             region = np.asarray(_Region(owner, ptr, nb))
             arr = np.ndarray(shape, dtype=dt, buffer=region, offset=0, order=order)
         else:
