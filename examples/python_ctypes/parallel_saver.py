@@ -1239,9 +1239,6 @@ class _Region:
         }
 
 
-# Kept for code that used the old name.
-_EmptyRegion = _Region
-
 
 # ---------------------------------------------------------------------------
 # Command line: python -m parallel_saver {ls,verify} FILE
