@@ -963,24 +963,27 @@ pub extern "C" fn psv_free(a: *mut psv_archive) {
 /// Static, never NULL, thread-safe.
 #[no_mangle]
 pub extern "C" fn psv_status_str(s: psv_status) -> *const c_char {
-    let name: &'static [u8] = match s {
-        PSV_OK => b"PSV_OK\0",
-        PSV_ERR_NULL_ARG => b"PSV_ERR_NULL_ARG\0",
-        PSV_ERR_INVALID_ARG => b"PSV_ERR_INVALID_ARG\0",
-        PSV_ERR_BAD_DTYPE => b"PSV_ERR_BAD_DTYPE\0",
-        PSV_ERR_OVERFLOW => b"PSV_ERR_OVERFLOW\0",
-        PSV_ERR_IO => b"PSV_ERR_IO\0",
-        PSV_ERR_FORMAT => b"PSV_ERR_FORMAT\0",
-        PSV_ERR_UNSUPPORTED => b"PSV_ERR_UNSUPPORTED\0",
-        PSV_ERR_LIMIT => b"PSV_ERR_LIMIT\0",
-        PSV_ERR_NOT_FOUND => b"PSV_ERR_NOT_FOUND\0",
-        PSV_ERR_NOMEM => b"PSV_ERR_NOMEM\0",
-        PSV_ERR_ABORTED => b"PSV_ERR_ABORTED\0",
-        PSV_ERR_PANIC => b"PSV_ERR_PANIC\0",
-        PSV_ERR_CRC => b"PSV_ERR_CRC\0",
-        _ => b"PSV_ERR_UNKNOWN\0",
-    };
-    name.as_ptr().cast()
+    const UNKNOWN: &[u8] = b"PSV_ERR_UNKNOWN\0";
+    value(UNKNOWN.as_ptr().cast(), || {
+        let name: &'static [u8] = match s {
+            PSV_OK => b"PSV_OK\0",
+            PSV_ERR_NULL_ARG => b"PSV_ERR_NULL_ARG\0",
+            PSV_ERR_INVALID_ARG => b"PSV_ERR_INVALID_ARG\0",
+            PSV_ERR_BAD_DTYPE => b"PSV_ERR_BAD_DTYPE\0",
+            PSV_ERR_OVERFLOW => b"PSV_ERR_OVERFLOW\0",
+            PSV_ERR_IO => b"PSV_ERR_IO\0",
+            PSV_ERR_FORMAT => b"PSV_ERR_FORMAT\0",
+            PSV_ERR_UNSUPPORTED => b"PSV_ERR_UNSUPPORTED\0",
+            PSV_ERR_LIMIT => b"PSV_ERR_LIMIT\0",
+            PSV_ERR_NOT_FOUND => b"PSV_ERR_NOT_FOUND\0",
+            PSV_ERR_NOMEM => b"PSV_ERR_NOMEM\0",
+            PSV_ERR_ABORTED => b"PSV_ERR_ABORTED\0",
+            PSV_ERR_PANIC => b"PSV_ERR_PANIC\0",
+            PSV_ERR_CRC => b"PSV_ERR_CRC\0",
+            _ => UNKNOWN,
+        };
+        Ok(name.as_ptr().cast())
+    })
 }
 
 /// Copies the calling thread's last error message into `buf` (NUL-terminated, truncated to
@@ -1007,12 +1010,13 @@ pub extern "C" fn psv_last_error_message(buf: *mut c_char, len: usize) -> usize 
 /// The library version, e.g. `"0.1.0"` (static, never NULL); compare with `PSV_VERSION_*`.
 #[no_mangle]
 pub extern "C" fn psv_version() -> *const c_char {
-    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
+    value(VERSION.as_ptr().cast(), || Ok(VERSION.as_ptr().cast()))
 }
 
 /// The ABI version, equal to `PSV_ABI_VERSION` of the header the caller compiled against when
 /// the two are compatible: `y * 100` for 0.y.z releases, `x * 10000` for x.y.z (x >= 1).
 #[no_mangle]
 pub extern "C" fn psv_abi_version() -> u32 {
-    crate::version::abi_version()
+    value(0, || Ok(crate::version::abi_version()))
 }
