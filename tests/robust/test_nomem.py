@@ -106,20 +106,17 @@ def test_restore_1gib_under_rlimit_as_is_nomem(psv, big_npz, tmp_path, mode):
     assert then["value"] == {k: crc_of(v) for k, v in arrays.items()}
 
 
-def test_restore_with_no_headroom_is_nomem(psv, big_npz, tmp_path):
-    """The pool already exists and RLIMIT_AS leaves nothing beyond the current VmSize: even a
-    4 MiB restore must come back as NOMEM (small allocations come from the existing heap)."""
+def test_restore_with_little_headroom_is_nomem(psv, big_npz, tmp_path):
+    """The pool already exists and RLIMIT_AS leaves only 2 MiB beyond the current VmSize: even a
+    4 MiB restore must come back as NOMEM, with no abort. (At zero headroom glibc itself aborts
+    when a thread first needs its dynamic thread-local block, outside anything libpsv can
+    handle; seen in CI, so the test leaves room for such small allocations.)"""
     small = tmp_path / "small.npz"
     with psv.ParallelSaver(payload(4)) as s:
         s.save(small)
     for path in (small, big_npz):
-        r = run_child(["restore", str(path), "--warm", str(small), "--as-headroom", "0"])
-        if r.returncode != 0:
-            # With zero headroom glibc itself may abort later, when some thread first needs its
-            # dynamic thread-local block ("cannot allocate memory for thread-local data"; seen
-            # once in CI, after the restore below had returned NOMEM and its record was printed).
-            # That abort is outside libpsv; every record must still be there.
-            assert "cannot allocate memory for thread-local data" in r.stderr, r.describe()
+        r = run_child(["restore", str(path), "--warm", str(small), "--as-headroom", str(2 << 20)])
+        r.expect_clean_exit()
         assert r.record("warm")["status"] == 0, r.describe()
         rec = r.record("restore")
         assert rec["status"] == PSV_ERR_NOMEM, f"{path.name}: expected PSV_ERR_NOMEM, got {rec}"
