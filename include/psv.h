@@ -308,6 +308,20 @@ psv_status psv_saver_add_fortran(psv_saver *s, const char *key, const void *data
 psv_status psv_saver_add_descr(psv_saver *s, const char *key, const void *data, size_t nbytes, const char *numpy_descr, const int64_t *shape, size_t ndim, bool fortran_order);
 
 /**
+ * Adds `count` C-order numeric arrays in one call, as `count` calls of `psv_saver_add` would,
+ * in order: for hosts where each foreign call is expensive (Python's ctypes costs ~1 us a call).
+ *
+ * `keys[i]`, `data[i]`, `dtypes[i]` and `ndims[i]` describe array `i`; `shapes` holds every
+ * array's dims back to back (array 0's `ndims[0]` dims, then array 1's, ...; NULL allowed when
+ * every ndim is 0). `data` pointers are borrowed exactly as in `psv_saver_add`; keys and shapes
+ * are copied. All or nothing: on any error no array of this call is added, and the message
+ * names the failing index and key. `count` 0 is OK (the array arguments may then be NULL).
+ *
+ * Errors: NULL_ARG, BAD_DTYPE, OVERFLOW, INVALID_ARG, as `psv_saver_add`.
+ */
+psv_status psv_saver_add_many(psv_saver *s, size_t count, const char *const *keys, const void *const *data, const psv_dtype *dtypes, const int64_t *shapes, const size_t *ndims);
+
+/**
  * Number of arrays added to the saver; 0 for NULL.
  */
 size_t psv_saver_count(const psv_saver *s);

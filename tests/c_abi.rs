@@ -438,3 +438,102 @@ fn last_error_message_truncates_like_snprintf() {
         .join()
         .unwrap();
 }
+
+#[test]
+fn add_many_adds_in_order_and_is_all_or_nothing() {
+    let dir = scratch("many");
+    let path = CString::new(dir.join("m.npz").to_str().unwrap()).unwrap();
+    let a: Vec<i32> = (0..6).collect();
+    let b: Vec<f64> = vec![1.5, -2.0];
+    let c: Vec<u8> = vec![7];
+    let names = ["first", "second", "scalar"].map(|k| CString::new(k).unwrap());
+    let keys: Vec<*const std::ffi::c_char> = names.iter().map(|k| k.as_ptr()).collect();
+    let data: Vec<*const std::ffi::c_void> =
+        vec![a.as_ptr().cast(), b.as_ptr().cast(), c.as_ptr().cast()];
+    let dtypes = [PSV_DTYPE_I32, PSV_DTYPE_F64, PSV_DTYPE_U8];
+    let shapes = [2i64, 3, 2]; // (2, 3), (2,), ()
+    let ndims = [2usize, 1, 0];
+    let s = psv_saver_new();
+    let many = |s, n: usize, dtypes: &[psv_dtype], shapes: &[i64]| {
+        psv_saver_add_many(
+            s,
+            n,
+            keys.as_ptr(),
+            data.as_ptr(),
+            dtypes.as_ptr(),
+            shapes.as_ptr(),
+            ndims.as_ptr(),
+        )
+    };
+
+    // A bad dtype at index 2: nothing is added, the message names the index.
+    let bad = [PSV_DTYPE_I32, PSV_DTYPE_F64, 99];
+    assert_eq!(many(s, 3, &bad, &shapes), PSV_ERR_BAD_DTYPE);
+    assert!(last_error().contains("array 2"), "{}", last_error());
+    assert_eq!(psv_saver_count(s), 0);
+    // A negative dim in the second array: nothing is added.
+    assert_eq!(many(s, 3, &dtypes, &[2, 3, -2]), PSV_ERR_OVERFLOW);
+    assert_eq!(psv_saver_count(s), 0);
+    // Count 0 is a no-op even with NULL arrays; NULL arrays with a count are NULL_ARG.
+    assert_eq!(
+        psv_saver_add_many(s, 0, null(), null(), null(), null(), null()),
+        PSV_OK
+    );
+    assert_eq!(
+        psv_saver_add_many(
+            s,
+            3,
+            null(),
+            data.as_ptr(),
+            dtypes.as_ptr(),
+            shapes.as_ptr(),
+            ndims.as_ptr()
+        ),
+        PSV_ERR_NULL_ARG
+    );
+    assert_eq!(
+        psv_saver_add_many(null_mut(), 0, null(), null(), null(), null(), null()),
+        PSV_ERR_NULL_ARG
+    );
+
+    // The first two succeed; re-adding all three then fails on the duplicate and rolls back
+    // only its own additions, so "scalar" can still be added afterwards.
+    assert_eq!(many(s, 2, &dtypes, &shapes), PSV_OK);
+    assert_eq!(psv_saver_count(s), 2);
+    assert_eq!(many(s, 3, &dtypes, &shapes), PSV_ERR_INVALID_ARG);
+    assert!(last_error().contains("duplicate"), "{}", last_error());
+    assert_eq!(psv_saver_count(s), 2);
+    let scalar_shape: [i64; 0] = [];
+    assert_eq!(
+        psv_saver_add(s, keys[2], data[2], PSV_DTYPE_U8, scalar_shape.as_ptr(), 0),
+        PSV_OK
+    );
+    assert_eq!(psv_saver_save(s, path.as_ptr(), null()), PSV_OK);
+    psv_saver_free(s);
+
+    let mut ar: *mut psv_archive = null_mut();
+    assert_eq!(psv_restore(path.as_ptr(), null(), &mut ar), PSV_OK);
+    assert_eq!(psv_archive_count(ar), 3);
+    for (i, name) in ["first", "second", "scalar"].iter().enumerate() {
+        // SAFETY: the key is a NUL-terminated string owned by the archive.
+        let key = unsafe { CStr::from_ptr(psv_archive_key(ar, i)) };
+        assert_eq!(key.to_str().unwrap(), *name);
+    }
+    assert_eq!(psv_archive_ndim(ar, 0), 2);
+    // SAFETY: shape 0 has ndim (2) elements while the archive lives.
+    let shape0 = unsafe { std::slice::from_raw_parts(psv_archive_shape(ar, 0), 2) };
+    assert_eq!(shape0, &[2, 3]);
+    // SAFETY: array 0 holds 6 int32 and array 1 two float64, 64-aligned, while the archive lives.
+    let (got_a, got_b) = unsafe {
+        (
+            std::slice::from_raw_parts(psv_archive_data(ar, 0).cast::<i32>(), 6),
+            std::slice::from_raw_parts(psv_archive_data(ar, 1).cast::<f64>(), 2),
+        )
+    };
+    assert_eq!(got_a, &a[..]);
+    assert_eq!(got_b, &b[..]);
+    assert_eq!(psv_archive_dtype(ar, 2), PSV_DTYPE_U8);
+    assert_eq!(psv_archive_ndim(ar, 2), 0);
+    psv_free(ar);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -163,6 +163,79 @@ pub extern "C" fn psv_saver_add_descr(
     })
 }
 
+/// Adds `count` C-order numeric arrays in one call, as `count` calls of `psv_saver_add` would,
+/// in order: for hosts where each foreign call is expensive (Python's ctypes costs ~1 us a call).
+///
+/// `keys[i]`, `data[i]`, `dtypes[i]` and `ndims[i]` describe array `i`; `shapes` holds every
+/// array's dims back to back (array 0's `ndims[0]` dims, then array 1's, ...; NULL allowed when
+/// every ndim is 0). `data` pointers are borrowed exactly as in `psv_saver_add`; keys and shapes
+/// are copied. All or nothing: on any error no array of this call is added, and the message
+/// names the failing index and key. `count` 0 is OK (the array arguments may then be NULL).
+///
+/// Errors: NULL_ARG, BAD_DTYPE, OVERFLOW, INVALID_ARG, as `psv_saver_add`.
+#[no_mangle]
+pub extern "C" fn psv_saver_add_many(
+    s: *mut psv_saver,
+    count: usize,
+    keys: *const *const c_char,
+    data: *const *const core::ffi::c_void,
+    dtypes: *const psv_dtype,
+    shapes: *const i64,
+    ndims: *const usize,
+) -> psv_status {
+    status(|| {
+        // SAFETY: `s` is NULL or a live saver used only by this thread (documented contract).
+        let saver = unsafe { ptr::handle_mut(s, "saver") }?;
+        if count == 0 {
+            return Ok(());
+        }
+        // SAFETY: each array argument points to `count` readable elements (documented contract).
+        let (keys, data, dtypes, ndims) = unsafe {
+            (
+                ptr::slice(keys, count, "keys")?,
+                ptr::slice(data, count, "data")?,
+                ptr::slice(dtypes, count, "dtypes")?,
+                ptr::slice(ndims, count, "ndims")?,
+            )
+        };
+        let total_dims = ndims.iter().try_fold(0usize, |acc, &n| {
+            (n <= shape::MAX_NDIM).then(|| acc + n).ok_or_else(|| {
+                Error::overflow(format!(
+                    "ndim {n} exceeds the maximum of {}",
+                    shape::MAX_NDIM
+                ))
+            })
+        })?;
+        // SAFETY: `shapes` holds sum(ndims) dims (documented contract; the sum is bounded by
+        // count * 64 above).
+        let all_dims = unsafe { ptr::slice(shapes, total_dims, "shapes") }?;
+        let before = saver.inner.len();
+        let mut next_dim = 0;
+        for i in 0..count {
+            let dims = &all_dims[next_dim..next_dim + ndims[i]];
+            next_dim += ndims[i];
+            let added = add_numeric(
+                s,
+                keys[i],
+                data[i],
+                dtypes[i],
+                dims.as_ptr(),
+                dims.len(),
+                false,
+            )
+            .map_err(|e| e.context(format!("array {i}")));
+            if let Err(e) = added {
+                // SAFETY: as above; the borrow from `handle_mut` has ended.
+                unsafe { ptr::handle_mut(s, "saver") }?
+                    .inner
+                    .truncate(before);
+                return Err(e);
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Number of arrays added to the saver; 0 for NULL.
 #[no_mangle]
 pub extern "C" fn psv_saver_count(s: *const psv_saver) -> usize {

@@ -315,3 +315,55 @@ def test_fortran_numeric_goes_through_descr(psv, tmp_path):
     assert h["fortran_order"] is True
     got = psv.restore(p)["f"]
     assert_matches_header(got, h, data, "f")
+
+
+def test_bulk_add_matches_one_by_one(psv, tmp_path, monkeypatch):
+    """Runs of C-order numeric arrays go through psv_saver_add_many; the file must be
+    byte-identical to adding each array with its own call, in the same order."""
+    ro = np.frombuffer(np.arange(5, dtype=np.int16).tobytes(), dtype=np.int16)  # read-only
+    assert not ro.flags.writeable
+    arrays = {
+        "a": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "ro": ro,
+        "empty": np.zeros((0, 4), dtype=np.int64),
+        "scalar": np.array(3.5),
+        "be": np.arange(3, dtype=">i4"),  # not native: one by one, between two runs
+        "b": np.arange(4, dtype=np.uint8),
+        "rec": np.zeros(2, dtype=[("x", "<i4"), ("y", "<f8")]),
+        "f": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        **{f"k{i}": np.full(i % 7 + 1, i, dtype=np.int32 if i % 2 else np.complex64) for i in range(300)},
+    }
+    real_optional = psv._optional
+    batched = []
+
+    def counting_optional(lib, name):
+        fn = real_optional(lib, name)
+        if name != "psv_saver_add_many":
+            return fn
+        return lambda handle, n, *rest: (batched.append(n), fn(handle, n, *rest))[1]
+
+    monkeypatch.setattr(psv, "_optional", counting_optional)
+    bulk = psv.ParallelSaver(arrays).save(tmp_path / "bulk")
+    # a, ro, empty, scalar in one call; b alone (one by one); the 300 k* in another.
+    assert batched == [4, 300]
+    monkeypatch.setattr(
+        psv, "_optional", lambda lib, name: None if name == "psv_saver_add_many" else real_optional(lib, name)
+    )
+    single = psv.ParallelSaver(arrays).save(tmp_path / "single")
+    assert Path(bulk).read_bytes() == Path(single).read_bytes()
+    with np.load(bulk) as z:
+        assert z.files == list(arrays)
+        for k, v in arrays.items():
+            assert z[k].dtype == v.dtype and z[k].shape == v.shape, k
+            assert np.array_equal(z[k], v), k
+
+
+def test_bulk_add_error_adds_nothing(psv):
+    """A failing run (here a duplicate key from the dict and a keyword) raises and the saver
+    is closed; a separate saver with the same arrays minus the clash still works."""
+    arrays = {f"k{i}": np.arange(i + 1) for i in range(10)}
+    with pytest.raises(psv.PsvError) as ei:
+        psv.ParallelSaver(arrays, k5=np.arange(2))
+    expect_status(ei, ["PSV_ERR_INVALID_ARG"])
+    assert "k5" in ei.value.message
+    assert len(psv.ParallelSaver(arrays)) == 10
