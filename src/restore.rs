@@ -248,15 +248,15 @@ impl Reader<'_> {
         let limit = opts
             .max_total_bytes
             .unwrap_or_else(options::physical_memory);
-        let mut arrays = Vec::new();
-        let mut located = Vec::new();
+        let mut arrays = Vec::with_capacity(candidates.len());
+        let mut located = Vec::with_capacity(candidates.len());
         let mut end: usize = 0;
         if let Some(central_start) = self.central_start {
             self.check_overlaps(members, &candidates, &inspected, central_start)?;
         }
         for (&i, found) in candidates.iter().zip(inspected) {
             let m = &members[i];
-            let loc = match found {
+            let mut loc = match found {
                 Inspected::Array(loc) => loc,
                 Inspected::NotArray { payload_start } => {
                     if opts.keys.is_some() {
@@ -308,7 +308,8 @@ impl Reader<'_> {
                 descr_string: descr.to_descr_string(),
                 dtype: descr.numeric(),
                 descr,
-                shape: loc.header.shape.clone(),
+                // Nothing reads the header's shape after this point.
+                shape: std::mem::take(&mut loc.header.shape),
                 fortran_order: loc.header.fortran_order,
                 offset,
                 nbytes: loc.header.nbytes,
@@ -340,7 +341,7 @@ impl Reader<'_> {
                 }
             }
             let work_bytes: u64 = tasks.iter().map(FillTask::bytes).sum();
-            let results: Vec<(usize, Option<Hasher>)> =
+            let results: Vec<(usize, Option<Crc>)> =
                 progress::run(&pool, work_bytes, progress.as_deref_mut(), |tracker| {
                     tasks
                         .into_par_iter()
@@ -392,29 +393,31 @@ impl Reader<'_> {
         members: &[MemberInfo],
         located: &[(usize, Located)],
         arrays: &[ArrayInfo],
-        results: Vec<(usize, Option<Hasher>)>,
+        results: Vec<(usize, Option<Crc>)>,
     ) -> Result<()> {
-        let mut crcs: Vec<Hasher> = located
-            .iter()
-            .map(|(_, loc)| {
-                let mut h = Hasher::new();
-                if loc.method == Method::Stored {
-                    h.update(&loc.header_bytes);
-                }
-                h
-            })
-            .collect();
-        for (slot, h) in results {
-            if let Some(h) = h {
-                crcs[slot].combine(&h);
+        let mut whole: Vec<Option<u32>> = vec![None; located.len()];
+        let mut pieces: Vec<Option<Hasher>> = vec![None; located.len()];
+        for (slot, crc) in results {
+            match crc {
+                Some(Crc::Whole(v)) => whole[slot] = Some(v),
+                Some(Crc::Piece(h)) => pieces[slot]
+                    .get_or_insert_with(|| header_hasher(&located[slot].1))
+                    .combine(&h),
+                None => {}
             }
         }
-        for (((mi, _), h), a) in located.iter().zip(crcs).zip(arrays) {
+        let crcs = whole
+            .into_iter()
+            .zip(pieces)
+            .zip(located)
+            .map(|((w, p), (_, loc))| {
+                w.unwrap_or_else(|| p.unwrap_or_else(|| header_hasher(loc)).finalize())
+            });
+        for (((mi, _), got), a) in located.iter().zip(crcs).zip(arrays) {
             if a.mapped {
                 continue;
             }
             let m = &members[*mi];
-            let got = h.finalize();
             if got != m.crc32 {
                 return Err(Error::crc(format!(
                     "{}: member {:?}: CRC-32 mismatch (central directory says {:08x}, data gives {got:08x})",
@@ -434,9 +437,8 @@ fn select_members(
     opts: &RestoreOptions,
 ) -> Result<(Vec<usize>, Vec<usize>)> {
     let names: HashSet<&str> = members.iter().map(|m| m.name.as_str()).collect();
-    let mut candidates = Vec::new();
+    let mut candidates = Vec::with_capacity(members.len());
     let mut skipped = Vec::new();
-    let mut by_key: HashMap<&str, usize> = HashMap::new();
     for (i, m) in members.iter().enumerate() {
         match m.name.strip_suffix(".npy") {
             Some(key) => {
@@ -452,7 +454,6 @@ fn select_members(
                         m.name
                     )));
                 }
-                by_key.insert(key, i);
                 candidates.push(i);
             }
             None => skipped.push(i),
@@ -461,6 +462,10 @@ fn select_members(
     let Some(keys) = &opts.keys else {
         return Ok((candidates, skipped));
     };
+    let by_key: HashMap<&str, usize> = candidates
+        .iter()
+        .map(|&i| (&members[i].name[..members[i].name.len() - 4], i))
+        .collect();
     let mut wanted = Vec::with_capacity(keys.len());
     let mut seen = HashSet::new();
     for k in keys {
@@ -537,6 +542,24 @@ const SMALL_MEMBER_LEN: u64 = 64 << 10;
 const REGION_SPAN: u64 = 1 << 20;
 /// Room assumed for a small member's local extra field when sizing a run.
 const EXTRA_SLACK: u64 = 256;
+
+/// What a fill task learned of its member's CRC-32.
+enum Crc {
+    /// The whole payload (header included) was hashed by this one task: the final CRC-32.
+    Whole(u32),
+    /// The CRC state of this task's bytes, to combine in task order after the header's.
+    Piece(Hasher),
+}
+
+/// A hasher that has seen a stored member's `.npy` header bytes (which phase A read), ready
+/// for its data pieces; empty for deflated members, whose fill hashes everything itself.
+fn header_hasher(loc: &Located) -> Hasher {
+    let mut h = Hasher::new();
+    if loc.method == Method::Stored {
+        h.update(&loc.header_bytes);
+    }
+    h
+}
 
 /// One unit of fill work.
 struct FillTask<'b> {
@@ -703,11 +726,12 @@ impl Reader<'_> {
                         }
                         None => None,
                     };
+                    let mut headers = header::ParseCache::default();
                     group
                         .iter()
                         .map(|&c| {
                             let m = &members[candidates[c]];
-                            self.inspect(m, region.as_ref())
+                            self.inspect(m, region.as_ref(), &mut headers)
                                 .map(|loc| (c, loc))
                                 .map_err(|e| self.in_member(m, e))
                         })
@@ -831,11 +855,13 @@ impl Reader<'_> {
         }
         spans.sort_unstable();
         for (k, &(_, end, i)) in spans.iter().enumerate() {
-            let (limit, what) = match spans.get(k + 1) {
-                Some(&(next, _, j)) => (next, format!("member {:?}", members[j].name)),
-                None => (central_start, "the central directory".to_string()),
-            };
+            let next = spans.get(k + 1);
+            let limit = next.map_or(central_start, |&(start, _, _)| start);
             if end > limit {
+                let what = match next {
+                    Some(&(_, _, j)) => format!("member {:?}", members[j].name),
+                    None => "the central directory".to_string(),
+                };
                 return Err(Error::format(format!(
                     "{}: member {:?} (ending at offset {end}) overlaps {what} (at offset {limit})",
                     self.shown, members[i].name
@@ -894,7 +920,12 @@ impl Reader<'_> {
 
     /// Validates a member's local header and `.npy` header. `None`: not an array (numpy would
     /// return its raw bytes). `region`, when given, may hold the member's bytes.
-    fn inspect(&self, m: &MemberInfo, region: Option<&Arc<Region>>) -> Result<Inspected> {
+    fn inspect(
+        &self,
+        m: &MemberInfo,
+        region: Option<&Arc<Region>>,
+        headers: &mut header::ParseCache,
+    ) -> Result<Inspected> {
         let method = match &m.method {
             Ok(method) => *method,
             Err(name) => {
@@ -1008,7 +1039,7 @@ impl Reader<'_> {
                 bytes
             }
         };
-        let header = header::parse(&header_bytes, max_header)?;
+        let header = headers.parse(&header_bytes, max_header)?;
         let mut swap_units = Vec::new();
         if self.opts.native_endian {
             header.descr.swap_units(0, &mut swap_units);
@@ -1034,7 +1065,7 @@ impl Reader<'_> {
     }
 
     /// Runs one fill task; returns the CRC state of the bytes it covered (when verifying).
-    fn fill(&self, task: FillTask<'_>, m: &MemberInfo, loc: &Located) -> Result<Option<Hasher>> {
+    fn fill(&self, task: FillTask<'_>, m: &MemberInfo, loc: &Located) -> Result<Option<Crc>> {
         let verify = self.opts.verify_crc;
         match task.kind {
             FillKind::Stored { file_offset, dest } => {
@@ -1048,11 +1079,11 @@ impl Reader<'_> {
                     }
                     offset += piece.len() as u64;
                 }
-                let h = verify.then_some(h);
+                let crc = verify.then_some(Crc::Piece(h));
                 if task.swap {
                     swap_in_place(dest, loc);
                 }
-                Ok(h)
+                Ok(crc)
             }
             FillKind::Held { dest } => {
                 let region = loc.region.as_ref().expect("held members have a region");
@@ -1061,22 +1092,19 @@ impl Reader<'_> {
                     .expect("phase A checked that the region holds the payload");
                 let data = &payload[loc.header.header_len..loc.header.header_len + dest.len()];
                 dest.copy_from_slice(data);
-                let h = verify.then(|| {
-                    let mut h = Hasher::new();
-                    h.update(&payload[loc.header.header_len..]);
-                    h
-                });
+                // The region holds the whole payload, header included: its CRC in one pass.
+                let crc = verify.then(|| Crc::Whole(crc32fast::hash(payload)));
                 if task.swap {
                     swap_in_place(dest, loc);
                 }
-                Ok(h)
+                Ok(crc)
             }
             FillKind::StoredTail { file_offset, len } => {
                 let mut buf = block::zeroed(len as usize)?;
                 self.read_member(loc, &mut buf, file_offset)?;
                 let mut h = Hasher::new();
                 h.update(&buf);
-                Ok(Some(h))
+                Ok(Some(Crc::Piece(h)))
             }
             FillKind::Deflated { dest } => {
                 let mut inflater =
@@ -1115,7 +1143,7 @@ impl Reader<'_> {
                     tail_left -= n as u64;
                 }
                 inflater.expect_end(m.size)?;
-                Ok(Some(h))
+                Ok(Some(Crc::Whole(h.finalize())))
             }
         }
     }

@@ -478,3 +478,41 @@ def test_over_4gib_zip64(psv, tmp_path):
     assert_one_aligned_block(psv, got)
     del got
     os.unlink(p)  # pytest keeps old tmp dirs: do not leave 4 GiB behind
+
+
+@pytest.mark.parametrize("mixed_ndim", [False, True])
+def test_strided_views_match_numpy(psv, tmp_path, monkeypatch, mixed_ndim):
+    """Groups of same-typed, same-shaped arrays become rows of one strided view (the path that
+    makes 20000 small arrays cheap): every view must still be exactly numpy's array, writable,
+    independent of its neighbours and owned by the block."""
+    rng = np.random.default_rng(7)
+    arrays = {}
+    for i in range(60):
+        kind = ["<f4", "<i2", "<f8", "|u1"][i % 4]
+        shape = [(3, 5), (7, 1), (2, 2)][i % 3]  # sizes not multiples of 64
+        arrays[f"k{i:02d}"] = (rng.random(shape) * 100).astype(kind)
+    arrays["fort"] = np.asfortranarray(np.arange(15.0).reshape(3, 5))
+    arrays["empty"] = np.zeros((0, 5), dtype="<f4")
+    arrays["be"] = np.arange(15, dtype=">i4").reshape(3, 5)
+    if mixed_ndim:
+        arrays["scalar"] = np.array(2.5)  # a 0-d array: every array takes the one-by-one path
+    path = psv.ParallelSaver(arrays).save(tmp_path / "g")
+    grouped = []
+    real = psv._strided_groups
+    monkeypatch.setattr(psv, "_strided_groups", lambda *a: grouped.append(real(*a)) or grouped[-1])
+    got = psv.restore(path)
+    rows = sum(len(members) for members, _ in grouped[0])
+    assert rows == (0 if mixed_ndim else 60), rows
+    with np.load(path) as z:
+        assert list(got) == z.files
+        for k in z.files:
+            assert got[k].dtype == z[k].dtype and got[k].shape == z[k].shape, k
+            assert got[k].flags.f_contiguous == z[k].flags.f_contiguous or z[k].ndim < 2, k
+            assert np.array_equal(got[k], z[k]), k
+            assert got[k].flags.writeable and got[k].ctypes.data % 64 == 0, k
+            assert psv.block_of(got[k]) is not None, k
+    before = {k: raw_bytes(a) for k, a in got.items()}
+    got["k10"][...] = 0
+    for k, a in got.items():
+        if k != "k10":
+            assert raw_bytes(a) == before[k], f"writing k10 changed {k}"
