@@ -341,22 +341,29 @@ impl Reader<'_> {
                 }
             }
             let work_bytes: u64 = tasks.iter().map(FillTask::bytes).sum();
+            let batches = batch_tasks(tasks, work_bytes, pool.current_num_threads());
             let results: Vec<(usize, Option<Crc>)> =
                 progress::run(&pool, work_bytes, progress.as_deref_mut(), |tracker| {
-                    tasks
+                    let done = batches
                         .into_par_iter()
-                        .map(|t| {
-                            tracker.check()?;
-                            let slot = t.slot;
-                            let (mi, loc) = &located[slot];
-                            let bytes = t.bytes();
-                            let h = self
-                                .fill(t, &members[*mi], loc)
-                                .map_err(|e| self.in_member(&members[*mi], e))?;
-                            tracker.advance(bytes);
-                            Ok((slot, h))
+                        .with_max_len(1)
+                        .map(|batch| {
+                            let mut done = Vec::with_capacity(batch.len());
+                            for t in batch {
+                                tracker.check()?;
+                                let slot = t.slot;
+                                let (mi, loc) = &located[slot];
+                                let bytes = t.bytes();
+                                let crc = self
+                                    .fill(t, &members[*mi], loc)
+                                    .map_err(|e| self.in_member(&members[*mi], e))?;
+                                tracker.advance(bytes);
+                                done.push((slot, crc));
+                            }
+                            Ok(done)
                         })
-                        .collect::<Result<Vec<_>>>()
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(done.into_iter().flatten().collect())
                 })?;
             if opts.verify_crc {
                 self.check_crcs(members, &located, &arrays, results)?;
@@ -542,6 +549,31 @@ const SMALL_MEMBER_LEN: u64 = 64 << 10;
 const REGION_SPAN: u64 = 1 << 20;
 /// Room assumed for a small member's local extra field when sizing a run.
 const EXTRA_SLACK: u64 = 256;
+
+/// Groups fill tasks, in order, into batches of about equal work for the pool: one 4 MiB chunk
+/// of a large array, or up to that many bytes of small arrays (fewer when the whole job is
+/// small, so every worker gets some). Each batch is one rayon job. Why: with one job per task,
+/// rayon split the task list by count, and a file of 4 large arrays followed by 2000 small
+/// ones left one worker with nearly all the bytes (measured: 5.2 GB/s instead of ~8).
+fn batch_tasks(tasks: Vec<FillTask<'_>>, total: u64, threads: usize) -> Vec<Vec<FillTask<'_>>> {
+    let target = (total / (4 * threads.max(1) as u64)).clamp(64 << 10, CHUNK_LEN as u64);
+    let mut batches: Vec<Vec<FillTask<'_>>> = Vec::new();
+    let mut current = Vec::new();
+    let mut current_bytes = 0;
+    for t in tasks {
+        let bytes = t.bytes();
+        if !current.is_empty() && current_bytes + bytes > target {
+            batches.push(std::mem::take(&mut current));
+            current_bytes = 0;
+        }
+        current_bytes += bytes;
+        current.push(t);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
 
 /// What a fill task learned of its member's CRC-32.
 enum Crc {

@@ -602,7 +602,10 @@ impl Writer<'_, '_> {
                     .try_for_each(|&member| self.write_data(member, tracker))
             },
             || {
+                // One rayon job per job (each is ~1-4 MiB of work), so idle workers can steal
+                // any of them rather than a count-based half of the list.
                 jobs.par_iter()
+                    .with_max_len(1)
                     .map(|job| {
                         tracker.check()?;
                         match job {
