@@ -340,6 +340,13 @@ impl Reader<'_> {
                     t.swap = !located[t.slot].1.swap_units.is_empty();
                 }
             }
+            // Members already in memory first, so their regions are released before the large
+            // arrays fill the block (peak memory: the block plus about a batch of regions).
+            // The sort is stable: each member's pieces stay in order for the CRC.
+            tasks.sort_by_key(|t| t.region.is_none());
+            for (_, loc) in &mut located {
+                loc.region = None;
+            }
             let work_bytes: u64 = tasks.iter().map(FillTask::bytes).sum();
             let batches = batch_tasks(tasks, work_bytes, pool.current_num_threads());
             let results: Vec<(usize, Option<Crc>)> =
@@ -527,7 +534,9 @@ struct Located {
 /// makes thousands of tiny arrays cheap (each `pread` costs ~1-2 us here).
 struct Region {
     start: u64,
-    bytes: Vec<u8>,
+    /// Its own mapping, so that the memory goes back to the system as soon as the last member
+    /// using it is filled (a heap buffer freed by a worker may stay in that thread's arena).
+    bytes: Block,
 }
 
 impl Region {
@@ -535,7 +544,7 @@ impl Region {
     fn get(&self, offset: u64, len: u64) -> Option<&[u8]> {
         let from = usize::try_from(offset.checked_sub(self.start)?).ok()?;
         let to = from.checked_add(usize::try_from(len).ok()?)?;
-        self.bytes.get(from..to)
+        self.bytes.as_slice().get(from..to)
     }
 }
 
@@ -600,6 +609,9 @@ struct FillTask<'b> {
     kind: FillKind<'b>,
     /// Byte-swap the array bytes to native order once they are in place.
     swap: bool,
+    /// The phase-A region holding the member's bytes, if any: owned by the tasks alone during
+    /// the fill, so each region is unmapped when its last member is done.
+    region: Option<Arc<Region>>,
 }
 
 impl FillTask<'_> {
@@ -652,11 +664,13 @@ fn fill_tasks<'b>(
                 slot,
                 kind: FillKind::Deflated { dest },
                 swap: false,
+                region: loc.region.clone(),
             }),
             Method::Stored if loc.region.is_some() => tasks.push(FillTask {
                 slot,
                 kind: FillKind::Held { dest },
                 swap: false,
+                region: loc.region.clone(),
             }),
             Method::Stored => {
                 let data_start = loc.payload_start + loc.header.header_len as u64;
@@ -671,6 +685,7 @@ fn fill_tasks<'b>(
                             dest: chunk,
                         },
                         swap: false,
+                        region: None,
                     });
                 }
                 let used = (loc.header.header_len + a.nbytes) as u64;
@@ -686,6 +701,7 @@ fn fill_tasks<'b>(
                                 len,
                             },
                             swap: false,
+                            region: None,
                         });
                         off += len;
                     }
@@ -748,8 +764,8 @@ impl Reader<'_> {
                 .map(|(group, span)| {
                     let region = match span {
                         Some((start, end)) => {
-                            let mut bytes = block::zeroed((end - start) as usize)?;
-                            self.read_at(&mut bytes, *start)
+                            let mut bytes = Block::new((end - start) as usize)?;
+                            self.read_at(bytes.as_mut_slice(), *start)
                                 .map_err(|e| self.in_member(&members[candidates[group[0]]], e))?;
                             Some(Arc::new(Region {
                                 start: *start,
@@ -846,12 +862,13 @@ impl Reader<'_> {
         if self.opts.native_endian {
             header.descr.swap_units(0, &mut swap_units);
         }
-        let region = (want == len).then(|| {
-            Arc::new(Region {
-                start: 0,
-                bytes: head,
-            })
-        });
+        let region = if want == len {
+            let mut bytes = Block::new(head.len())?;
+            bytes.as_mut_slice().copy_from_slice(&head);
+            Some(Arc::new(Region { start: 0, bytes }))
+        } else {
+            None
+        };
         Ok(Located {
             method: Method::Stored,
             payload_start: 0,
@@ -980,7 +997,7 @@ impl Reader<'_> {
         let head: Cow<'_, [u8]> = match region {
             // A run that holds the fixed header and the name: take all it has from here on.
             Some(r) if r.get(offset, 30 + m.raw_name.len() as u64).is_some() => {
-                Cow::Borrowed(&r.bytes[(offset - r.start) as usize..])
+                Cow::Borrowed(&r.bytes.as_slice()[(offset - r.start) as usize..])
             }
             _ => Cow::Owned(self.fetch(offset, want)?),
         };
@@ -1118,7 +1135,7 @@ impl Reader<'_> {
                 Ok(crc)
             }
             FillKind::Held { dest } => {
-                let region = loc.region.as_ref().expect("held members have a region");
+                let region = task.region.as_ref().expect("held members have a region");
                 let payload = region
                     .get(loc.payload_start, m.size)
                     .expect("phase A checked that the region holds the payload");
@@ -1140,7 +1157,7 @@ impl Reader<'_> {
             }
             FillKind::Deflated { dest } => {
                 let mut inflater =
-                    self.inflater(loc.region.as_ref(), loc.payload_start, m.compressed_size);
+                    self.inflater(task.region.as_ref(), loc.payload_start, m.compressed_size);
                 let mut h = Hasher::new();
                 let mut header = block::zeroed(loc.header.header_len)?;
                 if inflater.read(&mut header)? != header.len() || header != loc.header_bytes {
