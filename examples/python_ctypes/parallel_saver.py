@@ -1343,28 +1343,37 @@ def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> Restor
     map_len = _c_size(0)
     map_base = int(lib.psv_archive_mapping(handle, ctypes.byref(map_len)) or 0) if owner.mapped else 0
     mapping = np.asarray(_Region(owner, map_base, map_len.value)) if map_base else None
-    offsets = md.address.astype(np.int64) - base
-    in_block = (md.address != 0) & (offsets >= 0) & (offsets + md.nbytes.astype(np.int64) <= size)
+    address = md.address.astype(np.int64)
+    ends = address + md.nbytes.astype(np.int64)
+    in_block = (address != 0) & (address >= base) & (ends <= base + size)
+    # Each array's offset in the buffer it views: the block, or (mmap mode) the file mapping.
+    in_mapping = np.zeros(n, dtype=np.bool_)
+    if mapping is not None:
+        in_mapping = ~in_block & (address >= map_base) & (ends <= map_base + map_len.value)
+    offsets = np.where(in_mapping, address - map_base, address - base)
     arrays: List[Any] = [None] * n
-    eligible = in_block & ~md.fortran & (md.nbytes > 0)
-    for members, step in _strided_groups(md, offsets, eligible):
-        first = int(members[0])
-        dt, shape = md.dtypes[first], md.shape(first)
-        inner = [dt.itemsize]
-        for d in reversed(shape[1:]):
-            inner.insert(0, inner[0] * d)
-        rows = np.ndarray(
-            (members.size,) + shape,
-            dtype=dt,
-            buffer=block,
-            offset=int(offsets[first]),
-            strides=(step,) + tuple(inner),
-        )
-        for i, row in zip(members.tolist(), rows):
-            arrays[i] = row
+    for buffer, inside in ((block, in_block), (mapping, in_mapping)):
+        if buffer is None:
+            continue
+        eligible = inside & ~md.fortran & (md.nbytes > 0)
+        for members, step in _strided_groups(md, offsets, eligible):
+            first = int(members[0])
+            dt, shape = md.dtypes[first], md.shape(first)
+            inner = [dt.itemsize]
+            for d in reversed(shape[1:]):
+                inner.insert(0, inner[0] * d)
+            rows = np.ndarray(
+                (members.size,) + shape,
+                dtype=dt,
+                buffer=buffer,
+                offset=int(offsets[first]),
+                strides=(step,) + tuple(inner),
+            )
+            for i, row in zip(members.tolist(), rows):
+                arrays[i] = row
     if any(a is None for a in arrays):
         address, nbytes, fortran = md.address.tolist(), md.nbytes.tolist(), md.fortran.tolist()
-        in_block_l, offsets_l = in_block.tolist(), offsets.tolist()
+        in_block_l, in_mapping_l, offsets_l = in_block.tolist(), in_mapping.tolist(), offsets.tolist()
     for i in range(n):
         if arrays[i] is not None:
             continue
@@ -1374,8 +1383,8 @@ def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> Restor
             raise RuntimeError(f"libpsv: NULL data pointer for key {key!r}")
         if in_block_l[i]:
             arr = np.ndarray(shape, dtype=dt, buffer=block, offset=offsets_l[i], order=order)
-        elif mapping is not None and 0 <= ptr - map_base and ptr - map_base + nb <= map_len.value:
-            arr = np.ndarray(shape, dtype=dt, buffer=mapping, offset=ptr - map_base, order=order)
+        elif in_mapping_l[i]:
+            arr = np.ndarray(shape, dtype=dt, buffer=mapping, offset=offsets_l[i], order=order)
         elif nb == 0:
             # A zero-byte array whose pointer is just past the block: an empty view, still
             # owned by `owner`.
