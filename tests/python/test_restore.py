@@ -480,8 +480,9 @@ def test_over_4gib_zip64(psv, tmp_path):
     os.unlink(p)  # pytest keeps old tmp dirs: do not leave 4 GiB behind
 
 
+@pytest.mark.parametrize("mmap", [False, True])
 @pytest.mark.parametrize("mixed_ndim", [False, True])
-def test_strided_views_match_numpy(psv, tmp_path, monkeypatch, mixed_ndim):
+def test_strided_views_match_numpy(psv, tmp_path, monkeypatch, mixed_ndim, mmap):
     """Groups of same-typed, same-shaped arrays become rows of one strided view (the path that
     makes 20000 small arrays cheap): every view must still be exactly numpy's array, writable,
     independent of its neighbours and owned by the block."""
@@ -500,8 +501,8 @@ def test_strided_views_match_numpy(psv, tmp_path, monkeypatch, mixed_ndim):
     grouped = []
     real = psv._strided_groups
     monkeypatch.setattr(psv, "_strided_groups", lambda *a: grouped.append(real(*a)) or grouped[-1])
-    got = psv.restore(path)
-    rows = sum(len(members) for members, _ in grouped[0])
+    got = psv.restore(path, mmap=mmap)
+    rows = sum(len(members) for g in grouped for members, _ in g)
     assert rows == (0 if mixed_ndim else 60), rows
     with np.load(path) as z:
         assert list(got) == z.files
