@@ -1,10 +1,11 @@
 //! Saving: borrowed arrays -> one `.npz`, planned up front and written in parallel.
 //!
-//! Data flow: validate at `add` -> plan every offset -> temp file beside the target, sized ->
-//! one thread `pwrite`s the caller's memory at the planned offsets in file order (small members
-//! packed with their headers into one write) while the other workers CRC the large arrays ->
-//! combine chunk CRCs per member -> write their headers and the central directory -> optional
-//! fsync -> rename over the target.
+//! Data flow: validate at `add` -> plan every offset -> temp file beside the target (not sized
+//! up front: writing into a sparse file measured ~4% slower than appending) -> one thread
+//! `pwrite`s the caller's memory at the planned offsets in file order (small members packed
+//! with their headers into one write) while the other workers CRC the large arrays -> combine
+//! chunk CRCs per member -> write their headers and the central directory -> optional fsync ->
+//! rename over the target.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -340,9 +341,6 @@ impl<'a> Saver<'a> {
         let plan = plan::plan(&specs)?;
         let pool = pool::get(opts.threads)?;
         let tmp = TempFile::create(target)?;
-        tmp.file
-            .set_len(plan.total_len)
-            .map_err(|e| Error::io(format!("cannot size {}", tmp.path.display()), e))?;
         let writer = Writer {
             file: &tmp.file,
             shown: &shown,
@@ -691,16 +689,23 @@ impl Writer<'_, '_> {
         Ok(crcs)
     }
 
-    /// Writes one large member's array data from the caller's memory, in [`WRITE_PIECE_LEN`]
-    /// pieces (its headers are written once its CRC is known).
+    /// Writes one large member's array data from the caller's memory, in pieces that end at
+    /// multiples of [`WRITE_PIECE_LEN`] in the file (its headers are written once its CRC is
+    /// known). Aligned pieces fill whole page-cache folios: measured here, 1 MiB appends at
+    /// page-aligned offsets ran ~8% faster than the same appends shifted by 192 bytes.
     fn write_data(&self, member: usize, tracker: &Tracker) -> Result<()> {
         let e = &self.entries[member];
-        let mut offset = self.plan.members[member].payload_offset + e.header.len() as u64;
-        for piece in e.data.chunks(WRITE_PIECE_LEN) {
+        let start = self.plan.members[member].payload_offset + e.header.len() as u64;
+        let piece = WRITE_PIECE_LEN as u64;
+        let mut done = 0usize;
+        while done < e.data.len() {
             tracker.check()?;
-            self.write_at(piece, offset)?;
-            tracker.advance(piece.len() as u64);
-            offset += piece.len() as u64;
+            let offset = start + done as u64;
+            let len = ((offset / piece + 1) * piece - offset).min((e.data.len() - done) as u64);
+            let bytes = &e.data[done..done + len as usize];
+            self.write_at(bytes, offset)?;
+            tracker.advance(len);
+            done += len as usize;
         }
         Ok(())
     }
