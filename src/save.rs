@@ -220,6 +220,11 @@ impl<'a> Saver<'a> {
 
     /// The `.npy` header for this type, shape and order: a remembered one, or a new one.
     fn header_for(&mut self, descr: &Descr, shape: Vec<u64>, fortran_order: bool) -> Arc<[u8]> {
+        if !matches!(descr, Descr::Simple(_)) {
+            // Record types are rare and costly to compare; only simple ones are remembered
+            // (which also keeps every comparison between two `Descr::Simple`s).
+            return header::format(descr, &shape, fortran_order).into();
+        }
         let found = self.recent_headers.iter().position(|r| {
             r.fortran_order == fortran_order && r.shape == shape && r.descr == *descr
         });
