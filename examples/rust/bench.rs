@@ -145,7 +145,11 @@ fn main() {
             },
         )
     };
-    for (label, piece) in [("256 KiB", 256 << 10), ("1 MiB", 1 << 20), ("4 MiB", 4 << 20)] {
+    for (label, piece) in [
+        ("256 KiB", 256 << 10),
+        ("1 MiB", 1 << 20),
+        ("4 MiB", 4 << 20),
+    ] {
         report(
             &format!("page-cache write, 1 thread, {label} pieces"),
             pieces(piece),
