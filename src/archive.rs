@@ -1,6 +1,7 @@
 //! A restored archive: one block of memory and a view description per array.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use crate::block::{Block, FileMap};
 use crate::descr::Descr;
@@ -41,7 +42,9 @@ pub struct Archive {
     pub(crate) map: Option<FileMap>,
     pub(crate) metadata_only: bool,
     pub(crate) arrays: Vec<ArrayInfo>,
-    pub(crate) index: HashMap<String, usize>,
+    /// Key -> position, built by the first [`Archive::find`] (hosts that list every array never
+    /// pay for it: ~0.1 us per array).
+    pub(crate) index: OnceLock<HashMap<String, usize>>,
     pub(crate) skipped: Vec<String>,
 }
 
@@ -63,7 +66,16 @@ impl Archive {
 
     /// Index of the array named `key`.
     pub fn find(&self, key: &str) -> Option<usize> {
-        self.index.get(key).copied()
+        self.index
+            .get_or_init(|| {
+                self.arrays
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (a.key.clone(), i))
+                    .collect()
+            })
+            .get(key)
+            .copied()
     }
 
     /// The bytes of array `i` (64-byte aligned); `None` if `i` is out of range or the archive

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{BufReader, Cursor};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crc32fast::Hasher;
 use flate2::{Decompress, FlushDecompress, Status};
@@ -299,9 +299,15 @@ impl Reader<'_> {
                 offset
             };
             let descr = if opts.native_endian {
+                // The header's descr stays: swapping reads its item size.
                 loc.header.descr.to_native()
             } else {
-                loc.header.descr.clone()
+                // Nothing reads the header's descr after this point without native_endian; an
+                // empty record list is a placeholder that costs no allocation.
+                std::mem::replace(
+                    &mut loc.header.descr,
+                    crate::descr::Descr::Record(Vec::new()),
+                )
             };
             arrays.push(ArrayInfo {
                 key: m.name[..m.name.len() - 4].to_owned(),
@@ -378,17 +384,12 @@ impl Reader<'_> {
             progress::finish(progress, work_bytes)?;
         }
 
-        let index: HashMap<String, usize> = arrays
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.key.clone(), i))
-            .collect();
         Ok(Archive {
             block,
             map,
             metadata_only: opts.metadata_only,
             arrays,
-            index,
+            index: OnceLock::new(),
             skipped: {
                 // Central-directory order, whichever way a member was found not to be an array.
                 skipped.sort_unstable();
