@@ -495,6 +495,20 @@ fn add_many_adds_in_order_and_is_all_or_nothing() {
         psv_saver_add_many(null_mut(), 0, null(), null(), null(), null(), null()),
         PSV_ERR_NULL_ARG
     );
+    // A count no array can have is refused before anything is read.
+    assert_eq!(
+        psv_saver_add_many(
+            s,
+            usize::MAX / 2,
+            keys.as_ptr(),
+            data.as_ptr(),
+            dtypes.as_ptr(),
+            shapes.as_ptr(),
+            ndims.as_ptr()
+        ),
+        PSV_ERR_OVERFLOW
+    );
+    assert_eq!(psv_saver_count(s), 0);
 
     // The first two succeed; re-adding all three then fails on the duplicate and rolls back
     // only its own additions, so "scalar" can still be added afterwards.

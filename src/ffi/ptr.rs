@@ -78,7 +78,18 @@ pub(crate) unsafe fn slice<'a, T>(p: *const T, len: usize, what: &str) -> Result
     if p.is_null() {
         return Err(null_arg(what));
     }
-    // SAFETY: non-NULL, `len` valid elements for `'a` per the contract.
+    // No real array is longer than isize::MAX bytes; a larger count is a caller's mistake that
+    // must not reach from_raw_parts (whose contract forbids it).
+    if len
+        .checked_mul(std::mem::size_of::<T>())
+        .is_none_or(|bytes| bytes > isize::MAX as usize)
+    {
+        return Err(Error::overflow(format!(
+            "{what}: {len} elements is too many"
+        )));
+    }
+    // SAFETY: non-NULL, `len` valid elements for `'a` per the contract (and the byte length fits
+    // isize, checked above).
     Ok(unsafe { std::slice::from_raw_parts(p, len) })
 }
 
