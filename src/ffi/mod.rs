@@ -43,18 +43,24 @@ pub extern "C" fn psv_saver_new() -> *mut psv_saver {
     })
 }
 
-/// Reads a C shape: `shape` may be NULL only when `ndim` is 0; ndim above 64 and negative
-/// dimensions are `PSV_ERR_OVERFLOW`.
-///
-/// # Safety
-/// `shape` is NULL or points to `ndim` readable `int64_t`.
-unsafe fn read_shape(shape: *const i64, ndim: usize) -> Result<Vec<u64>> {
+/// `PSV_ERR_OVERFLOW` for an ndim above the maximum of 64.
+fn check_ndim(ndim: usize) -> Result<()> {
     if ndim > shape::MAX_NDIM {
         return Err(Error::overflow(format!(
             "ndim {ndim} exceeds the maximum of {}",
             shape::MAX_NDIM
         )));
     }
+    Ok(())
+}
+
+/// Reads a C shape: `shape` may be NULL only when `ndim` is 0; ndim above 64 and negative
+/// dimensions are `PSV_ERR_OVERFLOW`.
+///
+/// # Safety
+/// `shape` is NULL or points to `ndim` readable `int64_t`.
+unsafe fn read_shape(shape: *const i64, ndim: usize) -> Result<Vec<u64>> {
+    check_ndim(ndim)?;
     // SAFETY: the caller passes `ndim` readable elements (checked small above).
     let dims = unsafe { ptr::slice(shape, ndim, "shape") }?;
     shape::dims_from_i64(dims)
@@ -79,11 +85,11 @@ pub extern "C" fn psv_saver_add(
     shape: *const i64,
     ndim: usize,
 ) -> psv_status {
-    status(|| add_numeric(s, key, data, dtype, shape, ndim, false))
+    status(|| add_one(s, key, data, dtype, shape, ndim, false))
 }
 
 /// The body of `psv_saver_add` and `psv_saver_add_fortran` (inside their boundary).
-fn add_numeric(
+fn add_one(
     s: *mut psv_saver,
     key: *const c_char,
     data: *const core::ffi::c_void,
@@ -94,17 +100,35 @@ fn add_numeric(
 ) -> Result<()> {
     // SAFETY: `s` is NULL or a live saver used only by this thread (documented contract).
     let s = unsafe { ptr::handle_mut(s, "saver") }?;
-    // SAFETY: `key` is NULL or NUL-terminated (documented contract).
-    let key = unsafe { ptr::utf8(key, "key") }?;
-    let dtype = Dtype::try_from(dtype)?;
     // SAFETY: `shape` points to `ndim` dims (documented contract).
     let dims = unsafe { read_shape(shape, ndim) }?;
+    // SAFETY: `key` and `data` as documented for psv_saver_add.
+    unsafe { add_numeric(&mut s.inner, key, data, dtype, dims, fortran_order) }
+}
+
+/// Adds one numeric array given by its C key, data pointer and code, and its checked dims: the
+/// part of `psv_saver_add` that `psv_saver_add_many` repeats for every array.
+///
+/// # Safety
+/// `key` is NULL or NUL-terminated; `data` is NULL or points to prod(dims) * itemsize bytes
+/// that stay valid and unchanged until the saver is freed.
+unsafe fn add_numeric(
+    saver: &mut Saver<'static>,
+    key: *const c_char,
+    data: *const core::ffi::c_void,
+    dtype: psv_dtype,
+    dims: Vec<u64>,
+    fortran_order: bool,
+) -> Result<()> {
+    // SAFETY: `key` is NULL or NUL-terminated (this function's contract).
+    let key = unsafe { ptr::utf8(key, "key") }?;
+    let dtype = Dtype::try_from(dtype)?;
     let nbytes = shape::byte_count(&dims, dtype.itemsize())
         .map_err(|e| e.context(format!("key {key:?}")))?;
     // SAFETY: the caller keeps `nbytes` bytes at `data` valid and unchanged until the saver is
     // freed, which is as long as the saver holds this slice.
     let data: &'static [u8] = unsafe { ptr::slice(data.cast::<u8>(), nbytes, "data") }?;
-    s.inner.add_ordered(key, data, dtype, &dims, fortran_order)
+    saver.add_ordered(key, data, dtype, &dims, fortran_order)
 }
 
 /// Adds a numeric array (as `psv_saver_add`) whose bytes are in Fortran (column-major) order,
@@ -120,7 +144,7 @@ pub extern "C" fn psv_saver_add_fortran(
     shape: *const i64,
     ndim: usize,
 ) -> psv_status {
-    status(|| add_numeric(s, key, data, dtype, shape, ndim, true))
+    status(|| add_one(s, key, data, dtype, shape, ndim, true))
 }
 
 /// Adds an array described by a numpy descr under `key`: a type string as numpy's
@@ -185,7 +209,7 @@ pub extern "C" fn psv_saver_add_many(
 ) -> psv_status {
     status(|| {
         // SAFETY: `s` is NULL or a live saver used only by this thread (documented contract).
-        let saver = unsafe { ptr::handle_mut(s, "saver") }?;
+        let saver = &mut unsafe { ptr::handle_mut(s, "saver") }?.inner;
         if count == 0 {
             return Ok(());
         }
@@ -198,38 +222,25 @@ pub extern "C" fn psv_saver_add_many(
                 ptr::slice(ndims, count, "ndims")?,
             )
         };
-        let total_dims = ndims.iter().try_fold(0usize, |acc, &n| {
-            (n <= shape::MAX_NDIM).then(|| acc + n).ok_or_else(|| {
-                Error::overflow(format!(
-                    "ndim {n} exceeds the maximum of {}",
-                    shape::MAX_NDIM
-                ))
-            })
-        })?;
-        // SAFETY: `shapes` holds sum(ndims) dims (documented contract; the sum is bounded by
-        // count * 64 above).
+        let mut total_dims = 0usize;
+        for &n in ndims {
+            check_ndim(n)?;
+            total_dims += n; // at most count * 64, and count elements exist in memory
+        }
+        // SAFETY: `shapes` holds sum(ndims) dims (documented contract).
         let all_dims = unsafe { ptr::slice(shapes, total_dims, "shapes") }?;
-        let before = saver.inner.len();
+        let before = saver.len();
         let mut next_dim = 0;
         for i in 0..count {
             let dims = &all_dims[next_dim..next_dim + ndims[i]];
             next_dim += ndims[i];
-            let added = add_numeric(
-                s,
-                keys[i],
-                data[i],
-                dtypes[i],
-                dims.as_ptr(),
-                dims.len(),
-                false,
-            )
-            .map_err(|e| e.context(format!("array {i}")));
+            // SAFETY: keys[i] and data[i] as documented for psv_saver_add.
+            let added = shape::dims_from_i64(dims).and_then(|dims| unsafe {
+                add_numeric(saver, keys[i], data[i], dtypes[i], dims, false)
+            });
             if let Err(e) = added {
-                // SAFETY: as above; the borrow from `handle_mut` has ended.
-                unsafe { ptr::handle_mut(s, "saver") }?
-                    .inner
-                    .truncate(before);
-                return Err(e);
+                saver.truncate(before);
+                return Err(e.context(format!("array {i}")));
             }
         }
         Ok(())
