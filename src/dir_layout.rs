@@ -16,6 +16,7 @@ use crc32fast::Hasher;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::save::{aligned_pieces, SMALL_MEMBER_LEN};
 use crate::tempfile::{self, TempFile};
 
 /// The index file's name inside the directory.
@@ -133,9 +134,6 @@ pub(crate) struct DirArray<'a> {
     pub data: &'a [u8],
 }
 
-/// Array data is written in pieces of this size.
-const CHUNK_LEN: usize = 4 << 20;
-
 /// Writes `arrays` into the directory `dir` (created if missing; its parent must exist) and
 /// commits them with a new index. `before_commit` runs once every file is in place and may
 /// still cancel (the new files are then removed and the old index stays).
@@ -228,7 +226,7 @@ fn write_file(a: &DirArray<'_>, target: &Path) -> Result<(TempFile, u32)> {
     use std::os::unix::fs::FileExt;
     let mut crc = Hasher::new();
     crc.update(a.header);
-    if a.data.len() <= CHUNK_LEN {
+    if a.data.len() <= SMALL_MEMBER_LEN {
         let mut buf = Vec::with_capacity(a.header.len() + a.data.len());
         buf.extend_from_slice(a.header);
         buf.extend_from_slice(a.data);
@@ -237,21 +235,23 @@ fn write_file(a: &DirArray<'_>, target: &Path) -> Result<(TempFile, u32)> {
         return Ok((tmp, crc.finalize()));
     }
     tmp.file.write_all_at(a.header, 0).map_err(io)?;
-    let chunks: Vec<Hasher> = a
-        .data
-        .par_chunks(CHUNK_LEN)
-        .enumerate()
-        .map(|(k, chunk)| {
-            let mut h = Hasher::new();
-            h.update(chunk);
-            tmp.file
-                .write_all_at(chunk, (a.header.len() + k * CHUNK_LEN) as u64)
-                .map_err(io)?;
-            Ok(h)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    chunks.iter().for_each(|h| crc.combine(h));
-    Ok((tmp, crc.finalize()))
+    // As in a .npz save: one thread writes aligned pieces in order while another computes the
+    // CRC (writers of one file only take turns on its inode lock; see crate::save).
+    let start = a.header.len() as u64;
+    let (written, crc) = rayon::join(
+        || {
+            aligned_pieces(start, a.data.len()).try_for_each(|piece| {
+                let offset = start + piece.start as u64;
+                tmp.file.write_all_at(&a.data[piece], offset).map_err(io)
+            })
+        },
+        || {
+            crc.update(a.data);
+            crc.finalize()
+        },
+    );
+    written?;
+    Ok((tmp, crc))
 }
 
 #[cfg(test)]

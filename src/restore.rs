@@ -27,7 +27,7 @@ use crate::npz::index::{self, MemberInfo, Method};
 use crate::options::{self, RestoreOptions};
 use crate::pool;
 use crate::progress::{self, ProgressFn};
-use crate::save::{npz_path, CACHE_PIECE_LEN, CHUNK_LEN};
+use crate::save::{npz_path, CHUNK_LEN};
 
 /// Bytes read speculatively with each local header: usually enough for the name, the extra
 /// field and the whole `.npy` header, so a member's metadata costs one `pread`.
@@ -553,6 +553,9 @@ impl Region {
 /// small members) or `None` (one large member, read piecewise).
 type InspectJob = (Vec<usize>, Option<(u64, u64)>);
 
+/// Stored data is read, then CRC'd, in pieces of this size within a chunk, so the CRC pass
+/// reads the CPU cache instead of memory.
+const CACHE_PIECE_LEN: usize = 256 << 10;
 /// Members up to this compressed size are read in runs (see [`Region`]).
 const SMALL_MEMBER_LEN: u64 = 64 << 10;
 /// Longest run read in one `pread`.

@@ -40,11 +40,8 @@ pub const CHUNK_LEN: usize = 4 << 20;
 /// from one writer thread, 7 runs each): 1 MiB writes ran at 3.7-4.2 GB/s in every run; 4 MiB
 /// writes fell to 0.8-1.4 GB/s in most runs (as did one 1 GiB `write`), 256 KiB ran at 3.5.
 pub const WRITE_PIECE_LEN: usize = 1 << 20;
-/// Within a chunk, bytes are CRC'd and then copied by the kernel in pieces of this size, so the
-/// second pass over them hits the CPU cache instead of memory.
-pub const CACHE_PIECE_LEN: usize = 256 << 10;
 /// Members with at most this much data are packed, headers and all, into shared writes.
-const SMALL_MEMBER_LEN: usize = 64 << 10;
+pub(crate) const SMALL_MEMBER_LEN: usize = 64 << 10;
 /// Target size of one packed write.
 const PACKED_RUN_LEN: u64 = 1 << 20;
 /// Longest key accepted (the member name must fit a ZIP record with its extra fields).
@@ -473,6 +470,25 @@ impl<'a> Saver<'a> {
     }
 }
 
+/// How to write `len` bytes that start at file offset `start`: ranges of them, in order, each
+/// ending where the file offset is a multiple of [`WRITE_PIECE_LEN`] (or at the end). Aligned
+/// pieces fill whole page-cache folios: measured here, 1 MiB appends at page-aligned offsets
+/// ran ~8% faster than the same appends shifted by 192 bytes.
+pub(crate) fn aligned_pieces(start: u64, len: usize) -> impl Iterator<Item = Range<usize>> {
+    let piece = WRITE_PIECE_LEN as u64;
+    let mut done = 0usize;
+    std::iter::from_fn(move || {
+        if done >= len {
+            return None;
+        }
+        let offset = start + done as u64;
+        let end = done + ((offset / piece + 1) * piece - offset).min((len - done) as u64) as usize;
+        let range = done..end;
+        done = end;
+        Some(range)
+    })
+}
+
 /// The descr of a numeric dtype, parsed once per process.
 fn numeric_descr(dtype: Dtype) -> &'static Descr {
     static DESCRS: OnceLock<Vec<Descr>> = OnceLock::new();
@@ -694,24 +710,50 @@ impl Writer<'_, '_> {
         Ok(crcs)
     }
 
-    /// Writes one large member's array data from the caller's memory, in pieces that end at
-    /// multiples of [`WRITE_PIECE_LEN`] in the file (its headers are written once its CRC is
-    /// known). Aligned pieces fill whole page-cache folios: measured here, 1 MiB appends at
-    /// page-aligned offsets ran ~8% faster than the same appends shifted by 192 bytes.
+    /// Writes one large member's array data from the caller's memory (its headers are written
+    /// once its CRC is known).
     fn write_data(&self, member: usize, tracker: &Tracker) -> Result<()> {
         let e = &self.entries[member];
         let start = self.plan.members[member].payload_offset + e.header.len() as u64;
-        let piece = WRITE_PIECE_LEN as u64;
-        let mut done = 0usize;
-        while done < e.data.len() {
+        for piece in aligned_pieces(start, e.data.len()) {
             tracker.check()?;
-            let offset = start + done as u64;
-            let len = ((offset / piece + 1) * piece - offset).min((e.data.len() - done) as u64);
-            let bytes = &e.data[done..done + len as usize];
-            self.write_at(bytes, offset)?;
-            tracker.advance(len);
-            done += len as usize;
+            let offset = start + piece.start as u64;
+            self.write_at(&e.data[piece.clone()], offset)?;
+            tracker.advance(piece.len() as u64);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_pieces_cover_the_data_and_end_on_piece_boundaries() {
+        let piece = WRITE_PIECE_LEN as u64;
+        for (start, len) in [
+            (0u64, 0usize),
+            (192, 10),
+            (192, 3 << 20),
+            (0, 2 << 20),
+            (piece - 1, 5),
+        ] {
+            let pieces: Vec<Range<usize>> = aligned_pieces(start, len).collect();
+            let mut next = 0;
+            for (k, p) in pieces.iter().enumerate() {
+                assert_eq!(p.start, next, "{start} {len}: pieces are contiguous");
+                assert!(!p.is_empty() && p.len() <= WRITE_PIECE_LEN);
+                if k + 1 < pieces.len() {
+                    assert_eq!(
+                        (start + p.end as u64) % piece,
+                        0,
+                        "{start} {len}: aligned end"
+                    );
+                }
+                next = p.end;
+            }
+            assert_eq!(next, len, "{start} {len}: every byte once");
+        }
     }
 }
