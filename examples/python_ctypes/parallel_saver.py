@@ -1194,7 +1194,11 @@ def ls(path: Source) -> Dict[str, ArrayInfo]:
         limits=(0, 0, 0),
     )
     try:
-        return {e.key: ArrayInfo(e.dtype, e.shape, e.nbytes, e.fortran) for e in _entries(lib, handle)}
+        md = _metadata(lib, handle)
+        return {
+            key: ArrayInfo(md.dtypes[i], md.shape(i), int(md.nbytes[i]), bool(md.fortran[i]))
+            for i, key in enumerate(md.keys)
+        }
     finally:
         lib.psv_free(handle)
 
@@ -1207,15 +1211,6 @@ def _string_list(fn: Any, handle: Any) -> List[str]:
         return []
     text = ctypes.string_at(ptr, n.value).decode("utf-8", "surrogateescape")
     return text.split("\0")[:-1]
-
-
-class _Entry(NamedTuple):
-    key: str
-    dtype: np.dtype
-    shape: Tuple[int, ...]
-    nbytes: int
-    fortran: bool
-    address: int
 
 
 class _Metadata(NamedTuple):
@@ -1286,15 +1281,6 @@ def _metadata(lib: ctypes.CDLL, handle: Any) -> _Metadata:
             f"means {int(counts[i] * itemsizes[i])} bytes, library says {int(nbytes[i])}"
         )
     return _Metadata(keys, dtypes, address, nbytes, ndims_i, fortran, dims, starts)
-
-
-def _entries(lib: ctypes.CDLL, handle: Any) -> List[_Entry]:
-    """Every array's metadata, one record per array (for :func:`ls`)."""
-    md = _metadata(lib, handle)
-    return [
-        _Entry(md.keys[i], md.dtypes[i], md.shape(i), int(md.nbytes[i]), bool(md.fortran[i]), int(md.address[i]))
-        for i in range(len(md.keys))
-    ]
 
 
 #: Fewest arrays worth one strided view (see _strided_groups).
