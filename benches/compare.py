@@ -529,30 +529,8 @@ def w3_breakdown(arrays: Dict[str, Any], d: Path, runs: int, threads: Optional[i
     import numpy as np
     import parallel_saver as ps
 
-    lib = ctypes.CDLL(str(ps.library_path()))
-    vp, i64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)
-    lib.psv_saver_new.restype = vp
-    lib.psv_saver_new.argtypes = []
-    lib.psv_saver_add.restype = ctypes.c_int32
-    lib.psv_saver_add.argtypes = [vp, ctypes.c_char_p, vp, ctypes.c_int32, i64p, ctypes.c_size_t]
-    lib.psv_saver_save.restype = ctypes.c_int32
-    lib.psv_saver_save.argtypes = [vp, ctypes.c_char_p, vp]
-    lib.psv_saver_free.restype = None
-    lib.psv_saver_free.argtypes = [vp]
-    lib.psv_save_options_new.restype = vp
-    lib.psv_save_options_set_threads.argtypes = [vp, ctypes.c_size_t]
-    lib.psv_save_options_free.argtypes = [vp]
-    lib.psv_restore_options_new.restype = vp
-    lib.psv_restore_options_set_verify_crc.argtypes = [vp, ctypes.c_bool]
-    lib.psv_restore_options_set_mmap.argtypes = [vp, ctypes.c_bool]
-    lib.psv_restore_options_set_threads.argtypes = [vp, ctypes.c_size_t]
-    lib.psv_restore_options_free.argtypes = [vp]
-    lib.psv_restore.restype = ctypes.c_int32
-    lib.psv_restore.argtypes = [ctypes.c_char_p, vp, ctypes.POINTER(vp)]
-    lib.psv_free.restype = None
-    lib.psv_free.argtypes = [vp]
-
-    codes = {np.dtype(t).str: c for t, c in ps.DTYPE_CODES.items()}
+    lib = ps._lib()  # the wrapper's handle, with every prototype declared
+    codes = ps._NATIVE_CODES
     path = d / "W3_breakdown.npz"
     bpath = os.fsencode(str(path))
     nthreads = threads or 0
@@ -615,7 +593,7 @@ def w3_breakdown(arrays: Dict[str, Any], d: Path, runs: int, threads: Optional[i
         for mm, raw_key, whole_key in ((False, "restore_raw_psv_restore", "restore_wrapper_whole"),
                                        (True, "restore_raw_psv_restore_mmap", "restore_wrapper_whole_mmap")):
             hyg()
-            h = ctypes.c_void_p()
+            h = ps._ArchiveP()
             t0 = time.perf_counter(); st = lib.psv_restore(bpath, ropts[mm], ctypes.byref(h)); t1 = time.perf_counter()
             if st:
                 raise SystemExit(f"psv_restore: status {st}")
