@@ -54,10 +54,10 @@ test-rust:
 	$(CARGO) test
 
 # C tests: built strictly, run under AddressSanitizer + UBSan and under valgrind memcheck.
-$(BUILD)/test_api_asan: tests/c/test_api.c include/psv.h lib | $(BUILD)
+$(BUILD)/test_api_asan: tests/c/test_api.c tests/c/test_files.h include/psv.h lib | $(BUILD)
 	$(CC) $(CFLAGS_STRICT) -g -fsanitize=address,undefined -fno-omit-frame-pointer $< -o $@ $(LDLIBS_PSV)
 
-$(BUILD)/test_api: tests/c/test_api.c include/psv.h lib | $(BUILD)
+$(BUILD)/test_api: tests/c/test_api.c tests/c/test_files.h include/psv.h lib | $(BUILD)
 	$(CC) $(CFLAGS_STRICT) -g $< -o $@ $(LDLIBS_PSV)
 
 test-c: $(BUILD)/test_api_asan $(BUILD)/test_api $(BUILD)/psv_example

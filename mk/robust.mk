@@ -19,13 +19,13 @@ ROBUST_ENV    := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 
 .PHONY: test-threads test-progress test-robust
 
-$(BUILD)/test_threads_asan: tests/c/test_threads.c tests/c/robust_util.h include/psv.h lib | $(BUILD)
+$(BUILD)/test_threads_asan: tests/c/test_threads.c tests/c/robust_util.h tests/c/test_files.h include/psv.h lib | $(BUILD)
 	$(CC) $(ROBUST_CFLAGS) $< -o $@ $(LDLIBS_PSV)
 
-$(BUILD)/test_fork_asan: tests/c/test_fork.c tests/c/robust_util.h include/psv.h lib | $(BUILD)
+$(BUILD)/test_fork_asan: tests/c/test_fork.c tests/c/robust_util.h tests/c/test_files.h include/psv.h lib | $(BUILD)
 	$(CC) $(ROBUST_CFLAGS) $< -o $@ $(LDLIBS_PSV)
 
-$(BUILD)/test_progress_asan: tests/c/test_progress.c tests/c/robust_util.h include/psv.h lib | $(BUILD)
+$(BUILD)/test_progress_asan: tests/c/test_progress.c tests/c/robust_util.h tests/c/test_files.h include/psv.h lib | $(BUILD)
 	$(CC) $(ROBUST_CFLAGS) $< -o $@ $(LDLIBS_PSV)
 
 test-threads: $(BUILD)/test_threads_asan $(BUILD)/test_fork_asan

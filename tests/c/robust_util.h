@@ -10,6 +10,7 @@
 #define PSV_ROBUST_UTIL_H
 
 #include "psv.h"
+#include "test_files.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -97,52 +98,18 @@ static inline const char *rb_err(char *buf, size_t len)
 /* Files                                                                    */
 /* ------------------------------------------------------------------------ */
 
-#define RB_PATH 4096
+#define RB_PATH TF_PATH
 
-static inline int rb_mkdir_p(const char *path)
+/* The test's one argument, SCRATCH_DIR, copied into dir (cap bytes) and reset; exits 2 with a
+ * usage line if it is missing or too long. */
+static inline void rb_scratch_dir(int argc, char **argv, char *dir, size_t cap)
 {
-    char tmp[RB_PATH];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
-                return -1;
-            }
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
-        return -1;
-    }
-    return 0;
-}
-
-/* mkdir -p dir, then delete the regular files directly in it. Exits on failure. */
-static inline void rb_reset_dir(const char *dir)
-{
-    if (rb_mkdir_p(dir) != 0) {
-        fprintf(stderr, "cannot create %s: %s\n", dir, strerror(errno));
+    if (argc != 2 || strlen(argv[1]) >= cap) {
+        fprintf(stderr, "usage: %s SCRATCH_DIR\n", argv[0]);
         exit(2);
     }
-    DIR *d = opendir(dir);
-    if (d == NULL) {
-        fprintf(stderr, "cannot open %s: %s\n", dir, strerror(errno));
-        exit(2);
-    }
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
-            continue;
-        }
-        char full[RB_PATH * 2];
-        snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(full, &st) == 0 && !S_ISDIR(st.st_mode)) {
-            unlink(full);
-        }
-    }
-    closedir(d);
+    snprintf(dir, cap, "%s", argv[1]);
+    tf_reset_dir(dir);
 }
 
 /* Number of entries of dir whose name ends with suffix (-1 if dir cannot be read). */

@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "psv.h"
+#include "test_files.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -160,50 +161,6 @@ static const char *P(const char *fmt, ...)
     vsnprintf(b + used, PATH_LEN - used, fmt, ap);
     va_end(ap);
     return b;
-}
-
-static int mkdir_p(const char *path)
-{
-    char tmp[PATH_LEN];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
-                return -1;
-            }
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
-        return -1;
-    }
-    return 0;
-}
-
-/* mkdir -p `path`, then remove the regular files and empty directories directly in it. */
-static void reset_dir(const char *path)
-{
-    if (mkdir_p(path) != 0) {
-        fprintf(stderr, "cannot create %s: %s\n", path, strerror(errno));
-        exit(2);
-    }
-    DIR *d = opendir(path);
-    if (d == NULL) {
-        return;
-    }
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
-            continue;
-        }
-        char full[PATH_LEN * 2];
-        snprintf(full, sizeof full, "%s/%s", path, e->d_name);
-        if (unlink(full) != 0) {
-            rmdir(full);
-        }
-    }
-    closedir(d);
 }
 
 /* Names in a directory other than "." and "..", sorted, joined by ' '. */
@@ -1164,7 +1121,7 @@ static void test_save_paths(void)
     char listing[4096];
     char dir[PATH_LEN];
     snprintf(dir, sizeof dir, "%s", P("paths")); /* P's buffers get reused */
-    reset_dir(dir);
+    tf_reset_dir(dir);
 
     psv_saver *s = psv_saver_new();
     CHECK_ST(PSV_OK, psv_saver_add(s, "v", v, PSV_DTYPE_I64, shape, 1));
@@ -1250,7 +1207,7 @@ static void test_failed_save_is_atomic(void)
     char dir[PATH_LEN], target[PATH_LEN], listing[4096];
     snprintf(dir, sizeof dir, "%s", P("atomic"));
     snprintf(target, sizeof target, "%s", P("atomic/t.npz"));
-    reset_dir(dir);
+    tf_reset_dir(dir);
     const size_t n = (size_t)4 << 20;
     unsigned char *data = xmalloc(n);
     fill(data, n, 11);
@@ -2099,7 +2056,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s SCRATCH_DIR\n", argv[0]);
         return 2;
     }
-    if (mkdir_p(argv[1]) != 0) {
+    if (tf_mkdir_p(argv[1]) != 0) {
         fprintf(stderr, "cannot create %s: %s\n", argv[1], strerror(errno));
         return 2;
     }

@@ -306,12 +306,7 @@ static void test_restore_cancel(const char *what, enum source src, unsigned long
 
 int main(int argc, char **argv)
 {
-    if (argc != 2 || strlen(argv[1]) >= sizeof g_dir) {
-        fprintf(stderr, "usage: %s SCRATCH_DIR\n", argv[0]);
-        return 2;
-    }
-    snprintf(g_dir, sizeof g_dir, "%s", argv[1]);
-    rb_reset_dir(g_dir);
+    rb_scratch_dir(argc, argv, g_dir, sizeof g_dir);
     for (unsigned k = 0; k < N_BIG; k++) {
         g_big[k] = malloc(BIG_ELEMS * sizeof(uint32_t));
         if (g_big[k] == NULL) {

@@ -129,12 +129,7 @@ static double now_s(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2 || strlen(argv[1]) >= sizeof g_dir) {
-        fprintf(stderr, "usage: %s SCRATCH_DIR\n", argv[0]);
-        return 2;
-    }
-    snprintf(g_dir, sizeof g_dir, "%s", argv[1]);
-    rb_reset_dir(g_dir);
+    rb_scratch_dir(argc, argv, g_dir, sizeof g_dir);
     double t0 = now_s();
 
     /* 1 */
