@@ -53,7 +53,42 @@ impl Block {
         Ok(Block { map, len })
     }
 
-    /// The block's length in bytes (the sum of the arrays, each padded to 64).
+    /// Grows the block to `len` bytes, keeping its contents (the mapping may move: no
+    /// reference into it can be alive, since this takes `&mut self`). Shrinking is a no-op.
+    pub fn grow(&mut self, len: usize) -> Result<()> {
+        if len <= self.len {
+            return Ok(());
+        }
+        if len > self.map.len() {
+            let fail = |e| Error::nomem(format!("cannot grow the block to {len} bytes: {e}"));
+            #[cfg(target_os = "linux")]
+            {
+                // SAFETY: `&mut self` guarantees that no slice of the mapping is borrowed, so
+                // moving it (mremap with MREMAP_MAYMOVE) invalidates no live reference.
+                #[allow(unsafe_code)]
+                unsafe {
+                    self.map
+                        .remap(len, memmap2::RemapOptions::new().may_move(true))
+                        .map_err(fail)?;
+                }
+                if len >= 2 << 20 {
+                    let _ = self.map.advise(memmap2::Advice::HugePage);
+                }
+            }
+            #[cfg(not(target_os = "linux"))]
+            {
+                let mut bigger = Block::new(len)?;
+                bigger.map[..self.len].copy_from_slice(&self.map[..self.len]);
+                let _ = fail;
+                *self = bigger;
+            }
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// The block's length in bytes: the arrays, each padded to 64, and, when the block is an
+    /// image of a psv-written file's data region (see `restore`), the headers between them.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -120,6 +155,14 @@ mod tests {
         b.as_mut_slice()[(5 << 20) - 1] = 7;
         assert_eq!(b.as_slice()[(5 << 20) - 1], 7);
         assert!(Block::new(0).unwrap().is_empty());
+        // Growing keeps the contents, within the mapped pages and past them.
+        b.grow(5 << 20 | 100).unwrap();
+        b.grow(9 << 20).unwrap();
+        assert_eq!(b.len(), 9 << 20);
+        assert_eq!(b.as_slice()[(5 << 20) - 1], 7);
+        b.as_mut_slice()[(9 << 20) - 1] = 3;
+        b.grow(1).unwrap();
+        assert_eq!(b.len(), 9 << 20);
         assert_eq!(align_up(65), Some(128));
         assert_eq!(align_up(usize::MAX), None);
     }

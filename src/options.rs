@@ -37,7 +37,8 @@ pub struct RestoreOptions {
     pub verify_crc: bool,
     /// Largest accepted `.npy` HEADER_LEN, checked before the header is read.
     pub max_header_len: u64,
-    /// Largest accepted block (sum of all arrays); `None` means the machine's physical memory.
+    /// Largest accepted block (sum of all arrays, each padded to 64; the image of a psv-written
+    /// file, headers included, is used only when it fits); `None` means physical memory.
     pub max_total_bytes: Option<u64>,
     /// Largest accepted number of central directory entries.
     pub max_members: u64,

@@ -5,6 +5,11 @@
 //! allocate it -> in parallel, `pread` stored members straight into the block in ~4 MiB chunks
 //! and inflate deflated members straight into it -> combine chunk CRCs and compare them with the
 //! central directory.
+//!
+//! Two block layouts: packed (each array at the next 64-aligned offset) for any file, and an
+//! [`Image`] of the file's data region for files whose stored arrays are 64-aligned (every file
+//! psv writes): there the block is allocated first and phase A reads small members straight into
+//! their final place.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -19,7 +24,7 @@ use flate2::{Decompress, FlushDecompress, Status};
 use rayon::prelude::*;
 
 use crate::archive::{Archive, ArrayInfo};
-use crate::block::{self, Block, FileMap};
+use crate::block::{self, Block, FileMap, BLOCK_ALIGN};
 use crate::dir_layout;
 use crate::error::{Error, Result};
 use crate::npy::header::{self, NpyHeader};
@@ -230,6 +235,14 @@ impl Reader<'_> {
         let (shown, opts) = (self.shown, self.opts);
         let (candidates, mut skipped) = select_members(members, shown, opts)?;
         let pool = pool::get(opts.threads)?;
+        let limit = opts
+            .max_total_bytes
+            .unwrap_or_else(options::physical_memory);
+        let image = match (dir, &map) {
+            (None, None) => self.plan_image(members, &candidates, limit),
+            _ => None,
+        };
+        let mut image_block = image.map(|img| Block::new(img.len())).transpose()?;
         let inspected = match dir {
             Some(dir) => pool.install(|| {
                 candidates
@@ -241,16 +254,17 @@ impl Reader<'_> {
                     })
                     .collect::<Result<Vec<_>>>()
             })?,
-            None => self.inspect_all(&pool, members, &candidates)?,
+            None => {
+                let image = image.zip(image_block.as_mut().map(Block::as_mut_slice));
+                self.inspect_all(&pool, members, &candidates, image)?
+            }
         };
 
-        // Lay out the block: every array that is not mapped gets a 64-aligned slot.
-        let limit = opts
-            .max_total_bytes
-            .unwrap_or_else(options::physical_memory);
+        // Lay out the block: every array that is not mapped (or in place in the image) gets a
+        // 64-aligned slot after the image.
         let mut arrays = Vec::with_capacity(candidates.len());
         let mut located = Vec::with_capacity(candidates.len());
-        let mut end: usize = 0;
+        let mut end: usize = image.map_or(0, |img| img.len());
         if let Some(central_start) = self.central_start {
             self.check_overlaps(members, &candidates, &inspected, central_start)?;
         }
@@ -281,8 +295,21 @@ impl Reader<'_> {
             let mapped = map.is_some()
                 && file_offset.is_some_and(|o| o % 64 == 0)
                 && loc.swap_units.is_empty();
+            // In image mode, aligned stored data stays where phase A (or the fill) puts it.
+            let in_image = image.zip(file_offset).and_then(|(img, o)| {
+                let fits = o % BLOCK_ALIGN as u64 == 0
+                    && o >= img.start
+                    && o.checked_add(loc.header.nbytes as u64)
+                        .is_some_and(|e| e <= img.end);
+                fits.then(|| (o - img.start) as usize)
+            });
+            if in_image.is_none() {
+                loc.in_image = false;
+            }
             let offset = if mapped {
                 file_offset.unwrap_or(0) as usize
+            } else if let Some(offset) = in_image {
+                offset
             } else {
                 let offset =
                     block::align_up(end).ok_or_else(|| Error::limit("block size overflows"))?;
@@ -330,11 +357,18 @@ impl Reader<'_> {
         } else {
             block::align_up(end).ok_or_else(|| Error::limit("block size overflows"))?
         };
-        let mut block = Block::new(total)?;
+        let mut block = match image_block {
+            Some(mut b) => {
+                b.grow(total)?;
+                b
+            }
+            None => Block::new(total)?,
+        };
 
         if !opts.metadata_only {
             let mut tasks = fill_tasks(
                 block.as_mut_slice(),
+                image,
                 &arrays,
                 &located,
                 members,
@@ -526,6 +560,9 @@ struct Located {
     swap_units: Vec<(usize, usize)>,
     /// The bytes read in phase A, when they hold the whole payload (small members).
     region: Option<Arc<Region>>,
+    /// Phase A read the whole payload into its place in the block (an [`Image`]); the layout
+    /// clears this when it puts the array elsewhere.
+    in_image: bool,
     /// The member's own file (directory layout); `None`: the archive's source.
     file: Option<Arc<File>>,
 }
@@ -543,15 +580,136 @@ struct Region {
 impl Region {
     /// `len` bytes at file offset `offset`, if this region holds them all.
     fn get(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        self.held().get(offset, len)
+    }
+
+    fn held(&self) -> Held<'_> {
+        Held {
+            start: self.start,
+            bytes: self.bytes.as_slice(),
+        }
+    }
+}
+
+/// Bytes of the file that phase A read for a member, starting at file offset `start`: a
+/// [`Region`], or a run of the block itself when the block is an [`Image`].
+#[derive(Clone, Copy)]
+struct Held<'a> {
+    start: u64,
+    bytes: &'a [u8],
+}
+
+/// What phase A holds of the file around a member.
+#[derive(Clone, Copy)]
+enum Holding<'a> {
+    Nothing,
+    /// A region of its own, which the fill keeps.
+    Region(&'a Arc<Region>),
+    /// A run of the block (an [`Image`]).
+    Image(Held<'a>),
+}
+
+impl<'a> Holding<'a> {
+    fn held(&self) -> Held<'a> {
+        match self {
+            Holding::Nothing => Held::NONE,
+            Holding::Region(r) => r.held(),
+            Holding::Image(h) => *h,
+        }
+    }
+}
+
+impl<'a> Held<'a> {
+    const NONE: Held<'static> = Held {
+        start: 0,
+        bytes: &[],
+    };
+
+    /// `len` bytes at file offset `offset`, if held.
+    fn get(&self, offset: u64, len: u64) -> Option<&'a [u8]> {
         let from = usize::try_from(offset.checked_sub(self.start)?).ok()?;
         let to = from.checked_add(usize::try_from(len).ok()?)?;
-        self.bytes.as_slice().get(from..to)
+        self.bytes.get(from..to)
+    }
+
+    /// Everything held from file offset `offset` on, if at least `len` bytes are.
+    fn from(&self, offset: u64, len: u64) -> Option<&'a [u8]> {
+        self.get(offset, len)?;
+        Some(&self.bytes[(offset - self.start) as usize..])
+    }
+}
+
+/// The block as an image of the file: when every array member is stored and its data is
+/// 64-aligned in the file (every file psv writes), the block holds the file's bytes from
+/// `start` (64-aligned) to the central directory, and each array's view is at its own file
+/// offset minus `start`. Phase A then reads runs of small members straight into their final
+/// place and the fill only checks their CRCs: one copy of each byte instead of two (a phase-A
+/// region, then the block), and no region mappings to fault in and unmap. Measured on 20000
+/// arrays of 1 KiB: see `Reader::plan_image`. Arrays that turn out not to be aligned are
+/// placed after the image, as in the packed layout.
+#[derive(Clone, Copy, Debug)]
+struct Image {
+    /// File offset of the block's first byte.
+    start: u64,
+    /// File offset just past the image (the central directory's start).
+    end: u64,
+}
+
+impl Image {
+    fn len(&self) -> usize {
+        (self.end - self.start) as usize
     }
 }
 
 /// Phase-A work: candidate positions, and the file span to read for them up front (a run of
 /// small members) or `None` (one large member, read piecewise).
 type InspectJob = (Vec<usize>, Option<(u64, u64)>);
+
+/// Phase-A jobs in image mode: the exact file span from each member to the next member (or the
+/// central directory) is its place in the block, so runs of small members are read whole, in
+/// place; a large member's job reads only its headers (the fill reads its data).
+fn image_jobs(
+    members: &[MemberInfo],
+    candidates: &[usize],
+    by_offset: Vec<usize>,
+    image: Image,
+) -> Vec<InspectJob> {
+    let mut starts: Vec<u64> = members.iter().map(|m| m.header_offset).collect();
+    starts.sort_unstable();
+    let mut jobs: Vec<InspectJob> = Vec::new();
+    let mut last_is_run = false;
+    for c in by_offset {
+        let m = &members[candidates[c]];
+        let at = m.header_offset;
+        if at < image.start || at >= image.end {
+            jobs.push((vec![c], None));
+            last_is_run = false;
+            continue;
+        }
+        let next = starts[starts.partition_point(|&o| o <= at)..]
+            .first()
+            .map_or(image.end, |&o| o.min(image.end));
+        if m.compressed_size > SMALL_MEMBER_LEN {
+            let head = (at + 30 + m.raw_name.len() as u64 + HEAD_READ_LEN).min(next);
+            jobs.push((vec![c], Some((at, head))));
+            last_is_run = false;
+            continue;
+        }
+        match jobs.last_mut() {
+            Some((group, Some((start, end))))
+                if last_is_run && *end <= at && next - *start <= REGION_SPAN =>
+            {
+                group.push(c);
+                *end = next;
+            }
+            _ => {
+                jobs.push((vec![c], Some((at, next))));
+                last_is_run = true;
+            }
+        }
+    }
+    jobs
+}
 
 /// Stored data is read, then CRC'd, in pieces of this size within a chunk, so the CRC pass
 /// reads the CPU cache instead of memory.
@@ -624,7 +782,8 @@ impl FillTask<'_> {
         match &self.kind {
             FillKind::Stored { dest, .. }
             | FillKind::Held { dest }
-            | FillKind::Deflated { dest } => dest.len() as u64,
+            | FillKind::Deflated { dest }
+            | FillKind::InPlace { payload: dest } => dest.len() as u64,
             FillKind::StoredTail { len, .. } => *len,
         }
     }
@@ -642,27 +801,59 @@ enum FillKind<'b> {
     Held { dest: &'b mut [u8] },
     /// Inflate a whole deflated member; the array part lands in `dest`.
     Deflated { dest: &'b mut [u8] },
+    /// A stored member that phase A read into its place in the image: only its CRC (over
+    /// `payload`, header and tail included) and any byte swap are left.
+    InPlace { payload: &'b mut [u8] },
 }
 
 fn fill_tasks<'b>(
     block: &'b mut [u8],
+    image: Option<Image>,
     arrays: &[ArrayInfo],
     located: &[(usize, Located)],
     members: &[MemberInfo],
     verify_crc: bool,
 ) -> Vec<FillTask<'b>> {
+    // What each array's tasks own of the block, in block order: the array's bytes, or for a
+    // payload already in place in the image, the whole payload (its CRC covers the header).
+    let mut spans: Vec<(usize, usize, usize)> = arrays
+        .iter()
+        .zip(located)
+        .enumerate()
+        .filter(|(_, (a, _))| !a.mapped)
+        .map(|(slot, (a, (mi, loc)))| match image {
+            Some(img) if loc.in_image => {
+                let start = (loc.payload_start - img.start) as usize;
+                (start, start + members[*mi].size as usize, slot)
+            }
+            _ => (a.offset, a.offset + a.nbytes, slot),
+        })
+        .collect();
+    spans.sort_unstable();
     let mut tasks = Vec::new();
     let mut rest = block;
     let mut cursor = 0;
-    for (slot, (a, (mi, loc))) in arrays.iter().zip(located).enumerate() {
-        if a.mapped {
+    for (start, end, slot) in spans {
+        let (a, (mi, loc)) = (&arrays[slot], &located[slot]);
+        let gap = start
+            .checked_sub(cursor)
+            .expect("arrays never overlap in the block (check_overlaps)");
+        let tail = std::mem::take(&mut rest);
+        let (_, tail) = tail.split_at_mut(gap);
+        let (dest, tail) = tail.split_at_mut(end - start);
+        rest = tail;
+        cursor = end;
+        if loc.in_image {
+            if verify_crc || !loc.swap_units.is_empty() {
+                tasks.push(FillTask {
+                    slot,
+                    kind: FillKind::InPlace { payload: dest },
+                    swap: false,
+                    region: None,
+                });
+            }
             continue;
         }
-        let tail = std::mem::take(&mut rest);
-        let (_, tail) = tail.split_at_mut(a.offset - cursor);
-        let (dest, tail) = tail.split_at_mut(a.nbytes);
-        rest = tail;
-        cursor = a.offset + a.nbytes;
         match loc.method {
             Method::Deflated => tasks.push(FillTask {
                 slot,
@@ -735,16 +926,94 @@ impl Reader<'_> {
         read_exact(self.src, buf, offset)
     }
 
-    /// Phase A for every candidate: small members in runs read with one `pread` each, large
-    /// ones on their own; results in `candidates` order.
+    /// Phase A for every candidate: small members in runs read with one `pread` each (into a
+    /// [`Region`] of their own, or into their place in `image`'s block), large ones on their
+    /// own; results in `candidates` order.
     fn inspect_all(
         &self,
         pool: &rayon::ThreadPool,
         members: &[MemberInfo],
         candidates: &[usize],
+        image: Option<(Image, &mut [u8])>,
     ) -> Result<Vec<Inspected>> {
         let mut by_offset: Vec<usize> = (0..candidates.len()).collect();
         by_offset.sort_by_key(|&c| members[candidates[c]].header_offset);
+        let jobs = match &image {
+            None => self.region_jobs(members, candidates, by_offset),
+            Some((img, _)) => image_jobs(members, candidates, by_offset, *img),
+        };
+        // In image mode each job reads into its own slice of the block; a job whose span does
+        // not fit between its neighbours' (only in a hostile file, whose members overlap)
+        // reads for itself, and the overlap check rejects the file later.
+        let mut work: Vec<(InspectJob, Option<&mut [u8]>)> = Vec::with_capacity(jobs.len());
+        match image {
+            None => work.extend(jobs.into_iter().map(|job| (job, None))),
+            Some((img, block)) => {
+                let (mut rest, mut cursor) = (block, img.start);
+                for (group, span) in jobs {
+                    match span {
+                        Some((s, e)) if s >= cursor && e <= img.end => {
+                            let tail = std::mem::take(&mut rest);
+                            let (_, tail) = tail.split_at_mut((s - cursor) as usize);
+                            let (mine, tail) = tail.split_at_mut((e - s) as usize);
+                            (rest, cursor) = (tail, e);
+                            work.push(((group, span), Some(mine)));
+                        }
+                        _ => work.push(((group, None), None)),
+                    }
+                }
+            }
+        }
+        let found: Vec<Vec<(usize, Inspected)>> = pool.install(|| {
+            work.into_par_iter()
+                .map(|((group, span), slice)| {
+                    let first = &members[candidates[group[0]]];
+                    let mut region = None;
+                    let holding = match (span, slice) {
+                        (Some((start, _)), Some(bytes)) => {
+                            self.read_at(bytes, start)
+                                .map_err(|e| self.in_member(first, e))?;
+                            Holding::Image(Held { start, bytes })
+                        }
+                        (Some((start, end)), None) => {
+                            let mut bytes = Block::new((end - start) as usize)?;
+                            self.read_at(bytes.as_mut_slice(), start)
+                                .map_err(|e| self.in_member(first, e))?;
+                            Holding::Region(region.insert(Arc::new(Region { start, bytes })))
+                        }
+                        _ => Holding::Nothing,
+                    };
+                    let mut headers = header::ParseCache::default();
+                    group
+                        .iter()
+                        .map(|&c| {
+                            let m = &members[candidates[c]];
+                            self.inspect(m, holding, &mut headers)
+                                .map(|loc| (c, loc))
+                                .map_err(|e| self.in_member(m, e))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let mut out: Vec<Option<Inspected>> = (0..candidates.len()).map(|_| None).collect();
+        for (c, loc) in found.into_iter().flatten() {
+            out[c] = Some(loc);
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.expect("every candidate was inspected"))
+            .collect())
+    }
+
+    /// Phase-A jobs without an image: runs of small members (estimated spans, each read into
+    /// a region), and each large member alone.
+    fn region_jobs(
+        &self,
+        members: &[MemberInfo],
+        candidates: &[usize],
+        by_offset: Vec<usize>,
+    ) -> Vec<InspectJob> {
         let mut jobs: Vec<InspectJob> = Vec::new();
         for c in by_offset {
             let m = &members[candidates[c]];
@@ -763,42 +1032,62 @@ impl Reader<'_> {
                 _ => jobs.push((vec![c], Some((m.header_offset, end)))),
             }
         }
-        let found: Vec<Vec<(usize, Inspected)>> = pool.install(|| {
-            jobs.par_iter()
-                .map(|(group, span)| {
-                    let region = match span {
-                        Some((start, end)) => {
-                            let mut bytes = Block::new((end - start) as usize)?;
-                            self.read_at(bytes.as_mut_slice(), *start)
-                                .map_err(|e| self.in_member(&members[candidates[group[0]]], e))?;
-                            Some(Arc::new(Region {
-                                start: *start,
-                                bytes,
-                            }))
-                        }
-                        None => None,
-                    };
-                    let mut headers = header::ParseCache::default();
-                    group
-                        .iter()
-                        .map(|&c| {
-                            let m = &members[candidates[c]];
-                            self.inspect(m, region.as_ref(), &mut headers)
-                                .map(|loc| (c, loc))
-                                .map_err(|e| self.in_member(m, e))
-                        })
-                        .collect::<Result<Vec<_>>>()
-                })
-                .collect::<Result<Vec<_>>>()
-        })?;
-        let mut out: Vec<Option<Inspected>> = (0..candidates.len()).map(|_| None).collect();
-        for (c, loc) in found.into_iter().flatten() {
-            out[c] = Some(loc);
+        jobs
+    }
+
+    /// Whether to restore into an [`Image`] of the file, and its span: only when every array
+    /// is wanted and stored, the first array's data is 64-aligned in the file (files psv
+    /// writes; numpy's are not), the image fits `limit`, and the bytes that are not array
+    /// members (local headers, other members) are at most a quarter of it, so the block stays
+    /// close to the arrays' size.
+    fn plan_image(
+        &self,
+        members: &[MemberInfo],
+        candidates: &[usize],
+        limit: u64,
+    ) -> Option<Image> {
+        let opts = self.opts;
+        if opts.metadata_only || opts.keys.is_some() {
+            return None;
         }
-        Ok(out
-            .into_iter()
-            .map(|o| o.expect("every candidate was inspected"))
-            .collect())
+        let end = self.central_start.filter(|&e| e <= self.file_len)?;
+        let mut payload = 0u64;
+        let mut first: Option<&MemberInfo> = None;
+        for &i in candidates {
+            let m = &members[i];
+            if m.method != Ok(Method::Stored) || m.encrypted {
+                return None;
+            }
+            payload = payload.saturating_add(m.compressed_size);
+            if first.is_none_or(|f| m.header_offset < f.header_offset) {
+                first = Some(m);
+            }
+        }
+        let start = members.iter().map(|m| m.header_offset).min()? & !(BLOCK_ALIGN as u64 - 1);
+        let len = end.checked_sub(start).filter(|&l| l > 0)?;
+        if len > limit || len > isize::MAX as u64 || payload < len - len / 4 {
+            return None;
+        }
+        let data = self.data_offset(first?)?;
+        (data % BLOCK_ALIGN as u64 == 0).then_some(Image { start, end })
+    }
+
+    /// The file offset of a stored member's array data, from one read of its headers; `None`
+    /// if they do not parse (phase A then reports why).
+    fn data_offset(&self, m: &MemberInfo) -> Option<u64> {
+        let want = (30 + m.raw_name.len() as u64 + HEAD_READ_LEN)
+            .min(self.file_len.checked_sub(m.header_offset)?);
+        let head = self.fetch(m.header_offset, want).ok()?;
+        if head.len() < 30 || &head[..4] != LOCAL_SIG {
+            return None;
+        }
+        let name_len = usize::from(u16::from_le_bytes([head[26], head[27]]));
+        let extra_len = usize::from(u16::from_le_bytes([head[28], head[29]]));
+        let payload = 30 + name_len + extra_len;
+        let prefix = head.get(payload..payload + header::PREFIX_LEN)?;
+        let max_header = usize::try_from(self.opts.max_header_len).unwrap_or(usize::MAX);
+        let total = header::total_header_len(prefix, max_header).ok()?;
+        Some(m.header_offset + (payload + total) as u64)
     }
 
     /// `len` bytes at `offset`, read from the source.
@@ -880,6 +1169,7 @@ impl Reader<'_> {
             header_bytes,
             swap_units,
             region,
+            in_image: false,
             file: Some(Arc::new(file)),
         })
     }
@@ -972,11 +1262,11 @@ impl Reader<'_> {
     }
 
     /// Validates a member's local header and `.npy` header. `None`: not an array (numpy would
-    /// return its raw bytes). `region`, when given, may hold the member's bytes.
+    /// return its raw bytes). `holding` may hold the member's bytes.
     fn inspect(
         &self,
         m: &MemberInfo,
-        region: Option<&Arc<Region>>,
+        holding: Holding<'_>,
         headers: &mut header::ParseCache,
     ) -> Result<Inspected> {
         let method = match &m.method {
@@ -998,12 +1288,11 @@ impl Reader<'_> {
             )));
         }
         let want = (30 + m.raw_name.len() as u64 + HEAD_READ_LEN).min(self.file_len - offset);
-        let head: Cow<'_, [u8]> = match region {
-            // A run that holds the fixed header and the name: take all it has from here on.
-            Some(r) if r.get(offset, 30 + m.raw_name.len() as u64).is_some() => {
-                Cow::Borrowed(&r.bytes.as_slice()[(offset - r.start) as usize..])
-            }
-            _ => Cow::Owned(self.fetch(offset, want)?),
+        let held = holding.held();
+        // A run that holds the fixed header and the name: take all it has from here on.
+        let head: Cow<'_, [u8]> = match held.from(offset, 30 + m.raw_name.len() as u64) {
+            Some(bytes) => Cow::Borrowed(bytes),
+            None => Cow::Owned(self.fetch(offset, want)?),
         };
         if head.len() < 30 || &head[..4] != LOCAL_SIG {
             return Err(Error::format(format!(
@@ -1027,7 +1316,7 @@ impl Reader<'_> {
                     m.compressed_size, self.file_len
                 ))
             })?;
-        let region = region.filter(|r| r.get(payload_start, m.compressed_size).is_some());
+        let payload = held.get(payload_start, m.compressed_size);
         let max_header = usize::try_from(self.opts.max_header_len).unwrap_or(usize::MAX);
         let header_bytes = match method {
             Method::Stored => {
@@ -1065,7 +1354,7 @@ impl Reader<'_> {
                 }
             }
             Method::Deflated => {
-                let mut inflater = self.inflater(region, payload_start, m.compressed_size);
+                let mut inflater = self.inflater(payload, payload_start, m.compressed_size);
                 let mut prefix = vec![0u8; (m.size as usize).min(header::PREFIX_LEN)];
                 let got = inflater.read(&mut prefix)?;
                 prefix.truncate(got);
@@ -1112,7 +1401,11 @@ impl Reader<'_> {
             header,
             header_bytes,
             swap_units,
-            region: region.cloned(),
+            region: match holding {
+                Holding::Region(r) if payload.is_some() => Some(Arc::clone(r)),
+                _ => None,
+            },
+            in_image: payload.is_some() && matches!(holding, Holding::Image(_)),
             file: None,
         }))
     }
@@ -1152,6 +1445,14 @@ impl Reader<'_> {
                 }
                 Ok(crc)
             }
+            FillKind::InPlace { payload } => {
+                let crc = verify.then(|| Crc::Whole(crc32fast::hash(payload)));
+                if task.swap {
+                    let data = loc.header.header_len..loc.header.header_len + loc.header.nbytes;
+                    swap_in_place(&mut payload[data], loc);
+                }
+                Ok(crc)
+            }
             FillKind::StoredTail { file_offset, len } => {
                 let mut buf = block::zeroed(len as usize)?;
                 self.read_member(loc, &mut buf, file_offset)?;
@@ -1160,8 +1461,11 @@ impl Reader<'_> {
                 Ok(Some(Crc::Piece(h)))
             }
             FillKind::Deflated { dest } => {
-                let mut inflater =
-                    self.inflater(task.region.as_ref(), loc.payload_start, m.compressed_size);
+                let held = task
+                    .region
+                    .as_ref()
+                    .and_then(|r| r.get(loc.payload_start, m.compressed_size));
+                let mut inflater = self.inflater(held, loc.payload_start, m.compressed_size);
                 let mut h = Hasher::new();
                 let mut header = block::zeroed(loc.header.header_len)?;
                 if inflater.read(&mut header)? != header.len() || header != loc.header_bytes {
@@ -1216,15 +1520,10 @@ fn swap_in_place(bytes: &mut [u8], loc: &Located) {
 }
 
 impl Reader<'_> {
-    /// An inflater over a member's compressed bytes: from its phase-A region when it holds
-    /// them, else from the source.
-    fn inflater<'a>(
-        &'a self,
-        region: Option<&'a Arc<Region>>,
-        start: u64,
-        len: u64,
-    ) -> Inflater<'a> {
-        let (reader, memory, next) = match region.and_then(|r| r.get(start, len)) {
+    /// An inflater over a member's `len` compressed bytes at `start`: from `memory` when phase A
+    /// holds them all, else from the source.
+    fn inflater<'a>(&'a self, memory: Option<&'a [u8]>, start: u64, len: u64) -> Inflater<'a> {
+        let (reader, memory, next) = match memory {
             // The whole stream is in memory: inflate straight from it, nothing left to read.
             Some(bytes) => (None, bytes, start.saturating_add(len)),
             None => (Some(self), &[][..], start),
