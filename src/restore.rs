@@ -304,6 +304,8 @@ impl Reader<'_> {
                 fits.then(|| (o - img.start) as usize)
             });
             if in_image.is_none() {
+                // Phase A only marks members whose data is aligned inside the image.
+                debug_assert!(!loc.in_image);
                 loc.in_image = false;
             }
             let offset = if mapped {
@@ -485,13 +487,25 @@ fn select_members(
     shown: &str,
     opts: &RestoreOptions,
 ) -> Result<(Vec<usize>, Vec<usize>)> {
-    let names: HashSet<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    // Members "k" and "k.npy" would both claim the key "k". The other member of such a pair is
+    // either not named *.npy (few, usually none) or, when the key itself ends in ".npy", named
+    // *.npy: the set of every name is built only in that rare case (hashing 20000 names cost
+    // ~1.4 ms, 7% of restoring 20000 small arrays).
+    let plain: HashSet<&str> = members
+        .iter()
+        .map(|m| m.name.as_str())
+        .filter(|n| !n.ends_with(".npy"))
+        .collect();
+    let all: Option<HashSet<&str>> = members
+        .iter()
+        .any(|m| m.name.ends_with(".npy.npy"))
+        .then(|| members.iter().map(|m| m.name.as_str()).collect());
     let mut candidates = Vec::with_capacity(members.len());
     let mut skipped = Vec::new();
     for (i, m) in members.iter().enumerate() {
         match m.name.strip_suffix(".npy") {
             Some(key) => {
-                if names.contains(key) {
+                if plain.contains(key) || all.as_ref().is_some_and(|all| all.contains(key)) {
                     return Err(Error::format(format!(
                         "{shown}: members {key:?} and {:?} both claim the key {key:?}",
                         m.name
@@ -554,7 +568,8 @@ struct Located {
     /// File offset of the payload (the npy magic, possibly compressed).
     payload_start: u64,
     header: NpyHeader,
-    /// The raw header bytes (magic through padding), for the CRC.
+    /// The raw header bytes (magic through padding), for a CRC that starts from them; empty
+    /// when the fill hashes the whole payload from memory (`region` or `in_image`).
     header_bytes: Vec<u8>,
     /// Byte-swap units of one element when restoring to native order (empty: nothing to do).
     swap_units: Vec<(usize, usize)>,
@@ -1318,7 +1333,7 @@ impl Reader<'_> {
             })?;
         let payload = held.get(payload_start, m.compressed_size);
         let max_header = usize::try_from(self.opts.max_header_len).unwrap_or(usize::MAX);
-        let header_bytes = match method {
+        let header_bytes: Cow<'_, [u8]> = match method {
             Method::Stored => {
                 if m.compressed_size != m.size {
                     return Err(Error::format(format!(
@@ -1346,11 +1361,11 @@ impl Reader<'_> {
                     )));
                 }
                 if held.len() >= total {
-                    held[..total].to_vec()
+                    Cow::Borrowed(&held[..total])
                 } else {
                     let mut bytes = block::zeroed(total)?;
                     self.read_at(&mut bytes, payload_start)?;
-                    bytes
+                    Cow::Owned(bytes)
                 }
             }
             Method::Deflated => {
@@ -1378,7 +1393,7 @@ impl Reader<'_> {
                         "truncated: the deflate stream ends inside the .npy header",
                     ));
                 }
-                bytes
+                Cow::Owned(bytes)
             }
         };
         let header = headers.parse(&header_bytes, max_header)?;
@@ -1395,17 +1410,29 @@ impl Reader<'_> {
                 m.size
             )));
         }
+        let region = match holding {
+            Holding::Region(r) if payload.is_some() => Some(Arc::clone(r)),
+            _ => None,
+        };
+        // Held in the image, where the layout keeps it: exactly when its data is 64-aligned.
+        let in_image = payload.is_some()
+            && matches!(holding, Holding::Image(_))
+            && (payload_start + header.header_len as u64) % BLOCK_ALIGN as u64 == 0;
+        // A stored member's fill hashes its whole payload when phase A holds it: the header
+        // bytes are kept only for the members whose CRC starts from them.
+        let whole_payload_crc = method == Method::Stored && (region.is_some() || in_image);
         Ok(Inspected::Array(Located {
             method,
             payload_start,
             header,
-            header_bytes,
-            swap_units,
-            region: match holding {
-                Holding::Region(r) if payload.is_some() => Some(Arc::clone(r)),
-                _ => None,
+            header_bytes: if whole_payload_crc {
+                Vec::new()
+            } else {
+                header_bytes.into_owned()
             },
-            in_image: payload.is_some() && matches!(holding, Holding::Image(_)),
+            swap_units,
+            region,
+            in_image,
             file: None,
         }))
     }

@@ -460,3 +460,47 @@ fn deflated_header_shorter_than_its_prefix_is_a_format_error() {
         .unwrap();
     assert_eq!(e.kind(), ErrorKind::Format, "{e}");
 }
+
+#[test]
+fn two_members_claiming_one_key_are_a_format_error() {
+    use std::io::Write;
+    let dir = scratch("claims");
+    let mut one = Saver::new();
+    one.add("x", &[1, 2, 3], Dtype::U8, &[3]).unwrap();
+    let one_path = one.save(dir.join("one"), &SaveOptions::default()).unwrap();
+    let npy = zip_members(&one_path).remove(0).1;
+    // (names, the key both claim); a third case with no clash must restore.
+    for (names, clash) in [
+        (&["x.npy", "x"][..], Some("x")),
+        (&["x", "y.npy", "x.npy"][..], Some("x")),
+        (&["y.npy.npy", "y.npy"][..], Some("y.npy")),
+        (&["y.npy.npy", "z.npy", "y"][..], None),
+    ] {
+        let path = dir.join("pair.npz");
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        for name in names {
+            let stored = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            z.start_file(*name, stored).unwrap();
+            z.write_all(&npy).unwrap();
+        }
+        z.finish().unwrap();
+        match clash {
+            Some(key) => {
+                let e = restore(&path, &RestoreOptions::default()).err().unwrap();
+                assert_eq!(e.kind(), ErrorKind::Format, "{names:?}: {e}");
+                assert!(
+                    e.message().contains(&format!("claim the key {key:?}")),
+                    "{e}"
+                );
+            }
+            None => {
+                let a = restore(&path, &RestoreOptions::default()).unwrap();
+                let keys: Vec<&str> = a.arrays().iter().map(|x| x.key.as_str()).collect();
+                assert_eq!(keys, ["y.npy", "z"]);
+                assert_eq!(a.data(0), Some(&[1u8, 2, 3][..]));
+            }
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

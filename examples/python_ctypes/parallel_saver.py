@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import collections
 import ctypes
 import itertools
 import math
@@ -1218,6 +1219,7 @@ class _Metadata(NamedTuple):
 
     keys: List[str]
     dtypes: List[np.dtype]  # one per array (shared objects)
+    dtype_codes: np.ndarray  # int64, one per array: equal codes <=> equal dtypes
     address: np.ndarray  # uint64
     nbytes: np.ndarray  # uint64
     ndims: np.ndarray  # int64
@@ -1258,10 +1260,12 @@ def _metadata(lib: ctypes.CDLL, handle: Any) -> _Metadata:
     descrs = _string_list(lib.psv_archive_descr_list, handle)
     if len(keys) != n or len(descrs) != n:
         raise RuntimeError(f"libpsv: {n} arrays but {len(keys)} keys and {len(descrs)} descrs")
-    by_descr: Dict[str, np.dtype] = {}
-    for d in set(descrs):
-        by_descr[d] = _descr_to_dtype(d)
-    dtypes = [by_descr[d] for d in descrs]
+    # Each distinct descr is parsed once; its code indexes the distinct dtypes.
+    code_of = {d: k for k, d in enumerate(set(descrs))}
+    distinct = [_descr_to_dtype(d) for d in code_of]
+    codes = list(map(code_of.__getitem__, descrs))
+    dtypes = list(map(distinct.__getitem__, codes))
+    dtype_codes = np.array(codes, dtype=np.int64)
     ndims_i = ndims.astype(np.int64)
     starts = np.cumsum(ndims_i) - ndims_i
     if int(ndims_i.sum()) != total_ndim:
@@ -1271,7 +1275,7 @@ def _metadata(lib: ctypes.CDLL, handle: Any) -> _Metadata:
     has_dims = ndims_i > 0
     if has_dims.any():
         counts[has_dims] = np.multiply.reduceat(dims, starts[has_dims])
-    itemsizes = np.fromiter((dt.itemsize for dt in dtypes), dtype=np.int64, count=n)
+    itemsizes = np.array([dt.itemsize for dt in distinct], dtype=np.int64)[dtype_codes]
     bad = np.flatnonzero(counts * itemsizes != nbytes.astype(np.int64))
     if bad.size:
         i = int(bad[0])
@@ -1280,7 +1284,7 @@ def _metadata(lib: ctypes.CDLL, handle: Any) -> _Metadata:
             f"libpsv metadata mismatch for key {keys[i]!r}: descr {descrs[i]!r} shape {shape} "
             f"means {int(counts[i] * itemsizes[i])} bytes, library says {int(nbytes[i])}"
         )
-    return _Metadata(keys, dtypes, address, nbytes, ndims_i, fortran, dims, starts)
+    return _Metadata(keys, dtypes, dtype_codes, address, nbytes, ndims_i, fortran, dims, starts)
 
 
 #: Fewest arrays worth one strided view (see _strided_groups).
@@ -1299,8 +1303,7 @@ def _strided_groups(md: _Metadata, offsets: np.ndarray, eligible: np.ndarray) ->
     idx = np.flatnonzero(eligible)
     if idx.size < _MIN_RUN:
         return []
-    dtype_ids = np.fromiter(map(id, md.dtypes), dtype=np.int64, count=n)  # shared per descr
-    keys = np.column_stack([dtype_ids, md.dims.reshape(n, int(md.ndims[0]))])[idx]
+    keys = np.column_stack([md.dtype_codes, md.dims.reshape(n, int(md.ndims[0]))])[idx]
     # Group equal keys: a stable lexsort (np.unique(axis=0) costs ~15x more here).
     order = np.lexsort(keys.T[::-1])
     idx, keys = idx[order], keys[order]
@@ -1338,6 +1341,7 @@ def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> Restor
         in_mapping = ~in_block & (address >= map_base) & (ends <= map_base + map_len.value)
     offsets = np.where(in_mapping, address - map_base, address - base)
     arrays: List[Any] = [None] * n
+    done = np.zeros(n, dtype=np.bool_)
     for buffer, inside in ((block, in_block), (mapping, in_mapping)):
         if buffer is None:
             continue
@@ -1355,14 +1359,14 @@ def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> Restor
                 offset=int(offsets[first]),
                 strides=(step,) + tuple(inner),
             )
-            for i, row in zip(members.tolist(), rows):
-                arrays[i] = row
-    if any(a is None for a in arrays):
+            # Scatter the rows without a Python-level loop body (~40% cheaper per array).
+            collections.deque(map(arrays.__setitem__, members.tolist(), rows), maxlen=0)
+            done[members] = True
+    rest = np.flatnonzero(~done).tolist()
+    if rest:
         address, nbytes, fortran = md.address.tolist(), md.nbytes.tolist(), md.fortran.tolist()
         in_block_l, in_mapping_l, offsets_l = in_block.tolist(), in_mapping.tolist(), offsets.tolist()
-    for i in range(n):
-        if arrays[i] is not None:
-            continue
+    for i in rest:
         key, dt, shape, nb, ptr = md.keys[i], md.dtypes[i], md.shape(i), nbytes[i], address[i]
         order = "F" if fortran[i] else "C"
         if not ptr:
