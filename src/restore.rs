@@ -446,7 +446,7 @@ impl Reader<'_> {
         arrays: &[ArrayInfo],
         results: Vec<(usize, Option<Crc>)>,
     ) -> Result<()> {
-        let mut whole: Vec<Option<u32>> = vec![None; located.len()];
+        let mut whole: Vec<Option<u32>> = located.iter().map(|(_, loc)| loc.crc).collect();
         let mut pieces: Vec<Option<Hasher>> = vec![None; located.len()];
         for (slot, crc) in results {
             match crc {
@@ -578,6 +578,9 @@ struct Located {
     /// Phase A read the whole payload into its place in the block (an [`Image`]); the layout
     /// clears this when it puts the array elsewhere.
     in_image: bool,
+    /// The whole payload's CRC-32, computed in phase A right after its run was read, while
+    /// the bytes were in cache (image members, when verifying).
+    crc: Option<u32>,
     /// The member's own file (directory layout); `None`: the archive's source.
     file: Option<Arc<File>>,
 }
@@ -816,8 +819,8 @@ enum FillKind<'b> {
     Held { dest: &'b mut [u8] },
     /// Inflate a whole deflated member; the array part lands in `dest`.
     Deflated { dest: &'b mut [u8] },
-    /// A stored member that phase A read into its place in the image: only its CRC (over
-    /// `payload`, header and tail included) and any byte swap are left.
+    /// A stored member that phase A read into its place in the image (and hashed): only the
+    /// byte swap of its array data is left.
     InPlace { payload: &'b mut [u8] },
 }
 
@@ -859,7 +862,8 @@ fn fill_tasks<'b>(
         rest = tail;
         cursor = end;
         if loc.in_image {
-            if verify_crc || !loc.swap_units.is_empty() {
+            // Phase A hashed it already; only a byte swap may be left.
+            if !loc.swap_units.is_empty() {
                 tasks.push(FillTask {
                     slot,
                     kind: FillKind::InPlace { payload: dest },
@@ -1185,6 +1189,7 @@ impl Reader<'_> {
             swap_units,
             region,
             in_image: false,
+            crc: None,
             file: Some(Arc::new(file)),
         })
     }
@@ -1421,6 +1426,9 @@ impl Reader<'_> {
         // A stored member's fill hashes its whole payload when phase A holds it: the header
         // bytes are kept only for the members whose CRC starts from them.
         let whole_payload_crc = method == Method::Stored && (region.is_some() || in_image);
+        let crc = payload
+            .filter(|_| in_image && self.opts.verify_crc)
+            .map(crc32fast::hash);
         Ok(Inspected::Array(Located {
             method,
             payload_start,
@@ -1433,6 +1441,7 @@ impl Reader<'_> {
             swap_units,
             region,
             in_image,
+            crc,
             file: None,
         }))
     }
@@ -1473,12 +1482,11 @@ impl Reader<'_> {
                 Ok(crc)
             }
             FillKind::InPlace { payload } => {
-                let crc = verify.then(|| Crc::Whole(crc32fast::hash(payload)));
                 if task.swap {
                     let data = loc.header.header_len..loc.header.header_len + loc.header.nbytes;
                     swap_in_place(&mut payload[data], loc);
                 }
-                Ok(crc)
+                Ok(None)
             }
             FillKind::StoredTail { file_offset, len } => {
                 let mut buf = block::zeroed(len as usize)?;

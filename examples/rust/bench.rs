@@ -1,6 +1,7 @@
 //! A plain timed benchmark of psv through the C ABI (no Python), against this machine's limits
 //! measured in the same run: page-cache write (1 thread `write`, 2 threads `pwrite`), page-cache
-//! read into a fresh huge-page buffer (2 threads `pread`), and memcpy.
+//! read into a fresh huge-page buffer (2 threads `pread`), and memcpy; then the per-array cost
+//! of saving and restoring many small arrays (the W3 shape: 20000 x 1 KiB, int32/float32).
 //!
 //! `cargo run --release --example bench -- [SIZE_MIB] [DIR]` (defaults: 1024, target/bench).
 //! Before each timed run: the previous output is deleted, `sync` runs, and as much memory as the
@@ -239,6 +240,15 @@ fn main() {
         restore_with(false, true),
     );
     psv_saver_free(saver);
+    let (save_us, restore_us) = small_arrays(&dir, 20_000, 1024);
+    println!(
+        "psv save, 20000 x 1 KiB (add_many + save)   {:>6.3} us/array  (min {:.3}, max {:.3})",
+        save_us.0, save_us.1, save_us.2
+    );
+    println!(
+        "psv restore, 20000 x 1 KiB (copy, CRC)       {:>6.3} us/array  (min {:.3}, max {:.3})",
+        restore_us.0, restore_us.1, restore_us.2
+    );
     println!();
     println!("save / write limit            {:.2}", save.0 / write_limit);
     println!("restore (CRC) / read limit    {:.2}", r_crc / read_limit);
@@ -246,4 +256,77 @@ fn main() {
     println!("mmap restore / read limit     {:.2}", r_mmap / read_limit);
     let _ = std::fs::remove_file(&raw);
     let _ = std::fs::remove_file(&out);
+}
+
+/// Median (min, max) microseconds per array to save `n` arrays of `bytes` bytes (every array
+/// added with one `psv_saver_add_many`, then saved) and to restore them (copy mode, CRC
+/// checked; freeing is not timed), over 21 runs each after a warm-up.
+fn small_arrays(dir: &Path, n: usize, bytes: usize) -> ((f64, f64, f64), (f64, f64, f64)) {
+    const SMALL_RUNS: usize = 21;
+    let data: Vec<u8> = (0..n * bytes).map(|i| (i * 31 + i / 977) as u8).collect();
+    let keys: Vec<CString> = (0..n)
+        .map(|i| CString::new(format!("a{i}")).unwrap())
+        .collect();
+    let key_ptrs: Vec<*const std::ffi::c_char> = keys.iter().map(|k| k.as_ptr()).collect();
+    let data_ptrs: Vec<*const std::ffi::c_void> =
+        data.chunks(bytes).map(|c| c.as_ptr().cast()).collect();
+    let dtypes: Vec<psv_dtype> = (0..n)
+        .map(|i| {
+            if i % 2 == 0 {
+                PSV_DTYPE_I32
+            } else {
+                PSV_DTYPE_F32
+            }
+        })
+        .collect();
+    let shapes = vec![(bytes / 4) as i64; n];
+    let ndims = vec![1usize; n];
+    let path = dir.join("small.npz");
+    let cpath = CString::new(path.to_str().unwrap()).unwrap();
+    let per_array = |xs: Vec<f64>| {
+        let (med, lo, hi) = median(xs);
+        (
+            med * 1e6 / n as f64,
+            lo * 1e6 / n as f64,
+            hi * 1e6 / n as f64,
+        )
+    };
+    let mut saves = Vec::new();
+    for run in 0..=SMALL_RUNS {
+        prepare(n * bytes * 2, &[&path]);
+        let t = Instant::now();
+        let s = psv_saver_new();
+        assert_eq!(
+            psv_saver_add_many(
+                s,
+                n,
+                key_ptrs.as_ptr(),
+                data_ptrs.as_ptr(),
+                dtypes.as_ptr(),
+                shapes.as_ptr(),
+                ndims.as_ptr()
+            ),
+            PSV_OK
+        );
+        assert_eq!(psv_saver_save(s, cpath.as_ptr(), null()), PSV_OK);
+        psv_saver_free(s);
+        if run > 0 {
+            saves.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let mut restores = Vec::new();
+    for run in 0..=SMALL_RUNS {
+        prepare(n * bytes * 2, &[]);
+        let t = Instant::now();
+        let mut a: *mut psv_archive = null_mut();
+        assert_eq!(psv_restore(cpath.as_ptr(), null(), &mut a), PSV_OK);
+        assert_eq!(psv_archive_count(a), n);
+        let elapsed = t.elapsed().as_secs_f64();
+        psv_free(a);
+        if run > 0 {
+            restores.push(elapsed);
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    (per_array(saves), per_array(restores))
 }
