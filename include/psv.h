@@ -461,14 +461,16 @@ psv_status psv_restore_options_set_native_endian(psv_restore_options *o, bool na
 /**
  * When true, the file is mapped (private, copy-on-write) and every stored member whose array
  * data is 64-aligned in the file (every file psv writes) is returned as a view into the
- * mapping: nothing is read up front and pages load on first touch. Other members (numpy's
+ * mapping: no array data is read up front (the headers are parsed from the mapping) and pages
+ * load on first touch. Other members (numpy's
  * unaligned files, deflated members, and members that native_endian must byte-swap) are copied
  * into the block as usual. Mapped members' CRCs are not checked (that would read them).
  *
  * Applies to `.npz` files only: directory archives and `psv_restore_from_memory` copy every
  * array. The archive owns the mapping until `psv_free`. Replacing the file by rename while it is
- * mapped is safe (the mapping keeps the old file); truncating it in place is not: touching a
- * page past the new end raises SIGBUS in the process.
+ * mapped is safe (the mapping keeps the old file); truncating it in place is not, from the
+ * start of `psv_restore` to `psv_free`: touching a page past the new end raises SIGBUS in the
+ * process.
  */
 psv_status psv_restore_options_set_mmap(psv_restore_options *o, bool mmap);
 

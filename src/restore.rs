@@ -255,8 +255,12 @@ impl Reader<'_> {
                     .collect::<Result<Vec<_>>>()
             })?,
             None => {
-                let image = image.zip(image_block.as_mut().map(Block::as_mut_slice));
-                self.inspect_all(&pool, members, &candidates, image)?
+                let staging = match (&map, image, image_block.as_mut()) {
+                    (Some(map), _, _) => Staging::Mapped(&map.as_slice()[..self.file_len as usize]),
+                    (None, Some(img), Some(block)) => Staging::Image(img, block.as_mut_slice()),
+                    _ => Staging::Regions,
+                };
+                self.inspect_all(&pool, members, &candidates, staging)?
             }
         };
 
@@ -625,6 +629,20 @@ enum Holding<'a> {
     Region(&'a Arc<Region>),
     /// A run of the block (an [`Image`]).
     Image(Held<'a>),
+    /// The whole file, mapped (mmap mode).
+    Mapped(Held<'a>),
+}
+
+/// Where phase A puts the bytes of small members it reads.
+enum Staging<'a> {
+    /// Runs are read into [`Region`]s of their own.
+    Regions,
+    /// Runs are read into their place in the image block.
+    Image(Image, &'a mut [u8]),
+    /// The file is mapped (mmap mode): nothing is read; headers are parsed from the mapping.
+    /// Why: reading runs into regions cost a copy and fresh pages for bytes the mapping
+    /// already shows: 20000 x 1 KiB, mmap restore 1.2-1.4 -> 0.9-1.1 us/array (C ABI loop).
+    Mapped(&'a [u8]),
 }
 
 impl<'a> Holding<'a> {
@@ -632,7 +650,7 @@ impl<'a> Holding<'a> {
         match self {
             Holding::Nothing => Held::NONE,
             Holding::Region(r) => r.held(),
-            Holding::Image(h) => *h,
+            Holding::Image(h) | Holding::Mapped(h) => *h,
         }
     }
 }
@@ -953,10 +971,15 @@ impl Reader<'_> {
         pool: &rayon::ThreadPool,
         members: &[MemberInfo],
         candidates: &[usize],
-        image: Option<(Image, &mut [u8])>,
+        staging: Staging<'_>,
     ) -> Result<Vec<Inspected>> {
         let mut by_offset: Vec<usize> = (0..candidates.len()).collect();
         by_offset.sort_by_key(|&c| members[candidates[c]].header_offset);
+        let (image, mapped) = match staging {
+            Staging::Regions => (None, None),
+            Staging::Image(img, block) => (Some((img, block)), None),
+            Staging::Mapped(bytes) => (None, Some(Held { start: 0, bytes })),
+        };
         let jobs = match &image {
             None => self.region_jobs(members, candidates, by_offset),
             Some((img, _)) => image_jobs(members, candidates, by_offset, *img),
@@ -989,6 +1012,8 @@ impl Reader<'_> {
                     let first = &members[candidates[group[0]]];
                     let mut region = None;
                     let holding = match (span, slice) {
+                        // mmap mode: everything is already in memory.
+                        _ if mapped.is_some() => Holding::Mapped(mapped.unwrap_or(Held::NONE)),
                         (Some((start, _)), Some(bytes)) => {
                             self.read_at(bytes, start)
                                 .map_err(|e| self.in_member(first, e))?;

@@ -1117,7 +1117,8 @@ def restore(
             Other members (numpy's unaligned files, deflated members, members that
             ``native_endian`` must byte-swap) are copied as usual.  Mapped members' CRCs are
             not checked.  Ignored for an in-memory archive.  Do not truncate the file in place
-            while its arrays are alive (SIGBUS); replacing it by rename is safe.
+            during this call or while its arrays are alive (SIGBUS); replacing it by rename
+            is safe.
         progress: ``callable(done, total)`` (bytes) called on this thread; returning False
             cancels (PsvError PSV_ERR_ABORTED); an exception it raises cancels the restore
             and is re-raised here.  ``True`` draws a bar on stderr if it is a terminal.
