@@ -1,0 +1,360 @@
+//! Fill: the tasks that move each array's bytes into the block (pread, copy from a region,
+//! inflate, or nothing but a byte swap for image members) and the CRC state each one yields.
+
+use super::*;
+
+/// Stored data is read, then CRC'd, in pieces of this size within a chunk, so the CRC pass
+/// reads the CPU cache instead of memory.
+pub(super) const CACHE_PIECE_LEN: usize = 256 << 10;
+
+/// Groups fill tasks, in order, into batches of about equal work for the pool: one 4 MiB chunk
+/// of a large array, or up to that many bytes of small arrays (fewer when the whole job is
+/// small, so every worker gets some). Each batch is one rayon job. Why: with one job per task,
+/// rayon split the task list by count, and a file of 4 large arrays followed by 2000 small
+/// ones left one worker with nearly all the bytes (measured: 5.2 GB/s instead of ~8).
+pub(super) fn batch_tasks(
+    tasks: Vec<FillTask<'_>>,
+    total: u64,
+    threads: usize,
+) -> Vec<Vec<FillTask<'_>>> {
+    let target = (total / (4 * threads.max(1) as u64)).clamp(64 << 10, CHUNK_LEN as u64);
+    let mut batches: Vec<Vec<FillTask<'_>>> = Vec::new();
+    let mut current = Vec::new();
+    let mut current_bytes = 0;
+    for t in tasks {
+        let bytes = t.bytes();
+        if !current.is_empty() && current_bytes + bytes > target {
+            batches.push(std::mem::take(&mut current));
+            current_bytes = 0;
+        }
+        current_bytes += bytes;
+        current.push(t);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+/// What a fill task learned of its member's CRC-32.
+pub(super) enum Crc {
+    /// The whole payload (header included) was hashed by this one task: the final CRC-32.
+    Whole(u32),
+    /// The CRC state of this task's bytes, to combine in task order after the header's.
+    Piece(Hasher),
+}
+
+/// A hasher that has seen a stored member's `.npy` header bytes (which phase A read), ready
+/// for its data pieces; empty for deflated members, whose fill hashes everything itself.
+pub(super) fn header_hasher(loc: &Located) -> Hasher {
+    let mut h = Hasher::new();
+    if loc.method == Method::Stored {
+        h.update(&loc.header_bytes);
+    }
+    h
+}
+
+/// One unit of fill work.
+pub(super) struct FillTask<'b> {
+    /// Index into `located`.
+    pub(super) slot: usize,
+    pub(super) kind: FillKind<'b>,
+    /// Byte-swap the array bytes to native order once they are in place.
+    pub(super) swap: bool,
+    /// The phase-A region holding the member's bytes, if any: owned by the tasks alone during
+    /// the fill, so each region is unmapped when its last member is done.
+    pub(super) region: Option<Arc<Region>>,
+}
+
+impl FillTask<'_> {
+    /// Bytes this task moves (for progress).
+    pub(super) fn bytes(&self) -> u64 {
+        match &self.kind {
+            FillKind::Stored { dest, .. }
+            | FillKind::Held { dest }
+            | FillKind::Deflated { dest }
+            | FillKind::InPlace { payload: dest } => dest.len() as u64,
+            FillKind::StoredTail { len, .. } => *len,
+        }
+    }
+}
+
+pub(super) enum FillKind<'b> {
+    /// `pread` stored array bytes at `file_offset` into `dest`.
+    Stored {
+        file_offset: u64,
+        dest: &'b mut [u8],
+    },
+    /// Bytes after the array data in a stored member: read only for the CRC.
+    StoredTail { file_offset: u64, len: u64 },
+    /// Copy a stored member's array bytes from its phase-A region (and CRC its tail there).
+    Held { dest: &'b mut [u8] },
+    /// Inflate a whole deflated member; the array part lands in `dest`.
+    Deflated { dest: &'b mut [u8] },
+    /// A stored member that phase A read into its place in the image (and hashed): only the
+    /// byte swap of its array data is left.
+    InPlace { payload: &'b mut [u8] },
+}
+
+pub(super) fn fill_tasks<'b>(
+    block: &'b mut [u8],
+    image: Option<Image>,
+    arrays: &[ArrayInfo],
+    located: &[(usize, Located)],
+    members: &[MemberInfo],
+    verify_crc: bool,
+) -> Vec<FillTask<'b>> {
+    // What each array's tasks own of the block, in block order: the array's bytes, or for a
+    // payload already in place in the image, the whole payload (its CRC covers the header).
+    let mut spans: Vec<(usize, usize, usize)> = arrays
+        .iter()
+        .zip(located)
+        .enumerate()
+        .filter(|(_, (a, _))| !a.mapped)
+        .map(|(slot, (a, (mi, loc)))| match image {
+            Some(img) if loc.in_image => {
+                let start = (loc.payload_start - img.start) as usize;
+                (start, start + members[*mi].size as usize, slot)
+            }
+            _ => (a.offset, a.offset + a.nbytes, slot),
+        })
+        .collect();
+    spans.sort_unstable();
+    let mut tasks = Vec::new();
+    let mut rest = block;
+    let mut cursor = 0;
+    for (start, end, slot) in spans {
+        let (a, (mi, loc)) = (&arrays[slot], &located[slot]);
+        let gap = start
+            .checked_sub(cursor)
+            .expect("arrays never overlap in the block (check_overlaps)");
+        let tail = std::mem::take(&mut rest);
+        let (_, tail) = tail.split_at_mut(gap);
+        let (dest, tail) = tail.split_at_mut(end - start);
+        rest = tail;
+        cursor = end;
+        if loc.in_image {
+            // Phase A hashed it already; only a byte swap may be left.
+            if !loc.swap_units.is_empty() {
+                tasks.push(FillTask {
+                    slot,
+                    kind: FillKind::InPlace { payload: dest },
+                    swap: false,
+                    region: None,
+                });
+            }
+            continue;
+        }
+        match loc.method {
+            Method::Deflated => tasks.push(FillTask {
+                slot,
+                kind: FillKind::Deflated { dest },
+                swap: false,
+                region: loc.region.clone(),
+            }),
+            Method::Stored if loc.region.is_some() => tasks.push(FillTask {
+                slot,
+                kind: FillKind::Held { dest },
+                swap: false,
+                region: loc.region.clone(),
+            }),
+            Method::Stored => {
+                let data_start = loc.payload_start + loc.header.header_len as u64;
+                // Chunks hold whole elements, so each can be byte-swapped on its own.
+                let item = a.descr.itemsize().max(1);
+                let chunk_len = (CHUNK_LEN / item).max(1) * item;
+                for (k, chunk) in dest.chunks_mut(chunk_len).enumerate() {
+                    tasks.push(FillTask {
+                        slot,
+                        kind: FillKind::Stored {
+                            file_offset: data_start + (k * chunk_len) as u64,
+                            dest: chunk,
+                        },
+                        swap: false,
+                        region: None,
+                    });
+                }
+                let used = (loc.header.header_len + a.nbytes) as u64;
+                let size = members[*mi].size;
+                if verify_crc && size > used {
+                    let mut off = 0;
+                    while off < size - used {
+                        let len = (size - used - off).min(CHUNK_LEN as u64);
+                        tasks.push(FillTask {
+                            slot,
+                            kind: FillKind::StoredTail {
+                                file_offset: data_start + a.nbytes as u64 + off,
+                                len,
+                            },
+                            swap: false,
+                            region: None,
+                        });
+                        off += len;
+                    }
+                }
+            }
+        }
+    }
+    tasks
+}
+
+impl Reader<'_> {
+    /// Checks the CRC-32 of a member that is not an array, reading (or inflating) all of it.
+    pub(super) fn check_raw_member_crc(&self, m: &MemberInfo, payload_start: u64) -> Result<()> {
+        let mut h = Hasher::new();
+        let mut buf = block::zeroed((CHUNK_LEN as u64).min(m.size) as usize)?;
+        match m.method {
+            Ok(Method::Stored) => {
+                let mut done = 0u64;
+                while done < m.size {
+                    let n = (m.size - done).min(buf.len() as u64) as usize;
+                    self.read_at(&mut buf[..n], payload_start + done)?;
+                    h.update(&buf[..n]);
+                    done += n as u64;
+                }
+            }
+            Ok(Method::Deflated) => {
+                let mut inflater = self.inflater(None, payload_start, m.compressed_size);
+                let mut done = 0u64;
+                while done < m.size {
+                    let n = (m.size - done).min(buf.len() as u64) as usize;
+                    if inflater.read(&mut buf[..n])? != n {
+                        return Err(Error::format("truncated: the deflate stream ends early"));
+                    }
+                    h.update(&buf[..n]);
+                    done += n as u64;
+                }
+                inflater.expect_end(m.size)?;
+            }
+            Err(_) => return Ok(()),
+        }
+        let got = h.finalize();
+        if got != m.crc32 {
+            return Err(Error::crc(format!(
+                "CRC-32 mismatch (central directory says {:08x}, data gives {got:08x})",
+                m.crc32
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads a member's bytes at `offset`: from its own file (directory layout) or the source.
+    pub(super) fn read_member(&self, loc: &Located, buf: &mut [u8], offset: u64) -> Result<()> {
+        match &loc.file {
+            Some(f) => read_exact(f.as_ref(), buf, offset),
+            None => self.read_at(buf, offset),
+        }
+    }
+
+    /// Runs one fill task; returns the CRC state of the bytes it covered (when verifying).
+    pub(super) fn fill(
+        &self,
+        task: FillTask<'_>,
+        m: &MemberInfo,
+        loc: &Located,
+    ) -> Result<Option<Crc>> {
+        let verify = self.opts.verify_crc;
+        match task.kind {
+            FillKind::Stored { file_offset, dest } => {
+                // Read a cache-sized piece, then CRC it while it is still in cache.
+                let mut h = Hasher::new();
+                let mut offset = file_offset;
+                for piece in dest.chunks_mut(CACHE_PIECE_LEN) {
+                    self.read_member(loc, piece, offset)?;
+                    if verify {
+                        h.update(piece);
+                    }
+                    offset += piece.len() as u64;
+                }
+                let crc = verify.then_some(Crc::Piece(h));
+                if task.swap {
+                    swap_in_place(dest, loc);
+                }
+                Ok(crc)
+            }
+            FillKind::Held { dest } => {
+                let region = task.region.as_ref().expect("held members have a region");
+                let payload = region
+                    .get(loc.payload_start, m.size)
+                    .expect("phase A checked that the region holds the payload");
+                let data = &payload[loc.header.header_len..loc.header.header_len + dest.len()];
+                dest.copy_from_slice(data);
+                // The region holds the whole payload, header included: its CRC in one pass.
+                let crc = verify.then(|| Crc::Whole(crc32fast::hash(payload)));
+                if task.swap {
+                    swap_in_place(dest, loc);
+                }
+                Ok(crc)
+            }
+            FillKind::InPlace { payload } => {
+                if task.swap {
+                    let data = loc.header.header_len..loc.header.header_len + loc.header.nbytes;
+                    swap_in_place(&mut payload[data], loc);
+                }
+                Ok(None)
+            }
+            FillKind::StoredTail { file_offset, len } => {
+                let mut buf = block::zeroed(len as usize)?;
+                self.read_member(loc, &mut buf, file_offset)?;
+                let mut h = Hasher::new();
+                h.update(&buf);
+                Ok(Some(Crc::Piece(h)))
+            }
+            FillKind::Deflated { dest } => {
+                let held = task
+                    .region
+                    .as_ref()
+                    .and_then(|r| r.get(loc.payload_start, m.compressed_size));
+                let mut inflater = self.inflater(held, loc.payload_start, m.compressed_size);
+                let mut h = Hasher::new();
+                let mut header = block::zeroed(loc.header.header_len)?;
+                if inflater.read(&mut header)? != header.len() || header != loc.header_bytes {
+                    return Err(Error::format("the deflate stream changed while reading"));
+                }
+                h.update(&header);
+                if inflater.read(dest)? != dest.len() {
+                    return Err(Error::format(
+                        "truncated: the deflate stream ends inside the array data",
+                    ));
+                }
+                if verify {
+                    h.update(dest);
+                }
+                if !loc.swap_units.is_empty() {
+                    swap_in_place(dest, loc);
+                }
+                if !verify {
+                    return Ok(None);
+                }
+                let mut tail_left = m.size - (header.len() + dest.len()) as u64;
+                let mut scratch = vec![0u8; 64 << 10];
+                while tail_left > 0 {
+                    let n = (tail_left as usize).min(scratch.len());
+                    if inflater.read(&mut scratch[..n])? != n {
+                        return Err(Error::format(format!(
+                            "truncated: the deflate stream ends before the declared size {}",
+                            m.size
+                        )));
+                    }
+                    h.update(&scratch[..n]);
+                    tail_left -= n as u64;
+                }
+                inflater.expect_end(m.size)?;
+                Ok(Some(Crc::Whole(h.finalize())))
+            }
+        }
+    }
+}
+
+/// Byte-swaps whole elements of `bytes` to native order.
+pub(super) fn swap_in_place(bytes: &mut [u8], loc: &Located) {
+    let item = loc.header.descr.itemsize();
+    if item == 0 {
+        return;
+    }
+    for element in bytes.chunks_exact_mut(item) {
+        for &(offset, width) in &loc.swap_units {
+            element[offset..offset + width].reverse();
+        }
+    }
+}
