@@ -6,7 +6,9 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use psv::{restore, Archive, Dtype, ErrorKind, RestoreOptions, SaveOptions, Saver};
+use psv::{
+    restore, restore_with_progress, Archive, Dtype, ErrorKind, RestoreOptions, SaveOptions, Saver,
+};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("psv-image-{}-{name}", std::process::id()));
@@ -214,5 +216,25 @@ fn an_unaligned_member_appended_later_lands_after_the_image() {
     assert_eq!(c.offset % 64, 0);
     assert!(c.offset as u64 >= c.file_offset.unwrap() - starts[0] as u64);
     assert_eq!(a.data_ptr(2).unwrap() as usize % 64, 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn progress_counts_the_arrays_read_in_place() {
+    let dir = scratch("progress");
+    let (path, arrays) = save_mixed(&dir);
+    let total_bytes: u64 = arrays.iter().map(|(_, v)| v.len() as u64).sum();
+    let mut calls: Vec<(u64, u64)> = Vec::new();
+    let a = restore_with_progress(&path, &RestoreOptions::default(), &mut |done, total| {
+        calls.push((done, total));
+        true
+    })
+    .unwrap();
+    assert_eq!(a.len(), arrays.len());
+    let &(done, total) = calls.last().unwrap();
+    assert_eq!((done, total), (total_bytes, total_bytes), "{calls:?}");
+    assert!(calls
+        .windows(2)
+        .all(|w| w[0].0 <= w[1].0 && w[0].1 == w[1].1));
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -357,10 +357,20 @@ impl Reader<'_> {
             for (_, loc) in &mut located {
                 loc.region = None;
             }
-            let work_bytes: u64 = tasks.iter().map(FillTask::bytes).sum();
-            let batches = batch_tasks(tasks, work_bytes, pool.current_num_threads());
+            // Image members that phase A read (and hashed) and that need no swap have no task
+            // left: they count as done from the start, so the total is still every array byte.
+            let in_place: u64 = located
+                .iter()
+                .zip(&arrays)
+                .filter(|((_, loc), _)| loc.in_image && loc.swap_units.is_empty())
+                .map(|(_, a)| a.nbytes as u64)
+                .sum();
+            let task_bytes: u64 = tasks.iter().map(FillTask::bytes).sum();
+            let work_bytes = task_bytes + in_place;
+            let batches = batch_tasks(tasks, task_bytes, pool.current_num_threads());
             let results: Vec<(usize, Option<Crc>)> =
                 progress::run(&pool, work_bytes, progress.as_deref_mut(), |tracker| {
+                    tracker.advance(in_place);
                     let done = batches
                         .into_par_iter()
                         .with_max_len(1)
