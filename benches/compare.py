@@ -18,7 +18,8 @@ huge-page buffer and into a pre-faulted one; with --cold the read limit is the c
 
 Method: each case runs once as a warm-up (and its result is checked against the source
 arrays), then --runs more times; the cases of one workload and phase (systems and limits)
-run round-robin, so machine noise spreads over all of them alike. Before every run, untimed:
+run round-robin (each round starting one case later), so machine noise spreads over all of
+them alike. Before every run, untimed:
 delete that case's previous output, os.sync(), (--cold: drop the page cache), then allocate,
 touch and free as much memory as the run will use, so the run neither pays the hypervisor for
 re-backing freed memory nor waits on the previous run's dirty pages. Timed: everything from the arrays (or the file) to the result
@@ -235,7 +236,10 @@ class Case:
 
 def run_round_robin(cases: List[Case], runs: int, warmup: int, cache: Cache, log: Callable[[str], None]) -> None:
     for r in range(warmup + runs):
-        for c in cases:
+        # Each round starts one case later, so no system always runs first (right after the
+        # previous round's last case, e.g. a long np.savez_compressed).
+        k = r % len(cases) if cases else 0
+        for c in cases[k:] + cases[:k]:
             rm(c.outputs)
             gc.collect()
             os.sync()
