@@ -1,6 +1,8 @@
 //! The C ABI driven from Rust: status codes, out-parameter rules, the last-error store, and a
 //! round trip, exactly as a C caller sees them.
 
+mod common;
+
 use std::ffi::{CStr, CString};
 use std::ptr::{null, null_mut};
 
@@ -22,10 +24,7 @@ fn last_error() -> String {
 }
 
 fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("psv-cabi-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("cabi", name)
 }
 
 #[test]

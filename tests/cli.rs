@@ -1,6 +1,8 @@
 //! The `psv` command line: `ls` (text and JSON), `verify` exit codes and bad-member naming, `cp`
 //! round trips, a small `bench`, and usage errors.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -8,10 +10,7 @@ use std::process::{Command, Output};
 use psv::{restore, Dtype, RestoreOptions, SaveOptions, Saver};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("psv-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("cli", name)
 }
 
 fn psv<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {

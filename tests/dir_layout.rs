@@ -1,15 +1,14 @@
 //! The directory layout: one `.npy` per array committed by an index file.
 
+mod common;
+
 use std::path::PathBuf;
 
 use psv::options::Layout;
 use psv::{restore, Dtype, ErrorKind, RestoreOptions, SaveOptions, Saver};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("psv-dir-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("dir", name)
 }
 
 fn dir_opts() -> SaveOptions {

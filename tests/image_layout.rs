@@ -3,6 +3,8 @@
 //! minus one common start. These tests check that the layout is really used, that every byte
 //! and CRC is still checked, and that arrays which do not fit it land after the image.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -10,23 +12,10 @@ use psv::{
     restore, restore_with_progress, Archive, Dtype, ErrorKind, RestoreOptions, SaveOptions, Saver,
 };
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("psv-image-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::pattern;
 
-fn pattern(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+fn scratch(name: &str) -> PathBuf {
+    common::scratch("image", name)
 }
 
 /// `file offset - block offset` of every array (stored members only).

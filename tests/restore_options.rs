@@ -1,6 +1,8 @@
 //! Restore options and progress: selected keys, metadata-only, native byte order, mmap mode,
 //! restore from memory, progress reports and cancellation.
 
+mod common;
+
 use std::path::PathBuf;
 
 use psv::{
@@ -9,10 +11,7 @@ use psv::{
 };
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("psv-opt-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("opt", name)
 }
 
 fn sample(dir: &std::path::Path) -> (PathBuf, Vec<Vec<u8>>) {

@@ -1,28 +1,17 @@
 //! Round trips through the Rust API, cross-checked with the zip crate (which verifies CRCs when
 //! a member is read to its end) and with byte-level checks of the layout we promise.
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use psv::{restore, Dtype, ErrorKind, RestoreOptions, SaveOptions, Saver};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("psv-rt-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::pattern;
 
-fn pattern(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+fn scratch(name: &str) -> PathBuf {
+    common::scratch("rt", name)
 }
 
 /// Reads every member with the zip crate (to the end, so it checks the CRC) and returns
