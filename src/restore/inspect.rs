@@ -163,6 +163,22 @@ impl Image {
 /// small members) or `None` (one large member, read piecewise).
 pub(super) type InspectJob = (Vec<usize>, Option<(u64, u64)>);
 
+/// The whole `.npy` header's length from its first [`header::PREFIX_LEN`] bytes; `None`
+/// without the npy magic (numpy returns such a member's raw bytes). A header longer than the
+/// member (`member_size` bytes) is a truncated file.
+fn npy_header_len(prefix: &[u8], member_size: u64, max_header: usize) -> Result<Option<usize>> {
+    if !header::has_magic(prefix) {
+        return Ok(None);
+    }
+    let total = header::total_header_len(prefix, max_header)?;
+    if total as u64 > member_size {
+        return Err(Error::format(format!(
+            "truncated: the .npy header needs {total} bytes but the member holds {member_size}"
+        )));
+    }
+    Ok(Some(total))
+}
+
 /// Phase-A jobs in image mode: the exact file span from each member to the next member (or the
 /// central directory) is its place in the block, so runs of small members are read whole, in
 /// place; a large member's job reads only its headers (the fill reads its data).
@@ -366,26 +382,14 @@ impl Reader<'_> {
         if len > limit || len > isize::MAX as u64 || payload < len - len / 4 {
             return None;
         }
-        let data = self.data_offset(first?)?;
-        (data % BLOCK_ALIGN as u64 == 0).then_some(Image { start, end })
-    }
-
-    /// The file offset of a stored member's array data, from one read of its headers; `None`
-    /// if they do not parse (phase A then reports why).
-    pub(super) fn data_offset(&self, m: &MemberInfo) -> Option<u64> {
-        let want = (30 + m.raw_name.len() as u64 + HEAD_READ_LEN)
-            .min(self.file_len.checked_sub(m.header_offset)?);
-        let head = self.fetch(m.header_offset, want).ok()?;
-        if head.len() < 30 || &head[..4] != LOCAL_SIG {
+        // Phase A's own check of the first array, one small read; an error here is reported
+        // by phase A proper.
+        let mut headers = header::ParseCache::default();
+        let Ok(Inspected::Array(loc)) = self.inspect(first?, Holding::Nothing, &mut headers) else {
             return None;
-        }
-        let name_len = usize::from(u16::from_le_bytes([head[26], head[27]]));
-        let extra_len = usize::from(u16::from_le_bytes([head[28], head[29]]));
-        let payload = 30 + name_len + extra_len;
-        let prefix = head.get(payload..payload + header::PREFIX_LEN)?;
-        let max_header = usize::try_from(self.opts.max_header_len).unwrap_or(usize::MAX);
-        let total = header::total_header_len(prefix, max_header).ok()?;
-        Some(m.header_offset + (payload + total) as u64)
+        };
+        let data = loc.payload_start + loc.header.header_len as u64;
+        (data % BLOCK_ALIGN as u64 == 0).then_some(Image { start, end })
     }
 
     /// `len` bytes at `offset`, read from the source.
@@ -587,16 +591,9 @@ impl Reader<'_> {
                     prefix.resize(prefix_len, 0);
                     self.read_at(&mut prefix, payload_start)?;
                 }
-                if !header::has_magic(&prefix) {
+                let Some(total) = npy_header_len(&prefix, m.size, max_header)? else {
                     return Ok(Inspected::NotArray { payload_start });
-                }
-                let total = header::total_header_len(&prefix, max_header)?;
-                if total as u64 > m.size {
-                    return Err(Error::format(format!(
-                        "truncated: the .npy header needs {total} bytes but the member holds {}",
-                        m.size
-                    )));
-                }
+                };
                 if held.len() >= total {
                     Cow::Borrowed(&held[..total])
                 } else {
@@ -610,16 +607,9 @@ impl Reader<'_> {
                 let mut prefix = vec![0u8; (m.size as usize).min(header::PREFIX_LEN)];
                 let got = inflater.read(&mut prefix)?;
                 prefix.truncate(got);
-                if !header::has_magic(&prefix) {
+                let Some(total) = npy_header_len(&prefix, m.size, max_header)? else {
                     return Ok(Inspected::NotArray { payload_start });
-                }
-                let total = header::total_header_len(&prefix, max_header)?;
-                if total as u64 > m.size {
-                    return Err(Error::format(format!(
-                        "truncated: the .npy header needs {total} bytes but the member holds {}",
-                        m.size
-                    )));
-                }
+                };
                 let mut bytes = block::zeroed(total)?;
                 // A header can be shorter than the prefix already inflated (HEADER_LEN 0 or 1:
                 // found by cargo-fuzz); parsing then rejects it.
