@@ -69,7 +69,7 @@ impl FillTask<'_> {
             FillKind::Stored { dest, .. }
             | FillKind::Held { dest }
             | FillKind::Deflated { dest }
-            | FillKind::InPlace { payload: dest } => dest.len() as u64,
+            | FillKind::InPlace { dest } => dest.len() as u64,
             FillKind::StoredTail { len, .. } => *len,
         }
     }
@@ -89,31 +89,23 @@ pub(super) enum FillKind<'b> {
     Deflated { dest: &'b mut [u8] },
     /// A stored member that phase A read into its place in the image (and hashed): only the
     /// byte swap of its array data is left.
-    InPlace { payload: &'b mut [u8] },
+    InPlace { dest: &'b mut [u8] },
 }
 
 pub(super) fn fill_tasks<'b>(
     block: &'b mut [u8],
-    image: Option<Image>,
     arrays: &[ArrayInfo],
     located: &[(usize, Located)],
     members: &[MemberInfo],
     verify_crc: bool,
 ) -> Vec<FillTask<'b>> {
-    // What each array's tasks own of the block, in block order: the array's bytes, or for a
-    // payload already in place in the image, the whole payload (its CRC covers the header).
+    // Each array's bytes in the block, in block order (an image keeps file order, which need
+    // not be the central directory's).
     let mut spans: Vec<(usize, usize, usize)> = arrays
         .iter()
-        .zip(located)
         .enumerate()
-        .filter(|(_, (a, _))| !a.mapped)
-        .map(|(slot, (a, (mi, loc)))| match image {
-            Some(img) if loc.in_image => {
-                let start = (loc.payload_start - img.start) as usize;
-                (start, start + members[*mi].size as usize, slot)
-            }
-            _ => (a.offset, a.offset + a.nbytes, slot),
-        })
+        .filter(|(_, a)| !a.mapped)
+        .map(|(slot, a)| (a.offset, a.offset + a.nbytes, slot))
         .collect();
     spans.sort_unstable();
     let mut tasks = Vec::new();
@@ -134,7 +126,7 @@ pub(super) fn fill_tasks<'b>(
             if !loc.swap_units.is_empty() {
                 tasks.push(FillTask {
                     slot,
-                    kind: FillKind::InPlace { payload: dest },
+                    kind: FillKind::InPlace { dest },
                     swap: false,
                     region: None,
                 });
@@ -283,10 +275,9 @@ impl Reader<'_> {
                 }
                 Ok(crc)
             }
-            FillKind::InPlace { payload } => {
+            FillKind::InPlace { dest } => {
                 if task.swap {
-                    let data = loc.header.header_len..loc.header.header_len + loc.header.nbytes;
-                    swap_in_place(&mut payload[data], loc);
+                    swap_in_place(dest, loc);
                 }
                 Ok(None)
             }

@@ -338,7 +338,6 @@ impl Reader<'_> {
         if !opts.metadata_only {
             let mut tasks = fill_tasks(
                 block.as_mut_slice(),
-                image,
                 &arrays,
                 &located,
                 members,
