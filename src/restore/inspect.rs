@@ -281,15 +281,15 @@ impl Reader<'_> {
                 .map(|((group, span), slice)| {
                     let first = &members[candidates[group[0]]];
                     let mut region = None;
-                    let holding = match (span, slice) {
-                        // mmap mode: everything is already in memory.
-                        _ if mapped.is_some() => Holding::Mapped(mapped.unwrap_or(Held::NONE)),
-                        (Some((start, _)), Some(bytes)) => {
+                    let holding = match (mapped, span, slice) {
+                        // mmap mode: the whole file is already in memory; nothing to read.
+                        (Some(file), _, _) => Holding::Mapped(file),
+                        (None, Some((start, _)), Some(bytes)) => {
                             self.read_at(bytes, start)
                                 .map_err(|e| self.in_member(first, e))?;
                             Holding::Image(Held { start, bytes })
                         }
-                        (Some((start, end)), None) => {
+                        (None, Some((start, end)), None) => {
                             let mut bytes = Block::new((end - start) as usize)?;
                             self.read_at(bytes.as_mut_slice(), start)
                                 .map_err(|e| self.in_member(first, e))?;
