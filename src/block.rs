@@ -29,6 +29,17 @@ pub fn zeroed(len: usize) -> Result<Vec<u8>> {
     Ok(v)
 }
 
+/// Asks for transparent huge pages on a block of `len` bytes when it spans at least one huge
+/// page. Advisory only: without transparent huge pages this changes nothing.
+fn advise_huge_pages(map: &MmapMut, len: usize) {
+    #[cfg(target_os = "linux")]
+    if len >= 2 << 20 {
+        let _ = map.advise(memmap2::Advice::HugePage);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (map, len);
+}
+
 /// A page-aligned, writable, private block of memory, unmapped on drop.
 pub struct Block {
     map: MmapMut,
@@ -45,11 +56,7 @@ impl Block {
             .len(len.max(BLOCK_ALIGN))
             .map_anon()
             .map_err(|e| Error::nomem(format!("cannot allocate a block of {len} bytes: {e}")))?;
-        #[cfg(target_os = "linux")]
-        if len >= 2 << 20 {
-            // Advisory only: without transparent huge pages this changes nothing.
-            let _ = map.advise(memmap2::Advice::HugePage);
-        }
+        advise_huge_pages(&map, len);
         Ok(Block { map, len })
     }
 
@@ -60,7 +67,6 @@ impl Block {
             return Ok(());
         }
         if len > self.map.len() {
-            let fail = |e| Error::nomem(format!("cannot grow the block to {len} bytes: {e}"));
             #[cfg(target_os = "linux")]
             {
                 // SAFETY: `&mut self` guarantees that no slice of the mapping is borrowed, so
@@ -69,17 +75,14 @@ impl Block {
                 unsafe {
                     self.map
                         .remap(len, memmap2::RemapOptions::new().may_move(true))
-                        .map_err(fail)?;
                 }
-                if len >= 2 << 20 {
-                    let _ = self.map.advise(memmap2::Advice::HugePage);
-                }
+                .map_err(|e| Error::nomem(format!("cannot grow the block to {len} bytes: {e}")))?;
+                advise_huge_pages(&self.map, len);
             }
             #[cfg(not(target_os = "linux"))]
             {
                 let mut bigger = Block::new(len)?;
                 bigger.map[..self.len].copy_from_slice(&self.map[..self.len]);
-                let _ = fail;
                 *self = bigger;
             }
         }
