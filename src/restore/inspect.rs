@@ -141,10 +141,10 @@ impl<'a> Held<'a> {
 /// 64-aligned in the file (every file psv writes), the block holds the file's bytes from
 /// `start` (64-aligned) to the central directory, and each array's view is at its own file
 /// offset minus `start`. Phase A then reads runs of small members straight into their final
-/// place and the fill only checks their CRCs: one copy of each byte instead of two (a phase-A
-/// region, then the block), and no region mappings to fault in and unmap. Measured on 20000
-/// arrays of 1 KiB: see `Reader::plan_image`. Arrays that turn out not to be aligned are
-/// placed after the image, as in the packed layout.
+/// place and hashes them there, while they are in cache: one copy of each byte instead of two
+/// (a phase-A region, then the block), and no region mappings to fault in and unmap. Measured
+/// on 20000 arrays of 1 KiB through the C ABI: 1.28-1.32 -> 0.94-1.13 us/array. Arrays that
+/// turn out not to be aligned are placed after the image, as in the packed layout.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Image {
     /// File offset of the block's first byte.
