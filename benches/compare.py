@@ -11,8 +11,9 @@ examples/python_ctypes/parallel_saver.py), numpy and safetensors (torch-free:
   W4  4 x 128 MiB float32 + 2000 x 16 KiB float32
 
 Limits (same run, Python, no psv), measured for each workload at its size and interleaved
-with its save / restore rounds: page-cache write (1 thread os.write of the whole buffer;
-2 threads os.pwrite of halves; 1 thread os.pwrite in 1 MiB pieces), page-cache read into a freshly allocated anonymous mapping
+with its save / restore rounds: page-cache write (1 thread os.write of the whole buffer,
+plain and after fallocate; 2 threads os.pwrite of halves; 1 thread os.pwrite in 1 MiB pieces;
+the write limit is the best of them), page-cache read into a freshly allocated anonymous mapping
 advised MADV_HUGEPAGE (2 threads os.preadv of halves), memcpy (np.copyto) into a fresh
 huge-page buffer and into a pre-faulted one; with --cold the read limit is the cold one.
 
@@ -21,7 +22,7 @@ arrays), then --runs more times; the cases of one workload and phase (systems an
 run round-robin (each round starting one case later), so machine noise spreads over all of
 them alike. Before every run, untimed:
 delete that case's previous output, os.sync(), (--cold: drop the page cache), then allocate,
-touch and free as much memory as the run will use, so the run neither pays the hypervisor for
+touch and free as much memory as the run will use, on every CPU, so the run neither pays the hypervisor for
 re-backing freed memory nor waits on the previous run's dirty pages. Timed: everything from the arrays (or the file) to the result
 (saver construction included; freeing the result excluded). Every restore reads every byte:
 copy mode reads into psv's block, mmap mode is followed by a uint64 sum over each array (the
@@ -122,18 +123,49 @@ def fresh_huge(nbytes: int) -> mmap.mmap:
     return m
 
 
-def touch_and_free(nbytes: int) -> None:
-    """Allocate, touch every page of, and free ``nbytes``: freed memory is handed back to the
-    hypervisor within seconds on these VMs, and the next first touch would cost ~20x."""
+def _touch_and_free_here(nbytes: int) -> None:
     import numpy as np
 
-    if nbytes <= 0:
-        return
     m = fresh_huge(nbytes)
     a = np.frombuffer(m, dtype=np.uint8)
     a[::4096] = 1
     del a
     m.close()
+
+
+def touch_and_free(nbytes: int) -> None:
+    """Allocate, touch every page of, and free ``nbytes``, once on every CPU this process may
+    run on: freed memory is handed back to the hypervisor within seconds on these VMs, and the
+    next first touch would cost ~20x.
+
+    Why on every CPU: freed 2 MiB pages wait in the freeing CPU's own free list, and a write
+    issued on the other CPU got older pages the host had taken back. Measured here (1 GiB
+    write after fallocate, 10 runs each, memory touched on CPU 0 only): a writer on CPU 0 ran
+    at 6.0-7.3 GB/s, one on CPU 1 at 0.5-7.3 (median 4.9). Touching on CPU 0 only favoured
+    whichever system writes from the calling thread (the one-thread limits did; psv writes
+    from a worker)."""
+    if nbytes <= 0:
+        return
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2:
+        _touch_and_free_here(nbytes)
+        return
+    errs: List[BaseException] = []
+
+    def on(cpu: int) -> None:
+        try:
+            os.sched_setaffinity(0, {cpu})  # 0: this thread only (Linux)
+            _touch_and_free_here(nbytes)
+        except BaseException as e:  # noqa: BLE001
+            errs.append(e)
+
+    ts = [threading.Thread(target=on, args=(c,)) for c in cpus]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errs:
+        raise errs[0]
 
 
 class Cache:
@@ -382,6 +414,14 @@ def limit_cases(wl: str, size: int, count: int, d: Path) -> Tuple[List[Case], Li
         finally:
             os.close(fd)
 
+    def write1_falloc() -> None:
+        fd = os.open(wpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, size)
+            _write_all(fd, mv)
+        finally:
+            os.close(fd)
+
     def write2() -> None:
         fd = os.open(wpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -425,9 +465,12 @@ def limit_cases(wl: str, size: int, count: int, d: Path) -> Tuple[List[Case], Li
 
     saves = [
         Case("limit_write_1t", "save", "limit: page-cache write, 1 thread os.write", write1, nbytes=size, mem=size, outputs=[wpath], count=count, kind="limit"),
+        # Reserving the blocks first (fallocate) skips ext4's delayed-allocation bookkeeping
+        # per block: ~1.4x a plain write here. psv does it, so the limit does too.
+        Case("limit_write_falloc", "save", "limit: page-cache write, fallocate + 1 thread os.write", write1_falloc, nbytes=size, mem=size, outputs=[wpath], count=count, kind="limit"),
         Case("limit_write_2t", "save", "limit: page-cache write, 2 threads os.pwrite", write2, nbytes=size, mem=size, outputs=[wpath], count=count, kind="limit"),
-        # One large write allocates large page-cache folios, which this VM often backs slowly
-        # (0.5 GB/s instead of ~4.5); 1 MiB writes did not hit that. Part of the limit too.
+        # Kept from an earlier hygiene (memory touched on one CPU only), under which 1 MiB
+        # writes were sometimes the fast pattern. Part of the limit too.
         Case("limit_write_1m", "save", "limit: page-cache write, 1 thread os.pwrite in 1 MiB pieces", write1m, nbytes=size, mem=size, outputs=[wpath], count=count, kind="limit"),
     ]
     restores = [
@@ -751,7 +794,7 @@ def add_ratios(results: Dict[str, Any]) -> None:
     numpy and safetensors (same workload and op)."""
     for wl, w in results["workloads"].items():
         by = {(r["op"], r["name"]): r for r in w["cases"]}
-        write = [by[("save", k)]["gbps"] for k in ("limit_write_1t", "limit_write_2t", "limit_write_1m") if ("save", k) in by]
+        write = [by[("save", k)]["gbps"] for k in ("limit_write_1t", "limit_write_falloc", "limit_write_2t", "limit_write_1m") if ("save", k) in by]
         read = by.get(("restore", "limit_read_2t"))
         w["write_limit_gbps"] = max(write) if write else None
         w["read_limit_gbps"] = read["gbps"] if read else None
@@ -859,7 +902,7 @@ def chart(results: Dict[str, Any], path: Path) -> bool:
     }
 
     limit_style = {
-        "limit_write_1t": ("red", ":"), "limit_write_2t": ("red", "--"), "limit_write_1m": ("red", "-."), "limit_read_2t": ("red", "--"),
+        "limit_write_1t": ("red", ":"), "limit_write_falloc": ("red", "-"), "limit_write_2t": ("red", "--"), "limit_write_1m": ("red", "-."), "limit_read_2t": ("red", "--"),
         "limit_memcpy_fresh": ("purple", ":"), "limit_memcpy_warm": ("grey", "-."),
     }
 

@@ -53,6 +53,27 @@ impl TempFile {
         })
     }
 
+    /// Sizes the file to `len` bytes before any data is written, reserving its blocks where the
+    /// filesystem can (Linux `fallocate`, which reports a full disk here, before anything is
+    /// written); elsewhere, or where the filesystem cannot reserve, it only sets the length.
+    ///
+    /// Why reserve: buffered writes into reserved (unwritten) extents skip ext4's per-block
+    /// delayed-allocation bookkeeping. Measured here (2-core VM, ext4, 1 GiB, 8 runs each,
+    /// interleaved): one 1 GiB `write` ran at 4.7-5.2 GB/s into a plain new file and at
+    /// 6.9-7.4 GB/s after `fallocate`; psv's stored save went from 4.6-4.9 to 6.1-6.5 GB/s.
+    pub(crate) fn preallocate(&self, len: u64) -> Result<()> {
+        let failed = |e| {
+            Error::io(
+                format!("cannot size {} to {len} bytes", self.path.display()),
+                e,
+            )
+        };
+        if reserve(&self.file, len).map_err(failed)? {
+            return Ok(());
+        }
+        self.file.set_len(len).map_err(failed)
+    }
+
     /// Makes the file `target`: fsync (when asked), rename, and fsync the directory (when
     /// asked) so the rename itself is durable.
     pub(crate) fn commit(self, target: &Path, fsync: bool) -> Result<()> {
@@ -139,6 +160,38 @@ fn exchange_with_file(_from: &Path, _target: &Path) -> std::io::Result<bool> {
     Ok(false)
 }
 
+/// `fallocate(fd, 0, 0, len)`: reserves the blocks and sets the length. `Ok(false)` where the
+/// filesystem or kernel cannot (the caller then only sets the length); a full disk or a length
+/// the filesystem cannot hold is an error.
+#[cfg(target_os = "linux")]
+fn reserve(file: &File, len: u64) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let Ok(len_off) = libc::off_t::try_from(len) else {
+        return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    loop {
+        // SAFETY: `file` is an open descriptor for the duration of the call; fallocate reads
+        // no memory of ours.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len_off) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // Not supported by this filesystem (e.g. some network or FUSE ones) or kernel.
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => return Ok(false),
+            _ => return Err(err),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reserve(_file: &File, _len: u64) -> std::io::Result<bool> {
+    Ok(false)
+}
+
 /// fsyncs a directory, making renames in it durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -150,6 +203,47 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         if self.armed {
             let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn target(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join("psv-tempfile-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn preallocate_sizes_the_file_exactly_and_writes_land_in_it() {
+        let tmp = TempFile::create(&target("sized.npz")).unwrap();
+        tmp.preallocate(3 << 20 | 5).unwrap();
+        assert_eq!(tmp.file.metadata().unwrap().len(), 3 << 20 | 5);
+        tmp.file.write_all_at(b"psv", (3 << 20) + 2).unwrap();
+        let mut tail = [1u8; 5];
+        tmp.file.read_exact_at(&mut tail, 3 << 20).unwrap();
+        assert_eq!(&tail, b"\0\0psv");
+        assert_eq!(tmp.file.metadata().unwrap().len(), 3 << 20 | 5);
+    }
+
+    #[test]
+    fn preallocate_beyond_what_the_filesystem_holds_is_an_io_error_naming_the_file() {
+        let tmp = TempFile::create(&target("huge.npz")).unwrap();
+        for len in [1u64 << 62, u64::MAX] {
+            let err = tmp.preallocate(len).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Io, "{}", err.message());
+            assert!(
+                err.message().contains(&tmp.path.display().to_string())
+                    && err.message().contains("os error"),
+                "{}",
+                err.message()
+            );
         }
     }
 }

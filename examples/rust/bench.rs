@@ -1,12 +1,14 @@
 //! A plain timed benchmark of psv through the C ABI (no Python), against this machine's limits
-//! measured in the same run: page-cache write (1 thread `write`, 2 threads `pwrite`), page-cache
+//! measured in the same run: page-cache write (1 thread `write`, plain and after `fallocate`;
+//! 2 threads `pwrite`), page-cache
 //! read into a fresh huge-page buffer (2 threads `pread`), and memcpy; then the per-array cost
 //! of saving and restoring many small arrays (the W3 shape: 20000 x 1 KiB, int32/float32).
 //!
 //! `cargo run --release --example bench -- [SIZE_MIB] [DIR]` (defaults: 1024, target/bench).
 //! Before each timed run: the previous output is deleted, `sync` runs, and as much memory as the
-//! run uses is allocated, touched and freed (these VMs return freed memory to the host, and the
-//! next first touch would otherwise measure the hypervisor).
+//! run uses is allocated, touched and freed on every CPU (these VMs return freed memory to the
+//! host, and the next first touch would otherwise measure the hypervisor; freed pages wait in
+//! the freeing CPU's own free list, so touching on one CPU only favours writers on that CPU).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -30,11 +32,42 @@ fn prepare(bytes: usize, remove: &[&Path]) {
     unsafe {
         libc::sync()
     };
-    let mut v = vec![0u8; bytes];
-    for i in (0..bytes).step_by(4096) {
-        v[i] = 1;
+    if bytes == 0 {
+        return;
     }
-    std::hint::black_box(&v);
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    std::thread::scope(|s| {
+        for cpu in 0..cpus {
+            s.spawn(move || {
+                pin_to(cpu);
+                let mut m = huge_buffer(bytes);
+                for i in (0..bytes).step_by(4096) {
+                    m[i] = 1;
+                }
+            });
+        }
+    });
+}
+
+/// Pins the calling thread to one CPU (best effort).
+fn pin_to(cpu: usize) {
+    // SAFETY: the set is a zeroed, then filled, local; sched_setaffinity(0, ..) reads it and
+    // applies to this thread only.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Reserves `len` bytes for `f` (fallocate), as psv's save does.
+fn reserve(f: &File, len: usize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `f` is open for the call; fallocate reads no memory of ours.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len as libc::off_t) };
+    assert_eq!(rc, 0, "fallocate: {}", std::io::Error::last_os_error());
 }
 
 fn median(mut xs: Vec<f64>) -> (f64, f64, f64) {
@@ -90,6 +123,15 @@ fn main() {
             File::create(&raw).unwrap().write_all(&data).unwrap();
         },
     );
+    let write1f = timed(
+        size,
+        || prepare(size, &[&raw]),
+        || {
+            let mut f = File::create(&raw).unwrap();
+            reserve(&f, size);
+            f.write_all(&data).unwrap();
+        },
+    );
     let write2 = timed(
         size,
         || prepare(size, &[&raw]),
@@ -132,8 +174,7 @@ fn main() {
         "page-cache write, 2 threads pwrite 4 MiB interleaved",
         write2i,
     );
-    // Appends in pieces of one size: psv writes 1 MiB pieces because, on this VM, pieces of
-    // 4 MiB or more (and one large write) often fell to 0.5-1.4 GB/s (see src/save.rs).
+    // Appends in pieces of one size (psv writes 64 MiB pieces; see WRITE_PIECE_LEN).
     let pieces = |piece: usize| {
         timed(
             size,
@@ -150,6 +191,7 @@ fn main() {
         ("256 KiB", 256 << 10),
         ("1 MiB", 1 << 20),
         ("4 MiB", 4 << 20),
+        ("64 MiB", 64 << 20),
     ] {
         report(
             &format!("page-cache write, 1 thread, {label} pieces"),
@@ -157,6 +199,10 @@ fn main() {
         );
     }
     let write_limit = report("page-cache write, 1 thread write", write1)
+        .max(report(
+            "page-cache write, fallocate + 1 thread write",
+            write1f,
+        ))
         .max(report("page-cache write, 2 threads pwrite", write2));
     File::create(&raw).unwrap().write_all(&data).unwrap();
     let read2 = timed(
