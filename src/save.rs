@@ -1,11 +1,11 @@
 //! Saving: borrowed arrays -> one `.npz`, planned up front and written in parallel.
 //!
-//! Data flow: validate at `add` -> plan every offset -> temp file beside the target (not sized
-//! up front: writing into a sparse file measured ~4% slower than appending) -> one thread
-//! `pwrite`s the caller's memory at the planned offsets in file order (small members packed
-//! with their headers into one write) while the other workers CRC the large arrays -> combine
-//! chunk CRCs per member -> write their headers and the central directory -> optional fsync ->
-//! rename over the target.
+//! Data flow: validate at `add` -> plan every offset -> temp file beside the target, its blocks
+//! reserved (`fallocate`) -> every worker takes the next job in file order: CRC a 2 MiB piece
+//! of a large array, then `pwrite` it from the caller's memory at its planned offset (while it
+//! is in cache), or write a run of small members packed with their headers -> combine the piece
+//! CRCs per member -> write their headers and the central directory -> optional fsync -> rename
+//! over the target.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
