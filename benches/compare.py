@@ -56,7 +56,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 WRAPPER = REPO / "examples" / "python_ctypes" / "parallel_saver.py"
@@ -123,6 +123,26 @@ def fresh_huge(nbytes: int) -> mmap.mmap:
     return m
 
 
+def _in_threads(args: Iterable[int], fn: Callable[[int], None]) -> None:
+    """Runs fn(a) for each a, each on its own thread; waits for all, then re-raises the first
+    error."""
+    errs: List[BaseException] = []
+
+    def wrap(a: int) -> None:
+        try:
+            fn(a)
+        except BaseException as e:  # noqa: BLE001
+            errs.append(e)
+
+    ts = [threading.Thread(target=wrap, args=(a,)) for a in args]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errs:
+        raise errs[0]
+
+
 def _touch_and_free_here(nbytes: int) -> None:
     import numpy as np
 
@@ -150,22 +170,12 @@ def touch_and_free(nbytes: int) -> None:
     if len(cpus) < 2:
         _touch_and_free_here(nbytes)
         return
-    errs: List[BaseException] = []
 
     def on(cpu: int) -> None:
-        try:
-            os.sched_setaffinity(0, {cpu})  # 0: this thread only (Linux)
-            _touch_and_free_here(nbytes)
-        except BaseException as e:  # noqa: BLE001
-            errs.append(e)
+        os.sched_setaffinity(0, {cpu})  # 0: this thread only (Linux)
+        _touch_and_free_here(nbytes)
 
-    ts = [threading.Thread(target=on, args=(c,)) for c in cpus]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    if errs:
-        raise errs[0]
+    _in_threads(cpus, on)
 
 
 class Cache:
@@ -347,24 +357,6 @@ def _read_all(fd: int, mv: memoryview, off: int) -> None:
         pos += k
 
 
-def _two_threads(fn: Callable[[int], None]) -> None:
-    errs: List[BaseException] = []
-
-    def wrap(k: int) -> None:
-        try:
-            fn(k)
-        except BaseException as e:  # noqa: BLE001
-            errs.append(e)
-
-    ts = [threading.Thread(target=wrap, args=(k,)) for k in range(2)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    if errs:
-        raise errs[0]
-
-
 class _Fresh:
     """A fresh huge-page buffer with a uint8 view; close() unmaps it (after the clock)."""
 
@@ -426,7 +418,7 @@ def limit_cases(wl: str, size: int, count: int, d: Path) -> Tuple[List[Case], Li
         fd = os.open(wpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.ftruncate(fd, size)
-            _two_threads(lambda k: _write_all(fd, part(mv, k), k * half))
+            _in_threads(range(2), lambda k: _write_all(fd, part(mv, k), k * half))
         finally:
             os.close(fd)
 
@@ -435,7 +427,7 @@ def limit_cases(wl: str, size: int, count: int, d: Path) -> Tuple[List[Case], Li
         bmv = memoryview(buf.m)[:size]
         fd = os.open(rpath, os.O_RDONLY)
         try:
-            _two_threads(lambda k: _read_all(fd, part(bmv, k), k * half))
+            _in_threads(range(2), lambda k: _read_all(fd, part(bmv, k), k * half))
         finally:
             os.close(fd)
             bmv.release()

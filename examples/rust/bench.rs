@@ -116,40 +116,35 @@ fn main() {
         timed(size, || {}, || dst.copy_from_slice(&data))
     };
     report("memcpy", memcpy);
-    let write1 = timed(
-        size,
-        || prepare(size, &[&raw]),
-        || {
-            File::create(&raw).unwrap().write_all(&data).unwrap();
-        },
-    );
-    let write1f = timed(
-        size,
-        || prepare(size, &[&raw]),
-        || {
-            let mut f = File::create(&raw).unwrap();
-            reserve(&f, size);
-            f.write_all(&data).unwrap();
-        },
-    );
-    // Not a limit: the fallocate write with a CRC-32 of the same bytes computed meanwhile on the
-    // other core, as a save must. Shows what the CRC's memory traffic costs the writer.
-    let write1f_crc = timed(
-        size,
-        || prepare(size, &[&raw]),
-        || {
-            let mut f = File::create(&raw).unwrap();
-            reserve(&f, size);
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    let mut h = crc32fast::Hasher::new();
-                    h.update(&data);
-                    std::hint::black_box(h.finalize());
+    // One `write` of the whole buffer into a new file: plain; after `fallocate`, as psv's save
+    // does; and after `fallocate` with a CRC-32 of the same bytes computed meanwhile on the other
+    // core. The last is not a limit: it is what reading the data a second time for the CRC (psv's
+    // former design) costs the writer.
+    let whole_write = |reserved: bool, crc_alongside: bool| {
+        timed(
+            size,
+            || prepare(size, &[&raw]),
+            || {
+                let mut f = File::create(&raw).unwrap();
+                if reserved {
+                    reserve(&f, size);
+                }
+                std::thread::scope(|s| {
+                    if crc_alongside {
+                        s.spawn(|| {
+                            let mut h = crc32fast::Hasher::new();
+                            h.update(&data);
+                            std::hint::black_box(h.finalize());
+                        });
+                    }
+                    f.write_all(&data).unwrap();
                 });
-                f.write_all(&data).unwrap();
-            });
-        },
-    );
+            },
+        )
+    };
+    let write1 = whole_write(false, false);
+    let write1f = whole_write(true, false);
+    let write1f_crc = whole_write(true, true);
     let write2 = timed(
         size,
         || prepare(size, &[&raw]),
