@@ -591,9 +591,8 @@ impl Writer<'_, '_> {
                 jobs.push(Job::Packed(start..i));
                 run_len = 0;
             }
-            let data_offset = self.plan.members[i].payload_offset + e.header.len() as u64;
             jobs.extend(
-                aligned_pieces(data_offset, e.data.len())
+                aligned_pieces(self.data_offset(i), e.data.len())
                     .map(|range| Job::Piece { member: i, range }),
             );
         }
@@ -665,17 +664,20 @@ impl Writer<'_, '_> {
         self.write_at(&central, self.plan.central_offset)
     }
 
+    /// The file offset of member `i`'s array data (after its local and `.npy` headers).
+    fn data_offset(&self, i: usize) -> u64 {
+        self.plan.members[i].payload_offset + self.entries[i].header.len() as u64
+    }
+
     /// Runs one job.
     fn run(&self, job: &Job, tracker: &Tracker) -> Result<JobDone> {
         tracker.check()?;
         match job {
             Job::Piece { member, range } => {
-                let e = &self.entries[*member];
-                let piece = &e.data[range.clone()];
+                let piece = &self.entries[*member].data[range.clone()];
                 let mut crc = Hasher::new();
                 crc.update(piece);
-                let data_offset = self.plan.members[*member].payload_offset + e.header.len() as u64;
-                self.write_at(piece, data_offset + range.start as u64)?;
+                self.write_at(piece, self.data_offset(*member) + range.start as u64)?;
                 tracker.advance(piece.len() as u64);
                 Ok(JobDone::Crc {
                     member: *member,
