@@ -180,7 +180,8 @@ fn reserve(file: &File, len: u64) -> std::io::Result<bool> {
         let err = std::io::Error::last_os_error();
         match err.raw_os_error() {
             Some(libc::EINTR) => continue,
-            // Not supported by this filesystem (e.g. some network or FUSE ones) or kernel.
+            // Not supported by this filesystem (e.g. some network or FUSE ones) or kernel; EINVAL
+            // is also a zero length, which `set_len` then handles.
             Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => return Ok(false),
             _ => return Err(err),
         }
