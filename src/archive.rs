@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use crate::block::{Block, FileMap};
 use crate::descr::Descr;
 use crate::dtype::Dtype;
+use crate::memory::{AnonMap, FileMap};
 
 /// One restored array: where its bytes are in the block and how numpy describes them.
 #[derive(Clone, Debug)]
@@ -38,17 +38,60 @@ pub struct ArrayInfo {
 ///
 /// Immutable once built; `&Archive` may be shared between threads.
 pub struct Archive {
-    pub(crate) block: Block,
-    pub(crate) map: Option<FileMap>,
-    pub(crate) metadata_only: bool,
-    pub(crate) arrays: Vec<ArrayInfo>,
+    storage: Storage,
+    arrays: Vec<ArrayInfo>,
     /// Key -> position, built by the first [`Archive::find`] (hosts that list every array never
-    /// pay for it: ~0.1 us per array).
-    pub(crate) index: OnceLock<HashMap<String, usize>>,
-    pub(crate) skipped: Vec<String>,
+    /// pay for it).
+    index: OnceLock<HashMap<String, usize>>,
+    skipped: Vec<String>,
+}
+
+/// The memory an archive's arrays live in.
+pub(crate) enum Storage {
+    /// Listed without data (metadata only): no array has bytes; the block is empty.
+    Listing(AnonMap),
+    /// The library's own block holds every array.
+    Block(AnonMap),
+    /// mmap mode: `mapped` arrays are views into the file mapping, the others are in the block.
+    Mapped {
+        /// The private mapping of the whole file.
+        map: FileMap,
+        /// The arrays that could not be mapped.
+        block: AnonMap,
+    },
+}
+
+impl Storage {
+    /// Storage for an archive listed without data.
+    pub(crate) fn listing() -> crate::Result<Storage> {
+        Ok(Storage::Listing(AnonMap::new(0)?))
+    }
+
+    fn block(&self) -> &AnonMap {
+        match self {
+            Storage::Listing(b) | Storage::Block(b) | Storage::Mapped { block: b, .. } => b,
+        }
+    }
+
+    fn map(&self) -> Option<&FileMap> {
+        match self {
+            Storage::Mapped { map, .. } => Some(map),
+            _ => None,
+        }
+    }
 }
 
 impl Archive {
+    /// An archive of `arrays` (offsets into `storage`) and the names of the `skipped` members.
+    pub(crate) fn new(storage: Storage, arrays: Vec<ArrayInfo>, skipped: Vec<String>) -> Archive {
+        Archive {
+            storage,
+            arrays,
+            index: OnceLock::new(),
+            skipped,
+        }
+    }
+
     /// Number of arrays.
     pub fn len(&self) -> usize {
         self.arrays.len()
@@ -94,33 +137,31 @@ impl Archive {
     }
 
     fn storage_of(&self, a: &ArrayInfo) -> Option<&[u8]> {
-        if self.metadata_only {
-            None
-        } else if a.mapped {
-            self.map.as_ref().map(FileMap::as_slice)
-        } else {
-            Some(self.block.as_slice())
+        match &self.storage {
+            Storage::Listing(_) => None,
+            Storage::Mapped { map, .. } if a.mapped => Some(map.as_slice()),
+            storage => Some(storage.block().as_slice()),
         }
     }
 
     /// True if this archive was restored metadata-only (no data).
     pub fn is_metadata_only(&self) -> bool {
-        self.metadata_only
+        matches!(self.storage, Storage::Listing(_))
     }
 
     /// The block holding every copied array (in mmap mode, the arrays that could not be mapped).
     pub fn block(&self) -> &[u8] {
-        self.block.as_slice()
+        self.storage.block().as_slice()
     }
 
     /// Address of the block (page-aligned, never NULL).
     pub fn block_ptr(&self) -> *const u8 {
-        self.block.as_ptr()
+        self.storage.block().as_ptr()
     }
 
     /// The file mapping, in mmap mode.
     pub fn mapping(&self) -> Option<&[u8]> {
-        self.map.as_ref().map(FileMap::as_slice)
+        self.storage.map().map(FileMap::as_slice)
     }
 
     /// Names of members that are not arrays (not `*.npy`, or without the npy magic); numpy

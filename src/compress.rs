@@ -1,17 +1,18 @@
-//! Parallel deflate, as pigz does it: a payload is cut into blocks that are compressed
-//! independently; every block but the last ends with a full flush (byte-aligned, no BFINAL),
-//! so the blocks concatenate into one valid raw deflate stream that any inflater reads.
+//! Parallel deflate, as pigz does it: a payload is cut into segments that are compressed
+//! independently; every segment but the last ends with a full flush (byte-aligned, no BFINAL),
+//! so the segments concatenate into one valid raw deflate stream that any inflater reads.
+//! ("Segment", not "block": the block is the restore's one memory region.)
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 
 use crate::error::{Error, Result};
 
-/// Uncompressed bytes per independently compressed block.
-pub const BLOCK_LEN: usize = 1 << 20;
+/// Uncompressed bytes per independently compressed segment.
+pub const SEGMENT_LEN: usize = 1 << 20;
 
-/// Deflates `pieces` (concatenated) as one block of a larger stream at `level` (1-9).
-/// `last` ends the stream (BFINAL); otherwise the block ends with a full flush.
-pub fn deflate_block(level: u32, pieces: &[&[u8]], last: bool) -> Result<Vec<u8>> {
+/// Deflates `pieces` (concatenated) as one segment of a larger stream at `level` (1-9).
+/// `last` ends the stream (BFINAL); otherwise the segment ends with a full flush.
+pub fn deflate_segment(level: u32, pieces: &[&[u8]], last: bool) -> Result<Vec<u8>> {
     let mut z = Compress::new(Compression::new(level), false);
     let input_len: usize = pieces.iter().map(|p| p.len()).sum();
     let mut out = Vec::new();
@@ -61,14 +62,14 @@ mod tests {
     use flate2::{Decompress, FlushDecompress};
 
     #[test]
-    fn concatenated_blocks_inflate_to_the_input() {
+    fn concatenated_segments_inflate_to_the_input() {
         let data: Vec<u8> = (0..3_000_000u32)
             .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
             .collect();
         let header = b"header bytes";
-        let mut stream = deflate_block(6, &[header, &data[..1_000_000]], false).unwrap();
-        stream.extend(deflate_block(6, &[&data[1_000_000..2_000_000]], false).unwrap());
-        stream.extend(deflate_block(6, &[&data[2_000_000..]], true).unwrap());
+        let mut stream = deflate_segment(6, &[header, &data[..1_000_000]], false).unwrap();
+        stream.extend(deflate_segment(6, &[&data[1_000_000..2_000_000]], false).unwrap());
+        stream.extend(deflate_segment(6, &[&data[2_000_000..]], true).unwrap());
         let mut out = vec![0u8; header.len() + data.len() + 10];
         let mut z = Decompress::new(false);
         let status = z
@@ -82,8 +83,8 @@ mod tests {
     }
 
     #[test]
-    fn empty_final_block() {
-        let s = deflate_block(1, &[], true).unwrap();
+    fn empty_final_segment() {
+        let s = deflate_segment(1, &[], true).unwrap();
         let mut out = [0u8; 4];
         let mut z = Decompress::new(false);
         assert_eq!(

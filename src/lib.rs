@@ -27,14 +27,15 @@
 #![warn(missing_docs)]
 
 pub mod archive;
-pub mod block;
 pub mod compress;
 pub mod descr;
-pub mod dir_layout;
+mod dest;
 pub mod dtype;
 pub mod error;
 pub mod ffi;
+pub mod memory;
 pub mod npy;
+pub mod npy_dir;
 pub mod npz;
 pub mod options;
 pub mod pool;
@@ -43,14 +44,11 @@ pub mod pylit;
 pub mod restore;
 pub mod save;
 pub mod shape;
-mod tempfile;
 pub mod version;
 
 pub use archive::{Archive, ArrayInfo};
 pub use dtype::Dtype;
 pub use error::{Error, ErrorKind, Result};
 pub use options::{RestoreOptions, SaveOptions};
-pub use restore::{
-    restore, restore_from_memory, restore_from_memory_with_progress, restore_with_progress,
-};
+pub use restore::{restore, restore_with_progress, Source};
 pub use save::Saver;

@@ -688,8 +688,8 @@ pub extern "C" fn psv_restore_from_memory(
         // SAFETY: `buf` holds `len` readable bytes for the duration of the call.
         let bytes = unsafe { ptr::slice(buf.cast::<u8>(), len, "buf") }?;
         match progress {
-            Some(f) => crate::restore::restore_from_memory_with_progress(bytes, opts, f),
-            None => crate::restore::restore_from_memory(bytes, opts),
+            Some(f) => crate::restore::restore_with_progress(bytes, opts, f),
+            None => crate::restore::restore(bytes, opts),
         }
     })
 }

@@ -6,6 +6,8 @@ use std::io::{Read, Seek, SeekFrom};
 use zip::result::ZipError;
 use zip::CompressionMethod;
 
+use super::plan::CENTRAL_HEADER_LEN;
+use super::records::{self, CentralFixed};
 use crate::error::{Error, Result};
 
 /// How a member's bytes are stored.
@@ -124,19 +126,18 @@ fn walk_central_directory<R: Read + Seek>(
     r.seek(SeekFrom::Start(start)).map_err(io)?;
     let mut pos = start;
     for m in members {
-        let mut fixed = [0u8; 46];
+        let mut fixed = [0u8; CENTRAL_HEADER_LEN as usize];
         r.read_exact(&mut fixed).map_err(|_| {
             Error::format(format!(
                 "the central directory is truncated at offset {pos}"
             ))
         })?;
-        if &fixed[..4] != b"PK\x01\x02" {
+        let Some(record) = CentralFixed::parse(&fixed) else {
             return Err(Error::format(format!(
                 "no central directory record at offset {pos}"
             )));
-        }
-        let u16_at = |at: usize| u16::from_le_bytes([fixed[at], fixed[at + 1]]);
-        let needed = u16_at(6) & 0xff;
+        };
+        let needed = record.version_needed;
         if needed > 63 {
             return Err(Error::unsupported(format!(
                 "member {:?} needs ZIP version {}.{} (only up to 6.3 is supported)",
@@ -145,36 +146,26 @@ fn walk_central_directory<R: Read + Seek>(
                 needed % 10
             )));
         }
-        if u16_at(8) & UNSUPPORTED_FLAGS != 0 {
+        if record.flags & UNSUPPORTED_FLAGS != 0 {
             return Err(Error::unsupported(format!(
                 "member {:?} uses patched data or strong encryption (flags {:#06x})",
-                m.name,
-                u16_at(8)
+                m.name, record.flags
             )));
         }
-        let variable = i64::from(u16_at(28)) + i64::from(u16_at(30)) + i64::from(u16_at(32));
-        r.seek_relative(variable).map_err(io)?;
-        pos += 46 + variable as u64;
+        r.seek_relative(record.variable_len as i64).map_err(io)?;
+        pos += CENTRAL_HEADER_LEN + record.variable_len;
     }
     let mut end = [0u8; 56];
     let got = read_up_to(&mut r, &mut end).map_err(io)?;
-    let end = &end[..got];
-    let declared = match end.get(..4) {
-        Some(b"PK\x06\x06") if end.len() >= 48 => {
-            Some(u64::from_le_bytes(end[40..48].try_into().expect("8 bytes")))
-        }
-        Some(b"PK\x05\x06") if end.len() >= 16 => {
-            let size = u32::from_le_bytes(end[12..16].try_into().expect("4 bytes"));
-            (size != u32::MAX).then_some(u64::from(size))
-        }
-        Some(b"PK\x05\x05") => None, // digital signature record
-        Some(b"PK\x01\x02") => {
+    let declared = match records::declared_central_size(&end[..got]) {
+        Ok(declared) => declared,
+        Err(Some(records::CENTRAL_SIG)) => {
             return Err(Error::format(format!(
                 "the end record counts {} members but the central directory holds more",
                 members.len()
             )))
         }
-        _ => {
+        Err(_) => {
             return Err(Error::format(format!(
                 "the central directory is not followed by an end record (offset {pos})"
             )))

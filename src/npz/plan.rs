@@ -39,7 +39,7 @@ pub struct MemberSpec {
 
 /// Where one member goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MemberLayout {
+pub struct MemberPlan {
     /// Offset of the local file header.
     pub header_offset: u64,
     /// Whether the sizes need ZIP64 (local and central).
@@ -58,7 +58,7 @@ pub struct MemberLayout {
     pub central_len: u64,
 }
 
-impl MemberLayout {
+impl MemberPlan {
     /// Whether the central record's offset field needs ZIP64.
     pub fn zip64_offset(&self) -> bool {
         self.header_offset >= ZIP32_MAX
@@ -83,7 +83,7 @@ impl MemberLayout {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// Per member, in order.
-    pub members: Vec<MemberLayout>,
+    pub members: Vec<MemberPlan>,
     /// Offset of the central directory.
     pub central_offset: u64,
     /// Size of the central directory.
@@ -111,7 +111,7 @@ pub fn plan(members: &[MemberSpec]) -> Result<Plan> {
             align_field_len += ALIGN;
         }
         let payload_offset = unpadded.checked_add(align_field_len).ok_or_else(overflow)?;
-        let mut layout = MemberLayout {
+        let mut layout = MemberPlan {
             header_offset: offset,
             zip64_sizes,
             align_field_len,

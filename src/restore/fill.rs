@@ -1,18 +1,142 @@
 //! Fill: the tasks that move each array's bytes into the block (pread, copy from a region,
-//! inflate, or nothing but a byte swap for image members) and the CRC state each one yields.
+//! inflate, or nothing but a byte swap for image members), run in parallel, and the CRC check.
 
-use super::*;
+use std::sync::Arc;
+
+use crc32fast::Hasher;
+use rayon::prelude::*;
+
+use super::inspect::{Located, Region};
+use super::plan::RestorePlan;
+use super::source::{read_exact, Reader};
+use super::CHUNK_LEN;
+use crate::archive::ArrayInfo;
+use crate::error::{Error, Result};
+use crate::memory;
+use crate::npz::index::{MemberInfo, Method};
+use crate::progress::{self, ProgressFn};
+
+impl Reader<'_> {
+    /// Fills `block` (the plan's `block_len` bytes, or the staged image) with every array's
+    /// bytes on `pool`, and checks the CRCs when the options ask.
+    pub(super) fn fill(
+        &self,
+        pool: &rayon::ThreadPool,
+        plan: &mut RestorePlan,
+        members: &[MemberInfo],
+        block: &mut [u8],
+        mut progress: Option<&mut ProgressFn<'_>>,
+    ) -> Result<()> {
+        let opts = self.opts;
+        // The tasks get the only references to the phase-A regions, so each region is unmapped
+        // as soon as its last member is filled.
+        let regions: Vec<Option<Arc<Region>>> = plan
+            .located
+            .iter_mut()
+            .map(|(_, loc)| loc.region.take())
+            .collect();
+        let (arrays, located) = (&plan.arrays, &plan.located);
+        let mut tasks = fill_tasks(block, arrays, located, regions, members, opts.verify_crc);
+        if opts.native_endian {
+            // Swapping happens inside each task, right after its bytes arrive.
+            for t in &mut tasks {
+                t.swap = !located[t.slot].1.swap_units.is_empty();
+            }
+        }
+        // Members already in memory first, so their regions are released before the large
+        // arrays fill the block (peak memory: the block plus about a batch of regions). The
+        // sort is stable: each member's pieces stay in order for the CRC.
+        tasks.sort_by_key(|t| t.region.is_none());
+        // Image members that phase A read (and hashed) and that need no swap have no task
+        // left: they count as done from the start, so the total is still every array byte.
+        let in_place: u64 = located
+            .iter()
+            .zip(arrays)
+            .filter(|((_, loc), _)| loc.in_image && loc.swap_units.is_empty())
+            .map(|(_, a)| a.nbytes as u64)
+            .sum();
+        let task_bytes: u64 = tasks.iter().map(FillTask::bytes).sum();
+        let work_bytes = task_bytes + in_place;
+        let batches = batch_tasks(tasks, task_bytes, pool.current_num_threads());
+        let results: Vec<(usize, Option<Crc>)> =
+            progress::run(pool, work_bytes, progress.as_deref_mut(), |tracker| {
+                tracker.advance(in_place);
+                let done = batches
+                    .into_par_iter()
+                    .with_max_len(1)
+                    .map(|batch| {
+                        let mut done = Vec::with_capacity(batch.len());
+                        for t in batch {
+                            tracker.check()?;
+                            let slot = t.slot;
+                            let (mi, loc) = &located[slot];
+                            let bytes = t.bytes();
+                            let crc = self
+                                .fill_one(t, &members[*mi], loc)
+                                .map_err(|e| self.in_member(&members[*mi], e))?;
+                            tracker.advance(bytes);
+                            done.push((slot, crc));
+                        }
+                        Ok(done)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(done.into_iter().flatten().collect())
+            })?;
+        if opts.verify_crc {
+            self.check_crcs(members, located, arrays, results)?;
+        }
+        progress::finish(progress, work_bytes)
+    }
+
+    /// Compares each member's combined CRC with the central directory (mapped members, whose
+    /// bytes were never read, are not checked).
+    fn check_crcs(
+        &self,
+        members: &[MemberInfo],
+        located: &[(usize, Located)],
+        arrays: &[ArrayInfo],
+        results: Vec<(usize, Option<Crc>)>,
+    ) -> Result<()> {
+        let mut whole: Vec<Option<u32>> = located.iter().map(|(_, loc)| loc.crc).collect();
+        let mut pieces: Vec<Option<Hasher>> = vec![None; located.len()];
+        for (slot, crc) in results {
+            match crc {
+                Some(Crc::Whole(v)) => whole[slot] = Some(v),
+                Some(Crc::Piece(h)) => pieces[slot]
+                    .get_or_insert_with(|| header_hasher(&located[slot].1))
+                    .combine(&h),
+                None => {}
+            }
+        }
+        let crcs = whole
+            .into_iter()
+            .zip(pieces)
+            .zip(located)
+            .map(|((w, p), (_, loc))| {
+                w.unwrap_or_else(|| p.unwrap_or_else(|| header_hasher(loc)).finalize())
+            });
+        for (((mi, _), got), a) in located.iter().zip(crcs).zip(arrays) {
+            if a.mapped {
+                continue;
+            }
+            let m = &members[*mi];
+            if got != m.crc32 {
+                return Err(Error::crc(format!(
+                    "{}: member {:?}: CRC-32 mismatch (central directory says {:08x}, data gives {got:08x})",
+                    self.shown, m.name, m.crc32
+                )));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Groups fill tasks, in order, into batches of about equal work for the pool: one 4 MiB chunk
 /// of a large array, or up to that many bytes of small arrays (fewer when the whole job is
 /// small, so every worker gets some). Each batch is one rayon job. Why: with one job per task,
-/// rayon split the task list by count, and a file of 4 large arrays followed by 2000 small
-/// ones left one worker with nearly all the bytes (measured: 5.2 GB/s instead of ~8).
-pub(super) fn batch_tasks(
-    tasks: Vec<FillTask<'_>>,
-    total: u64,
-    threads: usize,
-) -> Vec<Vec<FillTask<'_>>> {
+/// rayon split the task list by count, and a file of a few large arrays followed by thousands
+/// of small ones left one worker with nearly all the bytes.
+fn batch_tasks(tasks: Vec<FillTask<'_>>, total: u64, threads: usize) -> Vec<Vec<FillTask<'_>>> {
     let target = (total / (4 * threads.max(1) as u64)).clamp(64 << 10, CHUNK_LEN as u64);
     let mut batches: Vec<Vec<FillTask<'_>>> = Vec::new();
     let mut current = Vec::new();
@@ -33,7 +157,7 @@ pub(super) fn batch_tasks(
 }
 
 /// What a fill task learned of its member's CRC-32.
-pub(super) enum Crc {
+enum Crc {
     /// The whole payload (header included) was hashed by this one task: the final CRC-32.
     Whole(u32),
     /// The CRC state of this task's bytes, to combine in task order after the header's.
@@ -42,7 +166,7 @@ pub(super) enum Crc {
 
 /// A hasher that has seen a stored member's `.npy` header bytes (which phase A read), ready
 /// for its data pieces; empty for deflated members, whose fill hashes everything itself.
-pub(super) fn header_hasher(loc: &Located) -> Hasher {
+fn header_hasher(loc: &Located) -> Hasher {
     let mut h = Hasher::new();
     if loc.method == Method::Stored {
         h.update(&loc.header_bytes);
@@ -51,20 +175,20 @@ pub(super) fn header_hasher(loc: &Located) -> Hasher {
 }
 
 /// One unit of fill work.
-pub(super) struct FillTask<'b> {
+struct FillTask<'b> {
     /// Index into `located`.
-    pub(super) slot: usize,
-    pub(super) kind: FillKind<'b>,
+    slot: usize,
+    kind: FillKind<'b>,
     /// Byte-swap the array bytes to native order once they are in place.
-    pub(super) swap: bool,
+    swap: bool,
     /// The phase-A region holding the member's bytes, if any: owned by the tasks alone during
     /// the fill, so each region is unmapped when its last member is done.
-    pub(super) region: Option<Arc<Region>>,
+    region: Option<Arc<Region>>,
 }
 
 impl FillTask<'_> {
     /// Bytes this task moves (for progress).
-    pub(super) fn bytes(&self) -> u64 {
+    fn bytes(&self) -> u64 {
         match &self.kind {
             FillKind::Stored { dest, .. }
             | FillKind::Held { dest }
@@ -75,7 +199,7 @@ impl FillTask<'_> {
     }
 }
 
-pub(super) enum FillKind<'b> {
+enum FillKind<'b> {
     /// `pread` stored array bytes at `file_offset` into `dest`.
     Stored {
         file_offset: u64,
@@ -92,10 +216,11 @@ pub(super) enum FillKind<'b> {
     InPlace { dest: &'b mut [u8] },
 }
 
-pub(super) fn fill_tasks<'b>(
+fn fill_tasks<'b>(
     block: &'b mut [u8],
     arrays: &[ArrayInfo],
     located: &[(usize, Located)],
+    mut regions: Vec<Option<Arc<Region>>>,
     members: &[MemberInfo],
     verify_crc: bool,
 ) -> Vec<FillTask<'b>> {
@@ -138,13 +263,13 @@ pub(super) fn fill_tasks<'b>(
                 slot,
                 kind: FillKind::Deflated { dest },
                 swap: false,
-                region: loc.region.clone(),
+                region: regions[slot].take(),
             }),
-            Method::Stored if loc.region.is_some() => tasks.push(FillTask {
+            Method::Stored if regions[slot].is_some() => tasks.push(FillTask {
                 slot,
                 kind: FillKind::Held { dest },
                 swap: false,
-                region: loc.region.clone(),
+                region: regions[slot].take(),
             }),
             Method::Stored => {
                 let data_start = loc.payload_start + loc.header.header_len as u64;
@@ -190,7 +315,7 @@ impl Reader<'_> {
     /// Checks the CRC-32 of a member that is not an array, reading (or inflating) all of it.
     pub(super) fn check_raw_member_crc(&self, m: &MemberInfo, payload_start: u64) -> Result<()> {
         let mut h = Hasher::new();
-        let mut buf = block::zeroed((CHUNK_LEN as u64).min(m.size) as usize)?;
+        let mut buf = memory::zeroed((CHUNK_LEN as u64).min(m.size) as usize)?;
         match m.method {
             Ok(Method::Stored) => {
                 let mut done = 0u64;
@@ -227,7 +352,7 @@ impl Reader<'_> {
     }
 
     /// Reads a member's bytes at `offset`: from its own file (directory layout) or the source.
-    pub(super) fn read_member(&self, loc: &Located, buf: &mut [u8], offset: u64) -> Result<()> {
+    fn read_member(&self, loc: &Located, buf: &mut [u8], offset: u64) -> Result<()> {
         match &loc.file {
             Some(f) => read_exact(f.as_ref(), buf, offset),
             None => self.read_at(buf, offset),
@@ -235,21 +360,14 @@ impl Reader<'_> {
     }
 
     /// Runs one fill task; returns the CRC state of the bytes it covered (when verifying).
-    pub(super) fn fill(
-        &self,
-        task: FillTask<'_>,
-        m: &MemberInfo,
-        loc: &Located,
-    ) -> Result<Option<Crc>> {
+    fn fill_one(&self, task: FillTask<'_>, m: &MemberInfo, loc: &Located) -> Result<Option<Crc>> {
         let verify = self.opts.verify_crc;
         match task.kind {
             FillKind::Stored { file_offset, dest } => {
                 // The whole chunk in one pread, then its CRC. Why one read: from a cold page
-                // cache, 256 KiB reads (two threads taking alternate chunks) defeat readahead;
-                // 1 GiB, cache dropped, 6 runs each: 256 KiB reads 1.3-2.4 GB/s (median about
-                // 1.8), 1 MiB about 1.8, 4 MiB 1.7-2.5 (about 2.3), against 2.5-2.8 for two
-                // threads reading halves. Warm, CRC-ing 256 KiB pieces while in cache measured
-                // no faster (512 MiB: 9.1-9.4 GB/s either way).
+                // cache, smaller reads (two threads taking alternate chunks) defeat readahead;
+                // warm, CRC-ing smaller pieces while in cache measured no faster (README,
+                // "Performance notes").
                 self.read_member(loc, dest, file_offset)?;
                 let crc = verify.then(|| {
                     let mut h = Hasher::new();
@@ -282,7 +400,7 @@ impl Reader<'_> {
                 Ok(None)
             }
             FillKind::StoredTail { file_offset, len } => {
-                let mut buf = block::zeroed(len as usize)?;
+                let mut buf = memory::zeroed(len as usize)?;
                 self.read_member(loc, &mut buf, file_offset)?;
                 let mut h = Hasher::new();
                 h.update(&buf);
@@ -295,7 +413,7 @@ impl Reader<'_> {
                     .and_then(|r| r.get(loc.payload_start, m.compressed_size));
                 let mut inflater = self.inflater(held, loc.payload_start, m.compressed_size);
                 let mut h = Hasher::new();
-                let mut header = block::zeroed(loc.header.header_len)?;
+                let mut header = memory::zeroed(loc.header.header_len)?;
                 if inflater.read(&mut header)? != header.len() || header != loc.header_bytes {
                     return Err(Error::format("the deflate stream changed while reading"));
                 }
@@ -335,7 +453,7 @@ impl Reader<'_> {
 }
 
 /// Byte-swaps whole elements of `bytes` to native order.
-pub(super) fn swap_in_place(bytes: &mut [u8], loc: &Located) {
+fn swap_in_place(bytes: &mut [u8], loc: &Located) {
     let item = loc.header.descr.itemsize();
     if item == 0 {
         return;

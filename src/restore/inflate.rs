@@ -1,6 +1,9 @@
 //! Raw inflate of deflated members, straight into caller buffers.
 
-use super::*;
+use flate2::{Decompress, FlushDecompress, Status};
+
+use super::source::Reader;
+use crate::error::{Error, Result};
 
 /// Compressed bytes read per `pread` while inflating.
 pub(super) const INFLATE_INPUT_LEN: usize = 256 << 10;

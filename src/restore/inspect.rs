@@ -1,13 +1,23 @@
 //! Phase A: each array member's local header and `.npy` header, read (in runs for small
 //! members, into regions or straight into an image block) and validated against the file.
 
-use super::*;
+use std::borrow::Cow;
+use std::fs::File;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::source::Reader;
+use crate::error::{Error, Result};
+use crate::memory::{self, AnonMap, BLOCK_ALIGN};
+use crate::npy::header::{self, NpyHeader};
+use crate::npz::index::{MemberInfo, Method};
+use crate::npz::plan::LOCAL_HEADER_LEN;
+use crate::npz::records::LocalHeader;
 
 /// Bytes read speculatively with each local header: usually enough for the name, the extra
 /// field and the whole `.npy` header, so a member's metadata costs one `pread`.
 pub(super) const HEAD_READ_LEN: u64 = 1024;
-
-pub(super) const LOCAL_SIG: &[u8; 4] = b"PK\x03\x04";
 
 /// What phase A found in a `.npy`-named member.
 pub(super) enum Inspected {
@@ -53,12 +63,12 @@ pub(super) struct Located {
 
 /// A run of the file read in one `pread` during phase A: the local headers, `.npy` headers and
 /// data of neighbouring small members. One read per run instead of two per member is what
-/// makes thousands of tiny arrays cheap (each `pread` costs ~1-2 us here).
+/// makes thousands of tiny arrays cheap (each `pread` costs about a microsecond or two).
 pub(super) struct Region {
     pub(super) start: u64,
     /// Its own mapping, so that the memory goes back to the system as soon as the last member
     /// using it is filled (a heap buffer freed by a worker may stay in that thread's arena).
-    pub(super) bytes: Block,
+    pub(super) bytes: AnonMap,
 }
 
 impl Region {
@@ -103,7 +113,7 @@ pub(super) enum Staging<'a> {
     Image(Image, &'a mut [u8]),
     /// The file is mapped (mmap mode): nothing is read; headers are parsed from the mapping.
     /// Why: reading runs into regions cost a copy and fresh pages for bytes the mapping
-    /// already shows: 20000 x 1 KiB, mmap restore 1.2-1.4 -> 0.9-1.1 us/array (C ABI loop).
+    /// already shows (README, "Performance notes").
     Mapped(&'a [u8]),
 }
 
@@ -142,9 +152,8 @@ impl<'a> Held<'a> {
 /// `start` (64-aligned) to the central directory, and each array's view is at its own file
 /// offset minus `start`. Phase A then reads runs of small members straight into their final
 /// place and hashes them there, while they are in cache: one copy of each byte instead of two
-/// (a phase-A region, then the block), and no region mappings to fault in and unmap. Measured
-/// on 20000 arrays of 1 KiB through the C ABI: 1.28-1.32 -> 0.94-1.13 us/array. Arrays that
-/// turn out not to be aligned are placed after the image, as in the packed layout.
+/// (a phase-A region, then the block), and no region mappings to fault in and unmap. A file
+/// where an array turns out not to be aligned in place is planned again, packed.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Image {
     /// File offset of the block's first byte.
@@ -204,7 +213,7 @@ pub(super) fn image_jobs(
             .first()
             .map_or(image.end, |&o| o.min(image.end));
         if m.compressed_size > SMALL_MEMBER_LEN {
-            let head = (at + 30 + m.raw_name.len() as u64 + HEAD_READ_LEN).min(next);
+            let head = (at + LOCAL_HEADER_LEN + m.raw_name.len() as u64 + HEAD_READ_LEN).min(next);
             jobs.push((vec![c], Some((at, head))));
             last_is_run = false;
             continue;
@@ -290,7 +299,7 @@ impl Reader<'_> {
                             Holding::Image(Held { start, bytes })
                         }
                         (None, Some((start, end)), None) => {
-                            let mut bytes = Block::new((end - start) as usize)?;
+                            let mut bytes = AnonMap::new((end - start) as usize)?;
                             self.read_at(bytes.as_mut_slice(), start)
                                 .map_err(|e| self.in_member(first, e))?;
                             Holding::Region(region.insert(Arc::new(Region { start, bytes })))
@@ -335,9 +344,12 @@ impl Reader<'_> {
                 jobs.push((vec![c], None));
                 continue;
             }
-            let end =
-                (m.header_offset + 30 + m.raw_name.len() as u64 + EXTRA_SLACK + m.compressed_size)
-                    .min(self.file_len);
+            let end = (m.header_offset
+                + LOCAL_HEADER_LEN
+                + m.raw_name.len() as u64
+                + EXTRA_SLACK
+                + m.compressed_size)
+                .min(self.file_len);
             match jobs.last_mut() {
                 Some((group, Some((start, group_end)))) if end - *start <= REGION_SPAN => {
                     group.push(c);
@@ -395,86 +407,9 @@ impl Reader<'_> {
     /// `len` bytes at `offset`, read from the source.
     pub(super) fn fetch(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
         let mut buf =
-            block::zeroed(usize::try_from(len).map_err(|_| Error::limit("read too large"))?)?;
+            memory::zeroed(usize::try_from(len).map_err(|_| Error::limit("read too large"))?)?;
         self.read_at(&mut buf, offset)?;
         Ok(buf)
-    }
-
-    /// Phase A for one array of a directory archive: open its file, check its size against the
-    /// index, parse its header (small files are read whole, once).
-    pub(super) fn inspect_dir_file(&self, dir: &Path, m: &MemberInfo) -> Result<Located> {
-        let name = std::str::from_utf8(&m.raw_name).map_err(|_| Error::format("bad file name"))?;
-        let path = dir.join(name);
-        let file = File::open(&path)
-            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?
-            .len();
-        if len != m.size {
-            return Err(Error::format(format!(
-                "{} has {len} bytes but the index says {}",
-                path.display(),
-                m.size
-            )));
-        }
-        let want = if len <= SMALL_MEMBER_LEN {
-            len
-        } else {
-            len.min(HEAD_READ_LEN)
-        };
-        let mut head = block::zeroed(want as usize)?;
-        read_exact(&file, &mut head, 0).map_err(|e| e.context(path.display()))?;
-        let max_header = usize::try_from(self.opts.max_header_len).unwrap_or(usize::MAX);
-        if !header::has_magic(&head) {
-            return Err(Error::format(format!(
-                "{} is not a .npy file",
-                path.display()
-            )));
-        }
-        let total = header::total_header_len(&head, max_header)?;
-        if total as u64 > len {
-            return Err(Error::format(format!(
-                "truncated: {} is shorter than its header",
-                path.display()
-            )));
-        }
-        let header_bytes = if head.len() >= total {
-            head[..total].to_vec()
-        } else {
-            let mut bytes = block::zeroed(total)?;
-            read_exact(&file, &mut bytes, 0).map_err(|e| e.context(path.display()))?;
-            bytes
-        };
-        let header = header::parse(&header_bytes, max_header)?;
-        if (header.header_len as u64).saturating_add(header.nbytes as u64) > len {
-            return Err(Error::format(format!(
-                "truncated: {} is shorter than its array",
-                path.display()
-            )));
-        }
-        let mut swap_units = Vec::new();
-        if self.opts.native_endian {
-            header.descr.swap_units(0, &mut swap_units);
-        }
-        let region = if want == len {
-            let mut bytes = Block::new(head.len())?;
-            bytes.as_mut_slice().copy_from_slice(&head);
-            Some(Arc::new(Region { start: 0, bytes }))
-        } else {
-            None
-        };
-        Ok(Located {
-            method: Method::Stored,
-            payload_start: 0,
-            header,
-            header_bytes,
-            swap_units,
-            region,
-            in_image: false,
-            crc: None,
-            file: Some(Arc::new(file)),
-        })
     }
 
     /// Members must not overlap each other or the central directory (CPython: "Overlapped
@@ -492,7 +427,7 @@ impl Reader<'_> {
             .enumerate()
             .map(|(i, m)| {
                 let start = m.header_offset;
-                let data = start.saturating_add(30 + m.raw_name.len() as u64);
+                let data = start.saturating_add(LOCAL_HEADER_LEN + m.raw_name.len() as u64);
                 (start, data.saturating_add(m.compressed_size), i)
             })
             .collect();
@@ -543,26 +478,22 @@ impl Reader<'_> {
                 self.file_len
             )));
         }
-        let want = (30 + m.raw_name.len() as u64 + HEAD_READ_LEN).min(self.file_len - offset);
+        let name_end = LOCAL_HEADER_LEN + m.raw_name.len() as u64;
+        let want = (name_end + HEAD_READ_LEN).min(self.file_len - offset);
         let held = holding.held();
         // A run that holds the fixed header and the name: take all it has from here on.
-        let head: Cow<'_, [u8]> = match held.from(offset, 30 + m.raw_name.len() as u64) {
+        let head: Cow<'_, [u8]> = match held.from(offset, name_end) {
             Some(bytes) => Cow::Borrowed(bytes),
             None => Cow::Owned(self.fetch(offset, want)?),
         };
-        if head.len() < 30 || &head[..4] != LOCAL_SIG {
-            return Err(Error::format(format!(
-                "no local file header at offset {offset}"
-            )));
-        }
-        let name_len = usize::from(u16::from_le_bytes([head[26], head[27]]));
-        let extra_len = u64::from(u16::from_le_bytes([head[28], head[29]]));
-        if head.get(30..30 + name_len) != Some(&m.raw_name[..]) {
+        let local = LocalHeader::parse(&head)
+            .ok_or_else(|| Error::format(format!("no local file header at offset {offset}")))?;
+        if local.name(&head) != Some(&m.raw_name[..]) {
             return Err(Error::format(
                 "the local header's name differs from the central directory's",
             ));
         }
-        let payload_start = offset + 30 + name_len as u64 + extra_len;
+        let payload_start = offset + local.payload_offset();
         payload_start
             .checked_add(m.compressed_size)
             .filter(|&e| e <= self.file_len)
@@ -597,7 +528,7 @@ impl Reader<'_> {
                 if held.len() >= total {
                     Cow::Borrowed(&held[..total])
                 } else {
-                    let mut bytes = block::zeroed(total)?;
+                    let mut bytes = memory::zeroed(total)?;
                     self.read_at(&mut bytes, payload_start)?;
                     Cow::Owned(bytes)
                 }
@@ -610,7 +541,7 @@ impl Reader<'_> {
                 let Some(total) = npy_header_len(&prefix, m.size, max_header)? else {
                     return Ok(Inspected::NotArray { payload_start });
                 };
-                let mut bytes = block::zeroed(total)?;
+                let mut bytes = memory::zeroed(total)?;
                 // A header can be shorter than the prefix already inflated (HEADER_LEN 0 or 1:
                 // found by cargo-fuzz); parsing then rejects it.
                 let have = prefix.len().min(total);

@@ -1,4 +1,4 @@
-//! The directory layout, the seed tool's first container: one `<key>.npy` per array (each
+//! The directory container (`Layout::Dir`), the seed tool's first form: one `<key>.npy` per array (each
 //! readable with `numpy.load`, array data 64-aligned in each file) and an index file that
 //! names the arrays in order with their sizes and CRC-32s.
 //!
@@ -15,9 +15,11 @@ use std::path::Path;
 use crc32fast::Hasher;
 use rayon::prelude::*;
 
+use crate::dest::tempfile::{self, TempFile};
+use crate::dest::{aligned_pieces, SMALL_ARRAY_LEN};
 use crate::error::{Error, Result};
-use crate::save::{aligned_pieces, SMALL_MEMBER_LEN};
-use crate::tempfile::{self, TempFile};
+use crate::npz::index::{MemberInfo, Method};
+use crate::npz::member_name;
 
 /// The index file's name inside the directory.
 pub const INDEX_NAME: &str = "psv-index.txt";
@@ -113,6 +115,37 @@ pub fn read_index(dir: &Path) -> Result<Option<Vec<DirEntry>>> {
     let text = std::fs::read_to_string(&path)
         .map_err(|e| Error::format(format!("{shown}: cannot read the index as UTF-8 text: {e}")))?;
     parse_index(&text, &shown).map(Some)
+}
+
+/// The arrays of the directory archive at `dir` as the members restore reads, in index order:
+/// each named `<key>.npy`, its payload the whole file (`header_offset` 0, stored), with the
+/// index's size and CRC-32, and its file name as the raw name ([`member_file`] gives the
+/// path). `None` without an index.
+pub(crate) fn members(dir: &Path) -> Result<Option<Vec<MemberInfo>>> {
+    let Some(entries) = read_index(dir)? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        entries
+            .into_iter()
+            .map(|e| MemberInfo {
+                name: String::from_utf8(member_name(&e.key)).unwrap_or_default(),
+                raw_name: e.file.into_bytes(),
+                header_offset: 0,
+                compressed_size: e.size,
+                size: e.size,
+                crc32: e.crc32,
+                method: Ok(Method::Stored),
+                encrypted: false,
+            })
+            .collect(),
+    ))
+}
+
+/// The path of a listed member's own file (see [`members`]).
+pub(crate) fn member_file(dir: &Path, m: &MemberInfo) -> Result<std::path::PathBuf> {
+    let name = std::str::from_utf8(&m.raw_name).map_err(|_| Error::format("bad file name"))?;
+    Ok(dir.join(name))
 }
 
 fn format_index(entries: &[DirEntry]) -> String {
@@ -226,7 +259,7 @@ fn write_file(a: &DirArray<'_>, target: &Path) -> Result<(TempFile, u32)> {
     use std::os::unix::fs::FileExt;
     let mut crc = Hasher::new();
     crc.update(a.header);
-    if a.data.len() <= SMALL_MEMBER_LEN {
+    if a.data.len() <= SMALL_ARRAY_LEN {
         let mut buf = Vec::with_capacity(a.header.len() + a.data.len());
         buf.extend_from_slice(a.header);
         buf.extend_from_slice(a.data);
@@ -236,8 +269,8 @@ fn write_file(a: &DirArray<'_>, target: &Path) -> Result<(TempFile, u32)> {
     }
     tmp.file.write_all_at(a.header, 0).map_err(io)?;
     // One thread writes aligned pieces in order while another computes the CRC. (The .npz save
-    // now CRCs each 2 MiB piece just before writing it, on every worker; see crate::save. This
-    // path was not re-measured.)
+    // CRCs each 2 MiB piece just before writing it, on every worker; see crate::save::stored.
+    // This path was not re-measured after that change.)
     let start = a.header.len() as u64;
     let (written, crc) = rayon::join(
         || {

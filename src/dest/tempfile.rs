@@ -1,5 +1,11 @@
-//! Temporary files beside their targets, renamed over them when complete and removed on drop
-//! otherwise: how every psv write becomes atomic.
+//! Temporary files beside their targets, renamed over them when complete: how every psv
+//! write becomes atomic.
+//!
+//! A temporary file's name is `.<target name>.<token>.psv-tmp` in the target's directory. The
+//! token is `<pid>-<n>` by default; a caller that shares the file between processes (several ranks
+//! writing one archive) passes a token they all derive, so each can open the file by name
+//! ([`TempFile::open`]) and any of them can remove it ([`remove`]). The creating process's
+//! handle removes the file on drop unless it was committed; handles made by `open` never do.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -8,33 +14,76 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
-/// A temporary file beside the target, removed on drop unless committed.
+/// Suffix of every temporary file psv creates.
+pub(crate) const TEMP_SUFFIX: &str = ".psv-tmp";
+
+/// A temporary file beside the target; removed on drop unless committed, when this handle
+/// created it.
 pub(crate) struct TempFile {
     pub(crate) path: PathBuf,
     pub(crate) file: File,
+    /// Remove the file when this handle drops (set for the creator until it commits).
     armed: bool,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The token of a temporary file only this process uses: `<pid>-<n>`, unique on this machine
+/// while the process lives, and telling whoever finds a file left by a killed process which
+/// process it was (the robustness tests check exactly that). Files shared between processes
+/// use a token they all derive instead ([`TempFile::create_with_token`]).
+pub(crate) fn local_token() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The temporary path for `target` with `token`: `.<name>.<token>.psv-tmp` beside it.
+pub(crate) fn temp_path(target: &Path, token: &str) -> Result<PathBuf> {
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = target
+        .file_name()
+        .ok_or_else(|| Error::invalid_arg(format!("{} is not a file path", target.display())))?;
+    let mut name = OsString::from(".");
+    name.push(file_name);
+    name.push(".");
+    name.push(token);
+    name.push(TEMP_SUFFIX);
+    Ok(dir.join(name))
+}
+
+/// Removes a temporary file by name (any process may); a missing file is not an error.
+#[cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "for saves shared between processes (collective save)"
+    )
+)]
+pub(crate) fn remove(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("cannot remove {}", path.display()), e)),
+    }
+}
+
 impl TempFile {
-    /// Creates `.<name>.<pid>-<n>.psv-tmp` in `target`'s directory.
+    /// Creates a temporary file beside `target` with this process's next [`local_token`];
+    /// removed on drop unless committed.
     pub(crate) fn create(target: &Path) -> Result<TempFile> {
-        let dir = match target.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let file_name = target.file_name().ok_or_else(|| {
-            Error::invalid_arg(format!("{} is not a file path", target.display()))
-        })?;
-        let mut name = OsString::from(".");
-        name.push(file_name);
-        name.push(format!(
-            ".{}-{}.psv-tmp",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let path = dir.join(name);
+        TempFile::create_with_token(target, &local_token())
+    }
+
+    /// Creates the temporary file for `target` named with `token` (it must not exist yet);
+    /// removed on drop unless committed.
+    pub(crate) fn create_with_token(target: &Path, token: &str) -> Result<TempFile> {
+        let path = temp_path(target, token)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -53,14 +102,47 @@ impl TempFile {
         })
     }
 
+    /// Opens an existing temporary file for writing (another process created it); this handle
+    /// never removes it.
+    #[cfg_attr(
+        not(test),
+        allow(
+            dead_code,
+            reason = "for saves shared between processes (collective save)"
+        )
+    )]
+    pub(crate) fn open(path: &Path) -> Result<TempFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        Ok(TempFile {
+            path: path.to_path_buf(),
+            file,
+            armed: false,
+        })
+    }
+
+    /// Leaves the file in place when this handle drops (another process commits or removes it).
+    #[cfg_attr(
+        not(test),
+        allow(
+            dead_code,
+            reason = "for saves shared between processes (collective save)"
+        )
+    )]
+    pub(crate) fn keep(&mut self) {
+        self.armed = false;
+    }
+
     /// Sizes the file to `len` bytes before any data is written, reserving its blocks where the
     /// filesystem can (Linux `fallocate`, which reports a full disk here, before anything is
     /// written); elsewhere, or where the filesystem cannot reserve, it only sets the length.
     ///
     /// Why reserve: buffered writes into reserved (unwritten) extents skip ext4's per-block
-    /// delayed-allocation bookkeeping. Measured here (2-core VM, ext4, 1 GiB, 8 runs each,
-    /// interleaved): one 1 GiB `write` ran at 4.7-5.2 GB/s into a plain new file and at
-    /// 6.9-7.4 GB/s after `fallocate`; psv's stored save went from 4.6-4.9 to 6.1-6.5 GB/s.
+    /// delayed-allocation bookkeeping, which made writes into a plain new file markedly slower
+    /// (README, "Performance notes").
     pub(crate) fn preallocate(&self, len: u64) -> Result<()> {
         let failed = |e| {
             Error::io(
@@ -119,8 +201,8 @@ impl TempFile {
 /// regular file, or a filesystem without exchange), so the caller renames instead.
 ///
 /// Why not just rename: ext4 (`auto_da_alloc`) starts writing the new file's data when it is
-/// renamed over an existing file, and saving over a 1 GiB file then took ~3 s instead of
-/// ~0.4 s here. An exchange is just as atomic for readers (the name always holds a complete
+/// renamed over an existing file, which made saving over a large file several times slower
+/// (README, "Performance notes"). An exchange is just as atomic for readers (the name always holds a complete
 /// file) and does not trigger that flush. Durability across power loss is what the fsync option
 /// is for, with either call.
 #[cfg(target_os = "linux")]
@@ -219,6 +301,47 @@ mod tests {
         let dir = std::env::temp_dir().join("psv-tempfile-tests");
         std::fs::create_dir_all(&dir).unwrap();
         dir.join(name)
+    }
+
+    #[test]
+    fn names_are_local_or_derived_and_other_handles_never_remove() {
+        let t = target("named.npz");
+        let a = TempFile::create(&t).unwrap();
+        let b = TempFile::create(&t).unwrap();
+        assert_ne!(a.path, b.path);
+        let name = a.path.file_name().unwrap().to_str().unwrap().to_owned();
+        assert!(
+            name.starts_with(".named.npz.") && name.ends_with(".psv-tmp"),
+            "{name}"
+        );
+        assert!(
+            name.contains(&format!(".{}-", std::process::id())),
+            "{name}"
+        );
+        // A derived token gives the same name in every process; a second create fails.
+        let shared = TempFile::create_with_token(&t, "plan-1234").unwrap();
+        assert_eq!(shared.path, temp_path(&t, "plan-1234").unwrap());
+        assert!(TempFile::create_with_token(&t, "plan-1234").is_err());
+        let other = TempFile::open(&shared.path).unwrap();
+        drop(other);
+        assert!(
+            shared.path.exists(),
+            "an opened handle never removes the file"
+        );
+        let path = shared.path.clone();
+        let mut shared = shared;
+        shared.keep();
+        drop(shared);
+        assert!(path.exists(), "a kept handle leaves the file");
+        remove(&path).unwrap();
+        remove(&path).unwrap();
+        assert!(!path.exists());
+        let (pa, pb) = (a.path.clone(), b.path.clone());
+        drop((a, b));
+        assert!(
+            !pa.exists() && !pb.exists(),
+            "the creator removes uncommitted files"
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! The restore block: one anonymous mapping that holds every array, each at a 64-aligned offset.
+//! Memory the library maps itself: [`AnonMap`], the anonymous, huge-page-advised mapping that
+//! becomes the restore's block (one mapping holding every array, each at a 64-aligned offset)
+//! or a phase-A region; [`FileMap`], the file mapping of the mmap mode; and fallible buffers.
 //!
 //! An anonymous mapping costs no zeroing pass (the kernel hands out zero pages on first touch)
-//! and, advised with MADV_HUGEPAGE, faults in 2 MiB at a time: measured here, two threads
-//! `pread`-ing 512 MiB into 4 KiB pages reach 2.4-4.6 GB/s, into huge pages 15 GB/s.
+//! and, advised with MADV_HUGEPAGE, faults in 2 MiB at a time, several times faster to fill than
+//! 4 KiB pages (README, "Performance notes").
 
 use std::fs::File;
 
@@ -29,7 +31,7 @@ pub fn zeroed(len: usize) -> Result<Vec<u8>> {
     Ok(v)
 }
 
-/// Asks for transparent huge pages on a block of `len` bytes when it spans at least one huge
+/// Asks for transparent huge pages on a mapping of `len` bytes when it spans at least one huge
 /// page. Advisory only: without transparent huge pages this changes nothing.
 fn advise_huge_pages(map: &MmapMut, len: usize) {
     #[cfg(target_os = "linux")]
@@ -40,73 +42,42 @@ fn advise_huge_pages(map: &MmapMut, len: usize) {
     let _ = (map, len);
 }
 
-/// A page-aligned, writable, private block of memory, unmapped on drop.
-pub struct Block {
+/// A page-aligned, writable, private anonymous mapping, unmapped on drop.
+pub struct AnonMap {
     map: MmapMut,
     len: usize,
 }
 
-impl Block {
+impl AnonMap {
     /// Allocates `len` bytes (fallibly: an allocation failure is [`crate::ErrorKind::NoMem`]).
     ///
     /// At least one page is mapped even for `len == 0`, so every array pointer (including those of
     /// empty arrays at the end) points into the mapping.
-    pub fn new(len: usize) -> Result<Block> {
+    pub fn new(len: usize) -> Result<AnonMap> {
         let map = MmapOptions::new()
             .len(len.max(BLOCK_ALIGN))
             .map_anon()
-            .map_err(|e| Error::nomem(format!("cannot allocate a block of {len} bytes: {e}")))?;
+            .map_err(|e| Error::nomem(format!("cannot allocate {len} bytes: {e}")))?;
         advise_huge_pages(&map, len);
-        Ok(Block { map, len })
+        Ok(AnonMap { map, len })
     }
 
-    /// Grows the block to `len` bytes, keeping its contents (the mapping may move: no
-    /// reference into it can be alive, since this takes `&mut self`). Shrinking is a no-op.
-    pub fn grow(&mut self, len: usize) -> Result<()> {
-        if len <= self.len {
-            return Ok(());
-        }
-        if len > self.map.len() {
-            #[cfg(target_os = "linux")]
-            {
-                // SAFETY: `&mut self` guarantees that no slice of the mapping is borrowed, so
-                // moving it (mremap with MREMAP_MAYMOVE) invalidates no live reference.
-                #[allow(unsafe_code)]
-                unsafe {
-                    self.map
-                        .remap(len, memmap2::RemapOptions::new().may_move(true))
-                }
-                .map_err(|e| Error::nomem(format!("cannot grow the block to {len} bytes: {e}")))?;
-                advise_huge_pages(&self.map, len);
-            }
-            #[cfg(not(target_os = "linux"))]
-            {
-                let mut bigger = Block::new(len)?;
-                bigger.map[..self.len].copy_from_slice(&self.map[..self.len]);
-                *self = bigger;
-            }
-        }
-        self.len = len;
-        Ok(())
-    }
-
-    /// The block's length in bytes: the arrays, each padded to 64, and, when the block is an
-    /// image of a psv-written file's data region (see `restore`), the headers between them.
+    /// The length in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// True if the block holds no bytes.
+    /// True if the mapping holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    /// The block's bytes.
+    /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
         &self.map[..self.len]
     }
 
-    /// The block's bytes, writable.
+    /// The bytes, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.map[..self.len]
     }
@@ -153,19 +124,11 @@ mod tests {
 
     #[test]
     fn allocates_and_aligns() {
-        let mut b = Block::new(5 << 20).unwrap();
+        let mut b = AnonMap::new(5 << 20).unwrap();
         assert_eq!(b.as_ptr() as usize % 4096, 0);
         b.as_mut_slice()[(5 << 20) - 1] = 7;
         assert_eq!(b.as_slice()[(5 << 20) - 1], 7);
-        assert!(Block::new(0).unwrap().is_empty());
-        // Growing keeps the contents, within the mapped pages and past them.
-        b.grow(5 << 20 | 100).unwrap();
-        b.grow(9 << 20).unwrap();
-        assert_eq!(b.len(), 9 << 20);
-        assert_eq!(b.as_slice()[(5 << 20) - 1], 7);
-        b.as_mut_slice()[(9 << 20) - 1] = 3;
-        b.grow(1).unwrap();
-        assert_eq!(b.len(), 9 << 20);
+        assert!(AnonMap::new(0).unwrap().is_empty());
         assert_eq!(align_up(65), Some(128));
         assert_eq!(align_up(usize::MAX), None);
     }

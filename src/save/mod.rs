@@ -1,0 +1,460 @@
+//! Saving: borrowed arrays -> one `.npz`, planned up front and written in parallel.
+//!
+//! A save is three steps, each with one owner:
+//! 1. the plan ([`plan`]): pure, from the arrays' member names, `.npy` headers and sizes to every
+//!    offset in the file ([`crate::npz::plan`]); the same ordered arrays give the same bytes;
+//! 2. the writes, through a [`Destination`]: [`stored::write_members`] (or
+//!    [`deflated::write_members`]) writes the members and returns their CRC-32s, and
+//!    [`write_records`] writes the central directory and end records from those CRCs. Any
+//!    process holding the plan can write any members; one writes the records;
+//! 3. the commit, owned by the target ([`PathTarget`]: temporary file, rename).
+//!
+//! The directory container is saved by [`crate::npy_dir`].
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use crate::descr::{self, ArrayType, Descr};
+use crate::dest::{Destination, PathTarget};
+use crate::dtype::Dtype;
+use crate::error::{Error, ErrorKind, Result};
+use crate::npy::header;
+use crate::npy_dir::{self, DirArray};
+use crate::npz::{self, plan::Plan, records};
+use crate::options::{Layout, SaveOptions};
+use crate::pool;
+use crate::progress::{self, ProgressFn};
+use crate::shape;
+
+pub(crate) mod deflated;
+pub(crate) mod stored;
+
+pub use crate::npz::npz_path;
+
+/// Longest key accepted (the member name must fit a ZIP record with its extra fields).
+pub const MAX_KEY_LEN: usize = 65_000;
+
+/// What the plan knows of one array: its member name, `.npy` header and data length. No data:
+/// a plan can be made from these alone (e.g. from another process's description).
+#[derive(Clone, Debug)]
+pub(crate) struct Member {
+    /// `<key>.npy`, UTF-8.
+    pub(crate) name: Vec<u8>,
+    /// The numpy-identical `.npy` header (shared by arrays of the same type and shape).
+    pub(crate) header: Arc<[u8]>,
+    /// Bytes of array data.
+    pub(crate) data_len: usize,
+}
+
+impl Member {
+    /// The key this member holds.
+    pub(crate) fn key(&self) -> &str {
+        npz::key_of_member_bytes(&self.name)
+    }
+
+    /// Bytes of the member's uncompressed payload: `.npy` header and array data.
+    pub(crate) fn payload_len(&self) -> u64 {
+        (self.header.len() + self.data_len) as u64
+    }
+}
+
+/// Collects borrowed arrays and writes them into one `.npz`.
+///
+/// The saver borrows every array's bytes for `'a`; nothing is copied until `save` writes them.
+#[derive(Default)]
+pub struct Saver<'a> {
+    /// What the plan needs of each array, in add order.
+    members: Vec<Member>,
+    /// Each array's bytes, borrowed; `data[i]` belongs to `members[i]`.
+    data: Vec<&'a [u8]>,
+    keys: HashSet<String>,
+    /// The last few distinct headers built, most recent first: thousands of small arrays
+    /// usually repeat a few types and shapes, and formatting a header was most of an add's
+    /// cost.
+    recent_headers: Vec<RecentHeader>,
+}
+
+/// A built `.npy` header and what it was built from.
+struct RecentHeader {
+    descr: Descr,
+    shape: Vec<u64>,
+    fortran_order: bool,
+    header: Arc<[u8]>,
+}
+
+/// How many distinct headers [`Saver`] remembers.
+const RECENT_HEADERS: usize = 8;
+
+impl<'a> Saver<'a> {
+    /// An empty saver.
+    pub fn new() -> Self {
+        Saver::default()
+    }
+
+    /// Number of arrays added.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// True if no array was added.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Removes the arrays added after the first `len`, so a failed batch of adds leaves the
+    /// saver as it was. `len` above [`Saver::len`] does nothing.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.members.len() {
+            return;
+        }
+        self.data.truncate(len);
+        for m in self.members.drain(len..) {
+            self.keys.remove(m.key());
+        }
+    }
+
+    /// Adds a C-order array of a numeric `dtype` in native byte order.
+    ///
+    /// `data.len()` must equal `prod(shape) * dtype.itemsize()`.
+    pub fn add(&mut self, key: &str, data: &'a [u8], dtype: Dtype, shape: &[u64]) -> Result<()> {
+        self.add_ordered(key, data, dtype, shape, false)
+    }
+
+    /// Adds an array of a numeric `dtype` (native byte order) whose bytes are in Fortran
+    /// (column-major) order when `fortran_order` is true, C order otherwise; numpy reads it back
+    /// with the same shape and order. `data.len()` must equal `prod(shape) * dtype.itemsize()`.
+    pub fn add_ordered(
+        &mut self,
+        key: &str,
+        data: &'a [u8],
+        dtype: Dtype,
+        shape: &[u64],
+        fortran_order: bool,
+    ) -> Result<()> {
+        self.push(
+            key,
+            data,
+            numeric_descr(dtype),
+            shape.to_vec(),
+            fortran_order,
+        )
+    }
+
+    /// Adds an array described by a numpy descr (`<f8`, `|S5`, `[('a', '<i4')]`, ...).
+    ///
+    /// Any descr numpy writes without pickling is accepted; object (`|O`) is refused.
+    /// `data.len()` must equal `prod(shape) * itemsize`. `fortran_order` marks column-major data.
+    ///
+    /// ```
+    /// # use psv::{ErrorKind, Saver};
+    /// let records = [0u8; 2 * 12]; // two records of an int32 and a float64
+    /// let names = *b"ab\0\0cd\0\0";   // two 4-byte strings
+    /// let mut saver = Saver::new();
+    /// saver.add_descr("points", &records, "[('id', '<i4'), ('x', '<f8')]", &[2], false)?;
+    /// saver.add_descr("names", &names, "|S4", &[2], false)?;
+    /// let refused = saver.add_descr("objects", &[0u8; 8], "|O", &[1], false).unwrap_err();
+    /// assert_eq!(refused.kind(), ErrorKind::BadDtype);
+    /// # Ok::<(), psv::Error>(())
+    /// ```
+    pub fn add_descr(
+        &mut self,
+        key: &str,
+        data: &'a [u8],
+        numpy_descr: &str,
+        shape: &[u64],
+        fortran_order: bool,
+    ) -> Result<()> {
+        let ArrayType { descr, sub_shape } = descr::parse_descr_text(numpy_descr)
+            .map_err(|e| match e.kind() {
+                ErrorKind::Format | ErrorKind::Unsupported => Error::bad_dtype(e.message()),
+                _ => e,
+            })
+            .map_err(|e| e.context(format!("key {key:?}")))?;
+        let mut full_shape = shape.to_vec();
+        full_shape.extend_from_slice(&sub_shape);
+        self.push(key, data, &descr, full_shape, fortran_order)
+    }
+
+    fn push(
+        &mut self,
+        key: &str,
+        data: &'a [u8],
+        descr: &Descr,
+        shape: Vec<u64>,
+        fortran_order: bool,
+    ) -> Result<()> {
+        validate_key(key)?;
+        if self.keys.contains(key) {
+            return Err(Error::invalid_arg(format!("duplicate key {key:?}")));
+        }
+        let nbytes = shape::byte_count(&shape, descr.itemsize())
+            .map_err(|e| e.context(format!("key {key:?}")))?;
+        if nbytes != data.len() {
+            return Err(Error::invalid_arg(format!(
+                "key {key:?}: shape {shape:?} of {} needs {nbytes} bytes, got {}",
+                descr.to_descr_string(),
+                data.len()
+            )));
+        }
+        // numpy never writes 1-d (or 0-d) arrays as Fortran order.
+        let fortran_order = fortran_order && shape.len() > 1;
+        let header = self.header_for(descr, shape, fortran_order);
+        self.members.push(Member {
+            name: npz::member_name(key),
+            header,
+            data_len: data.len(),
+        });
+        self.data.push(data);
+        self.keys.insert(key.to_owned());
+        Ok(())
+    }
+
+    /// The `.npy` header for this type, shape and order: a remembered one, or a new one.
+    fn header_for(&mut self, descr: &Descr, shape: Vec<u64>, fortran_order: bool) -> Arc<[u8]> {
+        if !matches!(descr, Descr::Simple(_)) {
+            // Record types are rare and costly to compare; only simple ones are remembered
+            // (which also keeps every comparison between two `Descr::Simple`s).
+            return header::format(descr, &shape, fortran_order).into();
+        }
+        let found = self.recent_headers.iter().position(|r| {
+            r.fortran_order == fortran_order && r.shape == shape && r.descr == *descr
+        });
+        let recent = match found {
+            Some(i) => self.recent_headers.remove(i),
+            None => {
+                let header = header::format(descr, &shape, fortran_order).into();
+                self.recent_headers.truncate(RECENT_HEADERS - 1);
+                RecentHeader {
+                    descr: descr.clone(),
+                    shape,
+                    fortran_order,
+                    header,
+                }
+            }
+        };
+        let header = Arc::clone(&recent.header);
+        self.recent_headers.insert(0, recent);
+        header
+    }
+
+    /// Writes every array into `path` (`.npz` appended if missing) and returns the path written.
+    ///
+    /// The file appears atomically: it is written under a temporary name in the same directory
+    /// and renamed over `path` only when complete. On error the temporary file is removed and an
+    /// existing file at `path` is untouched.
+    ///
+    /// ```
+    /// # use psv::{Dtype, SaveOptions, Saver};
+    /// # let dir = std::env::temp_dir().join(format!("psv-doc-save-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let counts: Vec<u8> = (0..=255).collect();
+    /// let mut saver = Saver::new();
+    /// saver.add("counts", &counts, Dtype::U8, &[16, 16])?;
+    /// let opts = SaveOptions::default().compression(6); // like savez_compressed
+    /// let path = saver.save(dir.join("counts"), &opts)?;
+    /// assert!(path.ends_with("counts.npz"));
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), psv::Error>(())
+    /// ```
+    pub fn save(&self, path: impl AsRef<Path>, opts: &SaveOptions) -> Result<PathBuf> {
+        self.save_impl(path.as_ref(), opts, None)
+    }
+
+    /// [`Saver::save`] with a progress callback `(done, total) -> continue?` that runs on the
+    /// calling thread; returning `false` cancels (the temporary file is removed, the target is
+    /// untouched, the result is [`ErrorKind::Aborted`]).
+    pub fn save_with_progress(
+        &self,
+        path: impl AsRef<Path>,
+        opts: &SaveOptions,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<PathBuf> {
+        self.save_impl(path.as_ref(), opts, Some(progress))
+    }
+
+    fn save_impl(
+        &self,
+        path: &Path,
+        opts: &SaveOptions,
+        progress: Option<&mut ProgressFn<'_>>,
+    ) -> Result<PathBuf> {
+        check_compression(opts.compression)?;
+        match opts.layout {
+            Layout::Dir => {
+                self.save_dir(path, opts, progress)?;
+                Ok(path.to_path_buf())
+            }
+            Layout::Npz => {
+                let target = npz_path(path);
+                let written =
+                    self.write_npz(opts, progress, |len| PathTarget::create(&target, len))?;
+                written.commit(opts.fsync)?;
+                Ok(target)
+            }
+        }
+    }
+
+    /// Writes the whole `.npz` through the target that `open` makes once the archive's length
+    /// is known, and returns that target, written but not committed.
+    fn write_npz<T: Target>(
+        &self,
+        opts: &SaveOptions,
+        mut progress: Option<&mut ProgressFn<'_>>,
+        open: impl FnOnce(u64) -> Result<T>,
+    ) -> Result<T> {
+        let pool = pool::get(opts.threads)?;
+        if opts.compression == 0 {
+            let plan = plan(&self.members)?;
+            let target = open(plan.total_len)?;
+            let dest = target.destination();
+            let total = plan.total_len;
+            progress::run(&pool, total, progress.as_deref_mut(), |tracker| {
+                let crcs =
+                    stored::write_members(&dest, &plan, &self.members, 0, &self.data, tracker)?;
+                write_records(&dest, &plan, &self.members, &crcs)
+            })?;
+            progress::finish(progress, total)?;
+            drop(dest);
+            return Ok(target);
+        }
+        let deflated = deflated::compress(
+            &pool,
+            &self.members,
+            &self.data,
+            opts.compression,
+            progress.as_deref_mut(),
+        )?;
+        let target = open(deflated.plan.total_len)?;
+        let dest = target.destination();
+        deflated.write_members(&dest, &self.members, &pool)?;
+        write_records(&dest, &deflated.plan, &self.members, &deflated.crcs)?;
+        progress::finish(progress, deflated.input_len)?;
+        drop(dest);
+        Ok(target)
+    }
+
+    /// Saves into the directory container (see [`crate::npy_dir`]).
+    fn save_dir(
+        &self,
+        dir: &Path,
+        opts: &SaveOptions,
+        progress: Option<&mut ProgressFn<'_>>,
+    ) -> Result<()> {
+        if opts.compression > 0 {
+            return Err(Error::invalid_arg(
+                "the directory layout stores .npy files uncompressed",
+            ));
+        }
+        let arrays: Vec<DirArray<'_>> = self
+            .members
+            .iter()
+            .zip(&self.data)
+            .map(|(m, data)| DirArray {
+                key: m.key(),
+                header: &m.header[..],
+                data,
+            })
+            .collect();
+        let pool = pool::get(opts.threads)?;
+        let total = arrays.iter().map(|a| a.data.len() as u64).sum();
+        let mut progress = progress;
+        npy_dir::save(&arrays, dir, opts.fsync, &pool, &mut || {
+            progress::finish(progress.as_deref_mut(), total)
+        })
+    }
+}
+
+/// Where a save's bytes go and how they become the user's file: a [`Destination`] to write
+/// through, and (outside this trait) a commit. Implemented by [`PathTarget`].
+pub(crate) trait Target {
+    /// The destination writes go through.
+    type Dest<'t>: Destination
+    where
+        Self: 't;
+    /// Positional writes into the target.
+    fn destination(&self) -> Self::Dest<'_>;
+}
+
+impl Target for PathTarget {
+    type Dest<'t> = crate::dest::FileDestination<'t>;
+    fn destination(&self) -> Self::Dest<'_> {
+        PathTarget::destination(self)
+    }
+}
+
+/// The stored archive's plan for `members`, in order: pure and deterministic.
+pub(crate) fn plan(members: &[Member]) -> Result<Plan> {
+    let specs: Vec<npz::plan::MemberSpec> = members
+        .iter()
+        .map(|m| npz::plan::MemberSpec {
+            name_len: m.name.len(),
+            payload_len: m.payload_len(),
+            deflated_size: None,
+        })
+        .collect();
+    npz::plan::plan(&specs)
+}
+
+/// Writes the central directory and the end records of `plan`, whose members are `members`
+/// with CRC-32s `crcs` (from the member writes, in member order).
+pub(crate) fn write_records(
+    dest: &dyn Destination,
+    plan: &Plan,
+    members: &[Member],
+    crcs: &[u32],
+) -> Result<()> {
+    debug_assert_eq!(crcs.len(), members.len());
+    let mut central = Vec::new();
+    central
+        .try_reserve_exact(plan.central_size as usize + 98)
+        .map_err(|_| Error::nomem("cannot allocate the central directory"))?;
+    for ((m, at), crc) in members.iter().zip(&plan.members).zip(crcs) {
+        records::central_header(&mut central, &m.name, at, *crc);
+    }
+    records::end_records(&mut central, plan);
+    dest.write_at(&central, plan.central_offset)
+}
+
+fn check_compression(level: u32) -> Result<()> {
+    if level > 9 {
+        return Err(Error::invalid_arg(format!(
+            "compression level {level} is not in 0..=9"
+        )));
+    }
+    Ok(())
+}
+
+/// The descr of a numeric dtype, parsed once per process.
+fn numeric_descr(dtype: Dtype) -> &'static Descr {
+    static DESCRS: OnceLock<Vec<Descr>> = OnceLock::new();
+    let all = DESCRS.get_or_init(|| {
+        crate::dtype::ALL_DTYPES
+            .iter()
+            .map(|d| Descr::Simple(descr::parse_simple(&d.descr()).expect("numeric descrs parse")))
+            .collect()
+    });
+    let i = crate::dtype::ALL_DTYPES
+        .iter()
+        .position(|&d| d == dtype)
+        .expect("every Dtype is in ALL_DTYPES");
+    &all[i]
+}
+
+fn validate_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::invalid_arg("key is empty"));
+    }
+    if key.contains('\0') {
+        return Err(Error::invalid_arg(format!(
+            "key {key:?} contains a NUL character"
+        )));
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(Error::invalid_arg(format!(
+            "key of {} bytes exceeds the limit of {MAX_KEY_LEN}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
