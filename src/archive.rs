@@ -9,6 +9,7 @@ use crate::memory::{AnonMap, FileMap};
 
 /// One restored array: where its bytes are in the block and how numpy describes them.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ArrayInfo {
     /// The key (member name without one `.npy` suffix).
     pub key: String,

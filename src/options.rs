@@ -2,6 +2,7 @@
 
 /// The container a save writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Layout {
     /// One `.npz` file (the default).
     #[default]
@@ -11,7 +12,20 @@ pub enum Layout {
 }
 
 /// Settings for [`crate::Saver::save`].
+///
+/// Outside this crate, build them from [`SaveOptions::default`] with the setters:
+///
+/// ```
+/// use psv::options::Layout;
+/// use psv::SaveOptions;
+///
+/// let opts = SaveOptions::default().threads(4).fsync(true).compression(6);
+/// assert_eq!((opts.threads, opts.fsync, opts.compression), (4, true, 6));
+/// let dir = SaveOptions::default().layout(Layout::Dir);
+/// assert_eq!(dir.layout, Layout::Dir);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SaveOptions {
     /// Worker threads; 0 means one per available core.
     pub threads: usize,
@@ -23,13 +37,59 @@ pub struct SaveOptions {
     pub layout: Layout,
 }
 
+impl SaveOptions {
+    /// Sets `threads`: worker threads, 0 for one per available core.
+    #[must_use]
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// Sets `fsync`: make the save durable.
+    #[must_use]
+    pub fn fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
+        self
+    }
+
+    /// Sets `compression`: deflate level 1-9, 0 to store.
+    #[must_use]
+    pub fn compression(mut self, level: u32) -> Self {
+        self.compression = level;
+        self
+    }
+
+    /// Sets `layout`: the container the save writes.
+    #[must_use]
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+}
+
 /// Default cap on a `.npy` header's length: admits numpy's own 72 KB v2.0 headers with room.
 pub const DEFAULT_MAX_HEADER_LEN: u64 = 1 << 20;
 /// Default cap on the number of members in an archive.
 pub const DEFAULT_MAX_MEMBERS: u64 = 1 << 24;
 
 /// Settings for [`crate::restore`].
+///
+/// Outside this crate, build them from [`RestoreOptions::default`] with the setters:
+///
+/// ```
+/// use psv::RestoreOptions;
+///
+/// let opts = RestoreOptions::default()
+///     .keys(["weights", "bias"])
+///     .verify_crc(false)
+///     .max_total_bytes(Some(1 << 30));
+/// assert_eq!(opts.keys, Some(vec!["weights".to_string(), "bias".to_string()]));
+/// assert_eq!(opts.max_total_bytes, Some(1 << 30));
+/// // Back to every array:
+/// assert_eq!(opts.all_keys().keys, None);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RestoreOptions {
     /// Worker threads; 0 means one per available core.
     pub threads: usize,
@@ -68,6 +128,82 @@ impl Default for RestoreOptions {
             native_endian: false,
             mmap: false,
         }
+    }
+}
+
+impl RestoreOptions {
+    /// Sets `threads`: worker threads, 0 for one per available core.
+    #[must_use]
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// Sets `verify_crc`: check every member's CRC-32.
+    #[must_use]
+    pub fn verify_crc(mut self, verify: bool) -> Self {
+        self.verify_crc = verify;
+        self
+    }
+
+    /// Sets `max_header_len`: the largest accepted `.npy` HEADER_LEN.
+    #[must_use]
+    pub fn max_header_len(mut self, len: u64) -> Self {
+        self.max_header_len = len;
+        self
+    }
+
+    /// Sets `max_total_bytes`: the block cap, `None` for physical memory.
+    #[must_use]
+    pub fn max_total_bytes(mut self, bytes: Option<u64>) -> Self {
+        self.max_total_bytes = bytes;
+        self
+    }
+
+    /// Sets `max_members`: the largest accepted number of entries.
+    #[must_use]
+    pub fn max_members(mut self, members: u64) -> Self {
+        self.max_members = members;
+        self
+    }
+
+    /// Restores only these keys, in this order (sets `keys` to `Some`).
+    #[must_use]
+    pub fn keys<I, K>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<String>,
+    {
+        self.keys = Some(keys.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Restores every array (sets `keys` to `None`, the default).
+    #[must_use]
+    pub fn all_keys(mut self) -> Self {
+        self.keys = None;
+        self
+    }
+
+    /// Sets `metadata_only`: list arrays without reading their data.
+    #[must_use]
+    pub fn metadata_only(mut self, metadata_only: bool) -> Self {
+        self.metadata_only = metadata_only;
+        self
+    }
+
+    /// Sets `native_endian`: byte-swap to native order.
+    #[must_use]
+    pub fn native_endian(mut self, native_endian: bool) -> Self {
+        self.native_endian = native_endian;
+        self
+    }
+
+    /// Sets `mmap`: map the file and point aligned stored members into it.
+    #[must_use]
+    pub fn mmap(mut self, mmap: bool) -> Self {
+        self.mmap = mmap;
+        self
     }
 }
 

@@ -97,14 +97,7 @@ fn psv_npz(dir: &Path, name: &str) -> (PathBuf, Vec<(String, Vec<u8>)>) {
 }
 
 fn metadata(path: &Path) -> psv::Archive {
-    restore(
-        path,
-        &RestoreOptions {
-            metadata_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap()
+    restore(path, &RestoreOptions::default().metadata_only(true)).unwrap()
 }
 
 fn flip_byte(path: &Path, offset: u64) {

@@ -21,11 +21,9 @@ fn root() -> PathBuf {
 }
 
 fn opts() -> RestoreOptions {
-    RestoreOptions {
-        threads: 2,
-        max_total_bytes: Some(MAX_TOTAL_BYTES),
-        ..RestoreOptions::default()
-    }
+    RestoreOptions::default()
+        .threads(2)
+        .max_total_bytes(Some(MAX_TOTAL_BYTES))
 }
 
 /// The C status name of an error kind (as `psv_status_str` prints it).
@@ -121,10 +119,7 @@ fn corpus_statuses_are_exact() {
     for (file, want) in &list {
         let path = dir.join(file);
         let bytes = fs::read(&path).unwrap_or_else(|e| panic!("cannot read {file}: {e}"));
-        let mapped = RestoreOptions {
-            mmap: true,
-            ..opts()
-        };
+        let mapped = opts().mmap(true);
         let runs: [(&str, Outcome); 3] = [
             ("restore", guarded(|| outcome(psv::restore(&path, &opts())))),
             (
@@ -213,11 +208,9 @@ fn short(p: &Path) -> String {
 
 #[test]
 fn fuzz_corpus_restore_from_memory_never_panics() {
-    let fuzz_opts = RestoreOptions {
-        threads: 1,
-        max_total_bytes: Some(64 << 20),
-        ..RestoreOptions::default()
-    };
+    let fuzz_opts = RestoreOptions::default()
+        .threads(1)
+        .max_total_bytes(Some(64 << 20));
     replay_fuzz_corpus("restore_from_memory", |bytes| {
         // Ok or Err are both fine; only a panic fails.
         let _ = outcome(psv::restore_from_memory(bytes, &fuzz_opts));

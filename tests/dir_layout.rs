@@ -12,10 +12,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn dir_opts() -> SaveOptions {
-    SaveOptions {
-        layout: Layout::Dir,
-        ..SaveOptions::default()
-    }
+    SaveOptions::default().layout(Layout::Dir)
 }
 
 fn listing(dir: &std::path::Path) -> Vec<String> {
@@ -46,10 +43,7 @@ fn saves_one_npy_per_array_and_restores_them() {
     assert_eq!(a.data(a.find("big").unwrap()).unwrap(), &big[..]);
     assert_eq!(a.data(a.find("small one").unwrap()).unwrap(), &small);
     assert_eq!(a.data_ptr(1).unwrap() as usize % 64, 0);
-    let only = RestoreOptions {
-        keys: Some(vec!["small one".into()]),
-        ..Default::default()
-    };
+    let only = RestoreOptions::default().keys(["small one"]);
     assert_eq!(restore(&dir, &only).unwrap().len(), 1);
     std::fs::remove_dir_all(root).unwrap();
 }
@@ -99,10 +93,7 @@ fn unsafe_keys_and_damaged_files_are_errors() {
         let e = saver.save(root.join("bad"), &dir_opts()).err().unwrap();
         assert_eq!(e.kind(), ErrorKind::InvalidArg, "{key:?}");
     }
-    let compressed = SaveOptions {
-        compression: 6,
-        ..dir_opts()
-    };
+    let compressed = dir_opts().compression(6);
     let mut saver = Saver::new();
     saver.add("k", &data, Dtype::U8, &[8]).unwrap();
     assert_eq!(

@@ -72,14 +72,7 @@ fn psv_files_restore_as_an_image_of_the_file() {
 
     // Selecting keys, or opting out of the image by limit, uses the packed layout: same bytes.
     let keys: Vec<String> = arrays.iter().map(|(k, _)| k.clone()).collect();
-    let packed = restore(
-        &path,
-        &RestoreOptions {
-            keys: Some(keys),
-            ..RestoreOptions::default()
-        },
-    )
-    .unwrap();
+    let packed = restore(&path, &RestoreOptions::default().keys(keys)).unwrap();
     let starts = image_starts(&packed);
     assert!(starts.iter().any(|&s| s != starts[0]));
     for (i, (_, v)) in arrays.iter().enumerate() {
@@ -89,23 +82,13 @@ fn psv_files_restore_as_an_image_of_the_file() {
     let payload: usize = arrays.iter().map(|(_, v)| v.len().div_ceil(64) * 64).sum();
     let tight = restore(
         &path,
-        &RestoreOptions {
-            max_total_bytes: Some(payload as u64),
-            ..RestoreOptions::default()
-        },
+        &RestoreOptions::default().max_total_bytes(Some(payload as u64)),
     )
     .unwrap();
     assert_eq!(tight.block().len(), payload);
 
     // Native byte order: the big-endian array is swapped in place in the image.
-    let native = restore(
-        &path,
-        &RestoreOptions {
-            native_endian: true,
-            ..RestoreOptions::default()
-        },
-    )
-    .unwrap();
+    let native = restore(&path, &RestoreOptions::default().native_endian(true)).unwrap();
     let swapped: Vec<u8> = arrays[7]
         .1
         .chunks(8)
@@ -139,10 +122,7 @@ fn a_flipped_bit_in_a_small_member_is_a_crc_error() {
         let e = restore(&path, &RestoreOptions::default()).err().unwrap();
         assert_eq!(e.kind(), ErrorKind::Crc, "flip at {at}: {e}");
         assert!(e.message().contains(member), "{e}");
-        let unchecked = RestoreOptions {
-            verify_crc: false,
-            ..RestoreOptions::default()
-        };
+        let unchecked = RestoreOptions::default().verify_crc(false);
         restore(&path, &unchecked).unwrap();
     }
     // A truncated file is a format error, not a crash, wherever it is cut.

@@ -46,28 +46,19 @@ fn sample(dir: &std::path::Path) -> (PathBuf, Vec<Vec<u8>>) {
 fn selected_keys_in_the_requested_order() {
     let dir = scratch("keys");
     let (path, arrays) = sample(&dir);
-    let opts = RestoreOptions {
-        keys: Some(vec!["a3".into(), "a1".into()]),
-        ..Default::default()
-    };
+    let opts = RestoreOptions::default().keys(["a3", "a1"]);
     let a = restore(&path, &opts).unwrap();
     assert_eq!(a.len(), 2);
     assert_eq!(a.arrays()[0].key, "a3");
     assert_eq!(a.data(0).unwrap(), &arrays[3][..]);
     assert_eq!(a.data(1).unwrap(), &arrays[1][..]);
     assert!(a.block().len() < arrays[3].len() + arrays[1].len() + 128);
-    let missing = RestoreOptions {
-        keys: Some(vec!["nope".into()]),
-        ..Default::default()
-    };
+    let missing = RestoreOptions::default().keys(["nope"]);
     assert_eq!(
         restore(&path, &missing).err().unwrap().kind(),
         ErrorKind::NotFound
     );
-    let twice = RestoreOptions {
-        keys: Some(vec!["a1".into(), "a1".into()]),
-        ..Default::default()
-    };
+    let twice = RestoreOptions::default().keys(["a1", "a1"]);
     assert_eq!(
         restore(&path, &twice).err().unwrap().kind(),
         ErrorKind::InvalidArg
@@ -79,10 +70,7 @@ fn selected_keys_in_the_requested_order() {
 fn metadata_only_reads_no_data() {
     let dir = scratch("meta");
     let (path, arrays) = sample(&dir);
-    let opts = RestoreOptions {
-        metadata_only: true,
-        ..Default::default()
-    };
+    let opts = RestoreOptions::default().metadata_only(true);
     let a = restore(&path, &opts).unwrap();
     assert_eq!(a.len(), 6);
     assert!(a.is_metadata_only());
@@ -105,10 +93,7 @@ fn native_endian_swaps_in_place() {
         kept.arrays()[be].dtype,
         None.or(cfg!(target_endian = "big").then_some(Dtype::F64))
     );
-    let opts = RestoreOptions {
-        native_endian: true,
-        ..Default::default()
-    };
+    let opts = RestoreOptions::default().native_endian(true);
     let a = restore(&path, &opts).unwrap();
     let i = a.find("be").unwrap();
     assert_eq!(a.arrays()[i].dtype, Some(Dtype::F64));
@@ -131,10 +116,7 @@ fn native_endian_swaps_in_place() {
 fn mmap_mode_points_into_the_file_and_survives_replacement() {
     let dir = scratch("mmap");
     let (path, arrays) = sample(&dir);
-    let opts = RestoreOptions {
-        mmap: true,
-        ..Default::default()
-    };
+    let opts = RestoreOptions::default().mmap(true);
     let a = restore(&path, &opts).unwrap();
     let map = a.mapping().unwrap();
     for (k, arr) in arrays.iter().enumerate() {
@@ -236,11 +218,7 @@ fn progress_reports_reach_the_total_and_cancel_cleanly() {
 fn mmap_with_native_endian_copies_the_members_it_must_swap() {
     let dir = scratch("mmap-endian");
     let (path, arrays) = sample(&dir);
-    let opts = RestoreOptions {
-        mmap: true,
-        native_endian: true,
-        ..Default::default()
-    };
+    let opts = RestoreOptions::default().mmap(true).native_endian(true);
     let a = restore(&path, &opts).unwrap();
     assert!(a.arrays()[0].mapped, "native-order members stay mapped");
     assert_eq!(a.data(0).unwrap(), &arrays[0][..]);

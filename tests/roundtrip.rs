@@ -89,20 +89,13 @@ fn large_members_are_chunked_and_restored_with_any_thread_count() {
         .unwrap();
     saver.add("small1", &small, Dtype::I8, &[10, 100]).unwrap();
     for threads in [1, 2, 3] {
-        let opts = SaveOptions {
-            threads,
-            fsync: threads == 1,
-            ..SaveOptions::default()
-        };
+        let opts = SaveOptions::default().threads(threads).fsync(threads == 1);
         let path = saver.save(dir.join("big.npz"), &opts).unwrap();
         for (_, bytes, start) in zip_members(&path) {
             assert_eq!(start % 64, 0);
             assert!(bytes.len() >= 1000);
         }
-        let ropts = RestoreOptions {
-            threads,
-            ..RestoreOptions::default()
-        };
+        let ropts = RestoreOptions::default().threads(threads);
         let a = restore(&path, &ropts).unwrap();
         assert_eq!(a.data(a.find("big").unwrap()).unwrap(), &big[..]);
         assert_eq!(a.data(a.find("small1").unwrap()).unwrap(), &small[..]);
@@ -206,10 +199,7 @@ fn corruption_and_truncation_are_detected() {
     let e = restore(&path, &RestoreOptions::default()).err().unwrap();
     assert_eq!(e.kind(), ErrorKind::Crc, "{e}");
     assert!(e.message().contains("\"x.npy\""), "{e}");
-    let unchecked = RestoreOptions {
-        verify_crc: false,
-        ..RestoreOptions::default()
-    };
+    let unchecked = RestoreOptions::default().verify_crc(false);
     let a = restore(&path, &unchecked).unwrap();
     assert_ne!(a.data(0).unwrap(), &data[..]);
 
@@ -242,26 +232,17 @@ fn limits_are_enforced_before_allocating() {
     saver.add("x", &data, Dtype::U8, &[4096]).unwrap();
     saver.add("y", &data, Dtype::U8, &[4096]).unwrap();
     let path = saver.save(dir.join("l"), &SaveOptions::default()).unwrap();
-    let small_block = RestoreOptions {
-        max_total_bytes: Some(5000),
-        ..RestoreOptions::default()
-    };
+    let small_block = RestoreOptions::default().max_total_bytes(Some(5000));
     assert_eq!(
         restore(&path, &small_block).err().unwrap().kind(),
         ErrorKind::Limit
     );
-    let short_headers = RestoreOptions {
-        max_header_len: 32,
-        ..RestoreOptions::default()
-    };
+    let short_headers = RestoreOptions::default().max_header_len(32);
     assert_eq!(
         restore(&path, &short_headers).err().unwrap().kind(),
         ErrorKind::Limit
     );
-    let few_members = RestoreOptions {
-        max_members: 1,
-        ..RestoreOptions::default()
-    };
+    let few_members = RestoreOptions::default().max_members(1);
     assert_eq!(
         restore(&path, &few_members).err().unwrap().kind(),
         ErrorKind::Limit
@@ -397,10 +378,7 @@ fn compressed_saves_are_valid_deflate_and_round_trip() {
     saver.add("tiny", &tiny, Dtype::U8, &[100]).unwrap();
     saver.add("empty", &[], Dtype::F64, &[0]).unwrap();
     for level in [1, 6, 9] {
-        let opts = SaveOptions {
-            compression: level,
-            ..SaveOptions::default()
-        };
+        let opts = SaveOptions::default().compression(level);
         let path = saver.save(dir.join(format!("c{level}")), &opts).unwrap();
         let size = std::fs::metadata(&path).unwrap().len();
         assert!(
@@ -423,10 +401,7 @@ fn compressed_saves_are_valid_deflate_and_round_trip() {
         assert_eq!(a.data(2).unwrap(), &tiny[..]);
         assert!(a.arrays()[0].compressed);
     }
-    let bad = SaveOptions {
-        compression: 10,
-        ..SaveOptions::default()
-    };
+    let bad = SaveOptions::default().compression(10);
     assert_eq!(
         saver.save(dir.join("bad"), &bad).err().unwrap().kind(),
         ErrorKind::InvalidArg

@@ -5,11 +5,9 @@ use libfuzzer_sys::fuzz_target;
 use psv::RestoreOptions;
 
 fuzz_target!(|data: &[u8]| {
-    let opts = RestoreOptions {
-        threads: 1,
-        max_total_bytes: Some(64 << 20),
-        ..RestoreOptions::default()
-    };
+    let opts = RestoreOptions::default()
+        .threads(1)
+        .max_total_bytes(Some(64 << 20));
     if let Ok(archive) = psv::restore_from_memory(data, &opts) {
         // Every view must lie inside the archive and be 64-aligned.
         for i in 0..archive.arrays().len() {

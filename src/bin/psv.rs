@@ -338,11 +338,9 @@ fn restore_shown(path: &Path, opts: &RestoreOptions, label: &'static str) -> psv
 fn list(path: &Path) -> psv::Result<Archive> {
     restore(
         path,
-        &RestoreOptions {
-            metadata_only: true,
-            max_total_bytes: Some(u64::MAX),
-            ..Default::default()
-        },
+        &RestoreOptions::default()
+            .metadata_only(true)
+            .max_total_bytes(Some(u64::MAX)),
     )
 }
 
@@ -533,11 +531,7 @@ fn cmd_verify(args: &[OsString]) -> CmdResult {
     let mut progress = Progress::new("verify");
     let mut done_bytes: u64 = 0;
     let restore_keys = |keys: Vec<String>, progress: &mut Progress, base: u64, span: u64| {
-        let opts = RestoreOptions {
-            keys: Some(keys),
-            verify_crc: true,
-            ..Default::default()
-        };
+        let opts = RestoreOptions::default().keys(keys).verify_crc(true);
         if progress.enabled {
             restore_with_progress(&path, &opts, &mut |d, t| {
                 let scaled = (d as u128 * span as u128 / (t.max(1) as u128)) as u64;
@@ -635,14 +629,7 @@ fn cmd_cp(args: &[OsString]) -> CmdResult {
     let src_shown = psv::save::npz_path(&src).display().to_string();
 
     let t0 = Instant::now();
-    let archive = restore_shown(
-        &src,
-        &RestoreOptions {
-            threads,
-            ..Default::default()
-        },
-        "read",
-    )?;
+    let archive = restore_shown(&src, &RestoreOptions::default().threads(threads), "read")?;
     let read_time = t0.elapsed();
     for name in archive.skipped() {
         eprintln!(
@@ -659,11 +646,9 @@ fn cmd_cp(args: &[OsString]) -> CmdResult {
         saver.add_descr(&a.key, data, &a.descr_string, &a.shape, a.fortran_order)?;
         data_bytes += a.nbytes as u64;
     }
-    let opts = SaveOptions {
-        threads,
-        compression,
-        ..Default::default()
-    };
+    let opts = SaveOptions::default()
+        .threads(threads)
+        .compression(compression);
     let t1 = Instant::now();
     let mut progress = Progress::new("write");
     let written = if progress.enabled {
