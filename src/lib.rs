@@ -49,6 +49,7 @@ pub mod version;
 pub use archive::{Archive, ArrayInfo};
 pub use dtype::Dtype;
 pub use error::{Error, ErrorKind, Result};
-pub use options::{RestoreOptions, SaveOptions};
+pub use npz::npz_path;
+pub use options::{Layout, RestoreOptions, SaveOptions};
 pub use restore::{restore, restore_with_progress, Source};
 pub use save::Saver;

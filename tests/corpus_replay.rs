@@ -124,7 +124,7 @@ fn corpus_statuses_are_exact() {
             ("restore", guarded(|| outcome(psv::restore(&path, &opts())))),
             (
                 "restore_from_memory",
-                guarded(|| outcome(psv::restore_from_memory(&bytes, &opts()))),
+                guarded(|| outcome(psv::restore(&bytes, &opts()))),
             ),
             // mmap mode parses every header from the mapping instead of reading it.
             (
@@ -213,7 +213,7 @@ fn fuzz_corpus_restore_from_memory_never_panics() {
         .max_total_bytes(Some(64 << 20));
     replay_fuzz_corpus("restore_from_memory", |bytes| {
         // Ok or Err are both fine; only a panic fails.
-        let _ = outcome(psv::restore_from_memory(bytes, &fuzz_opts));
+        let _ = outcome(psv::restore(bytes, &fuzz_opts));
     });
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use psv::options::Layout;
+use psv::Layout;
 use psv::{restore, Dtype, ErrorKind, RestoreOptions, SaveOptions, Saver};
 
 fn scratch(name: &str) -> PathBuf {

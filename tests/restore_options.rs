@@ -5,10 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use psv::{
-    restore, restore_from_memory, restore_with_progress, Dtype, ErrorKind, RestoreOptions,
-    SaveOptions, Saver,
-};
+use psv::{restore, restore_with_progress, Dtype, ErrorKind, RestoreOptions, SaveOptions, Saver};
 
 fn scratch(name: &str) -> PathBuf {
     common::scratch("opt", name)
@@ -145,11 +142,11 @@ fn memory_restore_matches_file_restore() {
     let dir = scratch("memory");
     let (path, arrays) = sample(&dir);
     let bytes = std::fs::read(&path).unwrap();
-    let a = restore_from_memory(&bytes, &RestoreOptions::default()).unwrap();
+    let a = restore(&bytes, &RestoreOptions::default()).unwrap();
     for (k, arr) in arrays.iter().enumerate() {
         assert_eq!(a.data(k).unwrap(), &arr[..]);
     }
-    let e = restore_from_memory(&bytes[..bytes.len() / 2], &RestoreOptions::default())
+    let e = restore(&bytes[..bytes.len() / 2], &RestoreOptions::default())
         .err()
         .unwrap();
     assert_eq!(e.kind(), ErrorKind::Format);

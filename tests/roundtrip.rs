@@ -419,7 +419,7 @@ fn deflated_header_shorter_than_its_prefix_is_a_format_error() {
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect();
-    let e = psv::restore_from_memory(&bytes, &RestoreOptions::default())
+    let e = psv::restore(&bytes, &RestoreOptions::default())
         .err()
         .unwrap();
     assert_eq!(e.kind(), ErrorKind::Format, "{e}");

@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let opts = RestoreOptions::default()
         .threads(1)
         .max_total_bytes(Some(64 << 20));
-    if let Ok(archive) = psv::restore_from_memory(data, &opts) {
+    if let Ok(archive) = psv::restore(data, &opts) {
         // Every view must lie inside the archive and be 64-aligned.
         for i in 0..archive.arrays().len() {
             let a = &archive.arrays()[i];

@@ -398,9 +398,7 @@ fn speed(bytes: u64, time: Duration) -> String {
 }
 
 fn file_len(path: &Path) -> Option<u64> {
-    std::fs::metadata(psv::save::npz_path(path))
-        .ok()
-        .map(|m| m.len())
+    std::fs::metadata(psv::npz_path(path)).ok().map(|m| m.len())
 }
 
 /// `(compression, aligned)` columns of one array.
@@ -439,7 +437,7 @@ fn cmd_ls(args: &[OsString]) -> CmdResult {
             })
             .collect();
         let doc = serde_json::json!({
-            "file": psv::save::npz_path(&path).to_string_lossy(),
+            "file": psv::npz_path(&path).to_string_lossy(),
             "arrays": arrays,
             "skipped": archive.skipped(),
         });
@@ -524,7 +522,7 @@ fn cmd_verify(args: &[OsString]) -> CmdResult {
         return print_help(VERIFY_HELP);
     };
     let path = PathBuf::from(&p.positional[0]);
-    let shown = psv::save::npz_path(&path).display().to_string();
+    let shown = psv::npz_path(&path).display().to_string();
     let listing = list(&path)?;
     let arrays = listing.arrays();
     let grand_total: u64 = arrays.iter().map(|a| a.nbytes as u64).sum();
@@ -626,7 +624,7 @@ fn cmd_cp(args: &[OsString]) -> CmdResult {
         PathBuf::from(&p.positional[0]),
         PathBuf::from(&p.positional[1]),
     );
-    let src_shown = psv::save::npz_path(&src).display().to_string();
+    let src_shown = psv::npz_path(&src).display().to_string();
 
     let t0 = Instant::now();
     let archive = restore_shown(&src, &RestoreOptions::default().threads(threads), "read")?;

@@ -15,6 +15,7 @@
 //! Where bytes come from is [`source`]: a file, a caller's buffer, or a directory archive's
 //! files (listed by [`crate::npy_dir`]).
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -42,30 +43,36 @@ use source::{Memory, Reader};
 pub(crate) const CHUNK_LEN: usize = 4 << 20;
 
 /// Where a restore reads from.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Source<'a> {
     /// A `.npz` file (`.npz` appended to the path if missing), or a directory archive.
-    Path(&'a Path),
+    Path(Cow<'a, Path>),
     /// A whole `.npz` held in memory (e.g. downloaded). The mmap option does not apply.
     Memory(&'a [u8]),
 }
 
 impl<'a> From<&'a Path> for Source<'a> {
     fn from(p: &'a Path) -> Self {
-        Source::Path(p)
+        Source::Path(Cow::Borrowed(p))
     }
 }
 
 impl<'a> From<&'a PathBuf> for Source<'a> {
     fn from(p: &'a PathBuf) -> Self {
-        Source::Path(p)
+        Source::Path(Cow::Borrowed(p))
+    }
+}
+
+impl From<PathBuf> for Source<'_> {
+    fn from(p: PathBuf) -> Self {
+        Source::Path(Cow::Owned(p))
     }
 }
 
 impl<'a> From<&'a str> for Source<'a> {
     fn from(p: &'a str) -> Self {
-        Source::Path(Path::new(p))
+        Source::Path(Cow::Borrowed(Path::new(p)))
     }
 }
 
@@ -138,9 +145,9 @@ fn restore_from(
             );
             finish(&reader, &index.members, None, None, progress)
         }
-        Source::Path(path) if path.is_dir() => restore_dir(path, opts, progress),
+        Source::Path(path) if path.is_dir() => restore_dir(&path, opts, progress),
         Source::Path(path) => {
-            let path = npz::npz_path(path);
+            let path = npz::npz_path(&path);
             let shown = path.display().to_string();
             let file =
                 File::open(&path).map_err(|e| Error::io(format!("cannot open {shown}"), e))?;
@@ -200,7 +207,14 @@ fn finish(
         return Ok(Archive::new(Storage::listing()?, plan.arrays, plan.skipped));
     }
     let mut block = match plan.staged.take() {
-        Some(image) => image,
+        Some(image) if image.len() == plan.block_len => image,
+        Some(image) => {
+            // Arrays not aligned in the image go after it (never in files psv writes): the
+            // block is allocated now that its length is known, and the image copied in.
+            let mut block = AnonMap::new(plan.block_len)?;
+            block.as_mut_slice()[..image.len()].copy_from_slice(image.as_slice());
+            block
+        }
         None => AnonMap::new(plan.block_len)?,
     };
     reader.fill(&pool, &mut plan, members, block.as_mut_slice(), progress)?;

@@ -24,8 +24,9 @@ pub(super) struct RestorePlan {
     pub(super) skipped: Vec<String>,
     /// Bytes of block the arrays need (0 when metadata only).
     pub(super) block_len: usize,
-    /// In image mode, the block itself: phase A read small members into their final place.
-    /// Its length is `block_len`.
+    /// In image mode, the image of the file's data region that phase A read small members into
+    /// (their final place): the block's first bytes; the whole block unless some arrays go
+    /// after the image.
     pub(super) staged: Option<AnonMap>,
 }
 
@@ -44,26 +45,25 @@ impl Reader<'_> {
         let limit = opts
             .max_total_bytes
             .unwrap_or_else(options::physical_memory);
-        // The image of the file is a hypothesis phase A checks: every array's data aligned in
-        // place. A file where it fails (a member that would need a slot after the image) is
-        // planned again, packed; psv never writes such files.
+        // Image mode: phase A reads runs of small members straight into an image of the file's
+        // data region, which becomes the block (or its first part, when some array turns out
+        // not to be aligned in place and goes after it: psv never writes such files).
         if dir.is_none() && map.is_none() {
             if let Some(image) = self.plan_image(members, &candidates, limit) {
-                let mut block = AnonMap::new(image.len())?;
-                let staging = Staging::Image(image, block.as_mut_slice());
+                let mut staged = AnonMap::new(image.len())?;
+                let staging = Staging::Image(image, staged.as_mut_slice());
                 let inspected = self.inspect_all(pool, members, &candidates, staging)?;
-                if let Some(mut plan) = self.place(
+                let mut plan = self.place(
                     members,
                     &candidates,
                     inspected,
-                    skipped.clone(),
+                    skipped,
                     None,
                     Some(image),
                     limit,
-                )? {
-                    plan.staged = Some(block);
-                    return Ok(plan);
-                }
+                )?;
+                plan.staged = Some(staged);
+                return Ok(plan);
             }
         }
         let inspected = match dir {
@@ -85,13 +85,11 @@ impl Reader<'_> {
                 self.inspect_all(pool, members, &candidates, staging)?
             }
         };
-        let plan = self.place(members, &candidates, inspected, skipped, map, None, limit)?;
-        Ok(plan.expect("a packed plan places every array"))
+        self.place(members, &candidates, inspected, skipped, map, None, limit)
     }
 
-    /// Places every inspected array: mapped (mmap mode), in place in the `image`, or at the
-    /// next 64-aligned offset of the block. `None` when an image was given and an array does
-    /// not fit it in place (the caller plans again without the image).
+    /// Places every inspected array: mapped (mmap mode), in place in the `image` (when its data
+    /// is aligned inside it), or at the next 64-aligned offset of the block after the image.
     #[allow(clippy::too_many_arguments)]
     fn place(
         &self,
@@ -102,7 +100,7 @@ impl Reader<'_> {
         map: Option<&FileMap>,
         image: Option<Image>,
         limit: u64,
-    ) -> Result<Option<RestorePlan>> {
+    ) -> Result<RestorePlan> {
         let (shown, opts) = (self.shown, self.opts);
         if let Some(central_start) = self.central_start {
             self.check_overlaps(members, candidates, &inspected, central_start)?;
@@ -137,23 +135,24 @@ impl Reader<'_> {
             let mapped = map.is_some()
                 && file_offset.is_some_and(|o| o % 64 == 0)
                 && loc.swap_units.is_empty();
+            // In image mode, aligned stored data stays where phase A (or the fill) puts it.
+            let in_image = image.zip(file_offset).and_then(|(img, o)| {
+                let fits = o % BLOCK_ALIGN as u64 == 0
+                    && o >= img.start
+                    && o.checked_add(loc.header.nbytes as u64)
+                        .is_some_and(|e| e <= img.end);
+                fits.then(|| (o - img.start) as usize)
+            });
+            if in_image.is_none() {
+                // Phase A only marks members whose data is aligned inside the image.
+                debug_assert!(!loc.in_image);
+                loc.in_image = false;
+            }
             let offset = if mapped {
                 file_offset.unwrap_or(0) as usize
-            } else if let Some(img) = image {
-                // In image mode, aligned stored data stays where phase A (or the fill) puts it.
-                let in_place = file_offset.filter(|&o| {
-                    o % BLOCK_ALIGN as u64 == 0
-                        && o >= img.start
-                        && o.checked_add(loc.header.nbytes as u64)
-                            .is_some_and(|e| e <= img.end)
-                });
-                match in_place {
-                    Some(o) => (o - img.start) as usize,
-                    None => return Ok(None),
-                }
+            } else if let Some(offset) = in_image {
+                offset
             } else {
-                // Phase A only marks members whose data is aligned inside an image.
-                debug_assert!(!loc.in_image);
                 let offset =
                     memory::align_up(end).ok_or_else(|| Error::limit("block size overflows"))?;
                 end = offset
@@ -202,7 +201,7 @@ impl Reader<'_> {
         };
         // Central-directory order, whichever way a member was found not to be an array.
         skipped.sort_unstable();
-        Ok(Some(RestorePlan {
+        Ok(RestorePlan {
             arrays,
             located,
             skipped: skipped
@@ -211,7 +210,7 @@ impl Reader<'_> {
                 .collect(),
             block_len,
             staged: None,
-        }))
+        })
     }
 }
 
