@@ -64,7 +64,7 @@ pub(crate) enum Storage {
 
 impl Storage {
     /// Storage for an archive listed without data.
-    pub(crate) fn listing() -> crate::Result<Storage> {
+    pub(crate) fn listing() -> crate::error::Result<Storage> {
         Ok(Storage::Listing(AnonMap::new(0)?))
     }
 

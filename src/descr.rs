@@ -487,16 +487,16 @@ mod tests {
         ] {
             assert_eq!(
                 parse_simple(bad).unwrap_err().kind(),
-                crate::ErrorKind::Format,
+                crate::error::ErrorKind::Format,
                 "{bad}"
             );
         }
         assert_eq!(
             parse_simple("|O").unwrap_err().kind(),
-            crate::ErrorKind::Unsupported
+            crate::error::ErrorKind::Unsupported
         );
         let rec = parse_descr_text("[('a', '<i4'), ('o', '|O')]").unwrap_err();
-        assert_eq!(rec.kind(), crate::ErrorKind::Unsupported);
+        assert_eq!(rec.kind(), crate::error::ErrorKind::Unsupported);
     }
 
     #[test]
@@ -552,6 +552,6 @@ mod tests {
     #[test]
     fn oversized_records_overflow_cleanly() {
         let e = parse_descr_text("[('a', '<f8', (4611686018427387904, 4))]").unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::Overflow);
+        assert_eq!(e.kind(), crate::error::ErrorKind::Overflow);
     }
 }

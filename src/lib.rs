@@ -26,30 +26,49 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
-pub mod archive;
-pub mod compress;
-pub mod descr;
+// Modules are private: the Rust API is what is re-exported below (safetensors' lib.rs is the
+// model). `ffi` is public because it is the C ABI itself (its functions are what libpsv.so
+// exports; Rust tests call them directly).
+mod archive;
+mod compress;
+mod descr;
 mod dest;
-pub mod dtype;
-pub mod error;
+mod dtype;
+mod error;
 pub mod ffi;
-pub mod memory;
-pub mod npy;
-pub mod npy_dir;
-pub mod npz;
-pub mod options;
-pub mod pool;
-pub mod progress;
-pub mod pylit;
-pub mod restore;
-pub mod save;
-pub mod shape;
-pub mod version;
+mod memory;
+mod npy;
+mod npy_dir;
+mod npz;
+mod options;
+mod pool;
+mod progress;
+mod pylit;
+mod restore;
+mod save;
+mod shape;
+mod version;
 
 pub use archive::{Archive, ArrayInfo};
-pub use dtype::Dtype;
+pub use descr::{Descr, Field, SimpleDescr};
+pub use dtype::{Dtype, ALL_DTYPES};
 pub use error::{Error, ErrorKind, Result};
 pub use npz::npz_path;
-pub use options::{Layout, RestoreOptions, SaveOptions};
+pub use options::{
+    physical_memory, Layout, RestoreOptions, SaveOptions, DEFAULT_MAX_HEADER_LEN,
+    DEFAULT_MAX_MEMBERS,
+};
+pub use pool::MAX_THREADS;
+pub use progress::ProgressFn;
 pub use restore::{restore, restore_with_progress, Source};
-pub use save::Saver;
+pub use save::{Saver, MAX_KEY_LEN};
+pub use shape::MAX_NDIM;
+pub use version::{abi_version, VERSION};
+
+/// Entry points for the fuzz targets (`fuzz/`): the parsers of untrusted text and bytes. Not
+/// part of the supported API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::descr::parse_descr_text;
+    pub use crate::npy::header::parse as parse_npy_header;
+}

@@ -67,11 +67,6 @@ impl AnonMap {
         self.len
     }
 
-    /// True if the mapping holds no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
         &self.map[..self.len]
@@ -128,7 +123,7 @@ mod tests {
         assert_eq!(b.as_ptr() as usize % 4096, 0);
         b.as_mut_slice()[(5 << 20) - 1] = 7;
         assert_eq!(b.as_slice()[(5 << 20) - 1], 7);
-        assert!(AnonMap::new(0).unwrap().is_empty());
+        assert_eq!(AnonMap::new(0).unwrap().len(), 0);
         assert_eq!(align_up(65), Some(128));
         assert_eq!(align_up(usize::MAX), None);
     }

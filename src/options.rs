@@ -7,7 +7,9 @@ pub enum Layout {
     /// One `.npz` file (the default).
     #[default]
     Npz,
-    /// A directory of `<key>.npy` files committed by an index (see [`crate::dir_layout`]).
+    /// A directory of `<key>.npy` files (each readable with `numpy.load`), committed by an
+    /// index file: a crash leaves the previous contents intact; [`crate::restore`] reads it
+    /// like an `.npz`.
     Dir,
 }
 
@@ -16,8 +18,7 @@ pub enum Layout {
 /// Outside this crate, build them from [`SaveOptions::default`] with the setters:
 ///
 /// ```
-/// use psv::options::Layout;
-/// use psv::SaveOptions;
+/// use psv::{Layout, SaveOptions};
 ///
 /// let opts = SaveOptions::default().threads(4).fsync(true).compression(6);
 /// assert_eq!((opts.threads, opts.fsync, opts.compression), (4, true, 6));

@@ -4,7 +4,7 @@
 //! crossbeam channel; the calling thread (never a worker) runs the caller's callback, at least
 //! every [`REPORT_BYTES`] or [`REPORT_INTERVAL`] and once at the end. A callback that returns
 //! `false` sets a flag that workers check before each task: the operation ends with
-//! [`ErrorKind::Aborted`](crate::ErrorKind::Aborted).
+//! [`ErrorKind::Aborted`](crate::error::ErrorKind::Aborted).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -42,7 +42,7 @@ impl Tracker {
     pub fn check(&self) -> Result<()> {
         if self.cancelled.load(Ordering::Relaxed) {
             Err(Error::new(
-                crate::ErrorKind::Aborted,
+                crate::error::ErrorKind::Aborted,
                 "cancelled by the progress callback",
             ))
         } else {
@@ -101,11 +101,15 @@ pub fn run<T: Send>(
             progress,
         );
     });
-    let result =
-        result.unwrap_or_else(|| Err(Error::new(crate::ErrorKind::Panic, "worker vanished")));
+    let result = result.unwrap_or_else(|| {
+        Err(Error::new(
+            crate::error::ErrorKind::Panic,
+            "worker vanished",
+        ))
+    });
     if tracker.cancelled.load(Ordering::Relaxed) {
         return Err(Error::new(
-            crate::ErrorKind::Aborted,
+            crate::error::ErrorKind::Aborted,
             "cancelled by the progress callback",
         ));
     }
@@ -152,7 +156,7 @@ pub fn finish(progress: Option<&mut ProgressFn<'_>>, total: u64) -> Result<()> {
     if let Some(p) = progress {
         if !p(total, total) {
             return Err(Error::new(
-                crate::ErrorKind::Aborted,
+                crate::error::ErrorKind::Aborted,
                 "cancelled by the progress callback",
             ));
         }

@@ -35,7 +35,7 @@ fn zip_members(path: &Path) -> Vec<(String, Vec<u8>, u64)> {
 #[test]
 fn every_numeric_dtype_round_trips_and_the_zip_crate_agrees() {
     let dir = scratch("dtypes");
-    let datas: Vec<(Dtype, Vec<u8>)> = psv::dtype::ALL_DTYPES
+    let datas: Vec<(Dtype, Vec<u8>)> = psv::ALL_DTYPES
         .iter()
         .enumerate()
         .map(|(i, &d)| {

@@ -130,7 +130,7 @@ fn run(args: &[OsString]) -> CmdResult {
         Some("bench") => cmd_bench(rest),
         Some("help" | "--help" | "-h") => cmd_help(rest),
         Some("--version" | "-V") if rest.is_empty() => {
-            println!("psv {}", psv::version::VERSION);
+            println!("psv {}", psv::VERSION);
             Ok(ExitCode::SUCCESS)
         }
         _ => Err(Fail::Usage(
@@ -160,7 +160,7 @@ fn cmd_help(args: &[OsString]) -> CmdResult {
     };
     println!(
         "psv {}: save and restore NumPy .npz files in parallel\n",
-        psv::version::VERSION
+        psv::VERSION
     );
     println!("{text}");
     Ok(ExitCode::SUCCESS)

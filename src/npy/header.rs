@@ -312,7 +312,7 @@ mod tests {
         ] {
             assert_eq!(
                 parse(&mk(bad), 1 << 20).unwrap_err().kind(),
-                crate::ErrorKind::Format,
+                crate::error::ErrorKind::Format,
                 "{bad}"
             );
         }
@@ -320,11 +320,11 @@ mod tests {
             &mk("{'descr': '<f8', 'fortran_order': False, 'shape': (-1,)}"),
             1 << 20,
         );
-        assert_eq!(neg.unwrap_err().kind(), crate::ErrorKind::Overflow);
+        assert_eq!(neg.unwrap_err().kind(), crate::error::ErrorKind::Overflow);
         let big = "{'descr': '<f8', 'fortran_order': False, 'shape': (4611686018427387904, 4)}";
         assert_eq!(
             parse(&mk(big), 1 << 20).unwrap_err().kind(),
-            crate::ErrorKind::Overflow
+            crate::error::ErrorKind::Overflow
         );
     }
 
@@ -334,17 +334,17 @@ mod tests {
         assert_eq!(total_header_len(&h, 1 << 20).unwrap(), 128);
         assert_eq!(
             total_header_len(&h, 100).unwrap_err().kind(),
-            crate::ErrorKind::Limit
+            crate::error::ErrorKind::Limit
         );
         assert_eq!(
             total_header_len(&h[..9], 1 << 20).unwrap_err().kind(),
-            crate::ErrorKind::Format
+            crate::error::ErrorKind::Format
         );
         assert_eq!(
             total_header_len(b"\x93NUMPY\x04\x00\x00\x00", 100)
                 .unwrap_err()
                 .kind(),
-            crate::ErrorKind::Unsupported
+            crate::error::ErrorKind::Unsupported
         );
     }
 }

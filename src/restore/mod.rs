@@ -111,6 +111,27 @@ impl<'a> From<&'a Vec<u8>> for Source<'a> {
 /// # std::fs::remove_dir_all(&dir).unwrap();
 /// # Ok::<(), psv::Error>(())
 /// ```
+///
+/// With `mmap`, stored arrays that are 64-aligned in the file (every file psv writes) are views
+/// into a private mapping of the file: nothing is read up front and nothing is copied.
+///
+/// ```
+/// # use psv::{restore, Dtype, RestoreOptions, SaveOptions, Saver};
+/// # let dir = std::env::temp_dir().join(format!("psv-doc-mmap-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// let weights: Vec<u8> = (0..=255).cycle().take(1 << 20).collect();
+/// let mut saver = Saver::new();
+/// saver.add("weights", &weights, Dtype::U8, &[1024, 1024])?;
+/// let path = saver.save(dir.join("model"), &SaveOptions::default())?;
+///
+/// let archive = restore(&path, &RestoreOptions::default().mmap(true))?;
+/// let info = &archive.arrays()[0];
+/// assert!(info.mapped); // a view into the file mapping, not a copy
+/// assert_eq!(archive.data(0).unwrap(), &weights[..]);
+/// assert_eq!(archive.data_ptr(0).unwrap() as usize % 64, 0);
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), psv::Error>(())
+/// ```
 pub fn restore<'a>(source: impl Into<Source<'a>>, opts: &RestoreOptions) -> Result<Archive> {
     restore_from(source.into(), opts, None)
 }
