@@ -56,7 +56,7 @@ impl Destination for FileDestination<'_> {
     }
 }
 
-/// A save to a path: a temporary file beside `target`, its blocks reserved for the whole
+/// A save to a path: a temporary file beside `target`, its disk space reserved for the whole
 /// archive, renamed over `target` by [`PathTarget::commit`]. Dropped uncommitted (an error, a
 /// cancel, a panic), it removes the temporary file: the old target is untouched.
 pub(crate) struct PathTarget {

@@ -136,7 +136,7 @@ impl TempFile {
         self.armed = false;
     }
 
-    /// Sizes the file to `len` bytes before any data is written, reserving its blocks where the
+    /// Sizes the file to `len` bytes before any data is written, reserving its space where the
     /// filesystem can (Linux `fallocate`, which reports a full disk here, before anything is
     /// written); elsewhere, or where the filesystem cannot reserve, it only sets the length.
     ///
@@ -242,7 +242,7 @@ fn exchange_with_file(_from: &Path, _target: &Path) -> std::io::Result<bool> {
     Ok(false)
 }
 
-/// `fallocate(fd, 0, 0, len)`: reserves the blocks and sets the length. `Ok(false)` where the
+/// `fallocate(fd, 0, 0, len)`: reserves the disk space and sets the length. `Ok(false)` where the
 /// filesystem or kernel cannot (the caller then only sets the length); a full disk or a length
 /// the filesystem cannot hold is an error.
 #[cfg(target_os = "linux")]

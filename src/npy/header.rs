@@ -82,8 +82,8 @@ pub fn total_header_len(prefix: &[u8], max_header_len: usize) -> Result<usize> {
 }
 
 /// Remembers the last few headers parsed, so that an archive of thousands of arrays of a few
-/// types and shapes parses each distinct header once: measured here, parsing was ~1.5 us of the
-/// ~2.5 us a 1 KiB member cost to restore, and a hit costs a byte comparison and a clone.
+/// types and shapes parses each distinct header once: parsing was most of what a small member
+/// cost to restore (README, "Performance notes"), and a hit costs a byte comparison and a clone.
 #[derive(Default)]
 pub struct ParseCache {
     recent: Vec<(Vec<u8>, NpyHeader)>,

@@ -1,4 +1,4 @@
-//! The `.npz` container: the only code that knows ZIP bytes. Layout planning ([`plan`]),
+//! The `.npz` container: the only code that knows ZIP bytes. Planning ([`plan`]),
 //! record encoding and local-header decoding ([`records`]), the central-directory index
 //! ([`index`]), and the mapping between array keys and member names.
 

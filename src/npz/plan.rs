@@ -1,4 +1,4 @@
-//! The archive layout, computed before any I/O.
+//! The archive plan: every record's offset and size, computed before any I/O.
 //!
 //! Written by hand because no zip crate plans a whole archive up front: we need every member's
 //! offset before writing, so that threads can `pwrite` array bytes at their final positions in
@@ -94,10 +94,10 @@ pub struct Plan {
     pub total_len: u64,
 }
 
-/// Plans the layout of an archive holding `members` in order.
+/// Plans an archive holding `members` in order.
 pub fn plan(members: &[MemberSpec]) -> Result<Plan> {
     let overflow = || Error::overflow("archive size overflows 64 bits");
-    let mut layouts = Vec::with_capacity(members.len());
+    let mut planned = Vec::with_capacity(members.len());
     let mut offset: u64 = 0;
     let mut central_size: u64 = 0;
     for m in members {
@@ -111,7 +111,7 @@ pub fn plan(members: &[MemberSpec]) -> Result<Plan> {
             align_field_len += ALIGN;
         }
         let payload_offset = unpadded.checked_add(align_field_len).ok_or_else(overflow)?;
-        let mut layout = MemberPlan {
+        let mut member = MemberPlan {
             header_offset: offset,
             zip64_sizes,
             align_field_len,
@@ -121,20 +121,20 @@ pub fn plan(members: &[MemberSpec]) -> Result<Plan> {
             deflated: m.deflated_size.is_some(),
             central_len: 0,
         };
-        let zip64_values = layout.central_zip64_values();
+        let zip64_values = member.central_zip64_values();
         let central_extra = if zip64_values > 0 {
             4 + 8 * zip64_values
         } else {
             0
         };
-        layout.central_len = CENTRAL_HEADER_LEN + name_len + central_extra;
+        member.central_len = CENTRAL_HEADER_LEN + name_len + central_extra;
         central_size = central_size
-            .checked_add(layout.central_len)
+            .checked_add(member.central_len)
             .ok_or_else(overflow)?;
         offset = payload_offset
             .checked_add(m.payload_len)
             .ok_or_else(overflow)?;
-        layouts.push(layout);
+        planned.push(member);
     }
     let central_offset = offset;
     let zip64_end = members.len() as u64 >= ZIP16_MAX
@@ -145,7 +145,7 @@ pub fn plan(members: &[MemberSpec]) -> Result<Plan> {
         .and_then(|t| t.checked_add(if zip64_end { ZIP64_END_LEN } else { 0 } + END_LEN))
         .ok_or_else(overflow)?;
     Ok(Plan {
-        members: layouts,
+        members: planned,
         central_offset,
         central_size,
         zip64_end,

@@ -351,7 +351,7 @@ impl Reader<'_> {
         Ok(())
     }
 
-    /// Reads a member's bytes at `offset`: from its own file (directory layout) or the source.
+    /// Reads a member's bytes at `offset`: from its own file (directory container) or the source.
     fn read_member(&self, loc: &Located, buf: &mut [u8], offset: u64) -> Result<()> {
         match &loc.file {
             Some(f) => read_exact(f.as_ref(), buf, offset),

@@ -51,13 +51,13 @@ pub(super) struct Located {
     pub(super) swap_units: Vec<(usize, usize)>,
     /// The bytes read in phase A, when they hold the whole payload (small members).
     pub(super) region: Option<Arc<Region>>,
-    /// Phase A read the whole payload into its place in the block (an [`Image`]); the layout
+    /// Phase A read the whole payload into its place in the block (an [`Image`]); the placement
     /// clears this when it puts the array elsewhere.
     pub(super) in_image: bool,
     /// The whole payload's CRC-32, computed in phase A right after its run was read, while
     /// the bytes were in cache (image members, when verifying).
     pub(super) crc: Option<u32>,
-    /// The member's own file (directory layout); `None`: the archive's source.
+    /// The member's own file (directory container); `None`: the archive's source.
     pub(super) file: Option<Arc<File>>,
 }
 
@@ -572,7 +572,7 @@ impl Reader<'_> {
             Holding::Region(r) if payload.is_some() => Some(Arc::clone(r)),
             _ => None,
         };
-        // Held in the image, where the layout keeps it: exactly when its data is 64-aligned.
+        // Held in the image, where the placement keeps it: exactly when its data is 64-aligned.
         let in_image = payload.is_some()
             && matches!(holding, Holding::Image(_))
             && (payload_start + header.header_len as u64) % BLOCK_ALIGN as u64 == 0;

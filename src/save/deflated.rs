@@ -104,18 +104,18 @@ impl Deflated {
     ) -> Result<()> {
         pool.install(|| {
             (0..members.len()).into_par_iter().try_for_each(|i| {
-                let layout = &self.plan.members[i];
+                let at = &self.plan.members[i];
                 let mut head = Vec::with_capacity(128 + members[i].name.len());
-                records::local_header(&mut head, &members[i].name, layout, self.crcs[i]);
+                records::local_header(&mut head, &members[i].name, at, self.crcs[i]);
                 // Small members go out in one write; large ones segment by segment, uncopied.
-                if layout.payload_len <= SMALL_ARRAY_LEN as u64 {
+                if at.payload_len <= SMALL_ARRAY_LEN as u64 {
                     self.segments[i]
                         .iter()
                         .for_each(|b| head.extend_from_slice(b));
-                    return dest.write_at(&head, layout.header_offset);
+                    return dest.write_at(&head, at.header_offset);
                 }
-                dest.write_at(&head, layout.header_offset)?;
-                let mut offset = layout.payload_offset;
+                dest.write_at(&head, at.header_offset)?;
+                let mut offset = at.payload_offset;
                 for segment in &self.segments[i] {
                     dest.write_at(segment, offset)?;
                     offset += segment.len() as u64;

@@ -58,7 +58,7 @@ pub(crate) fn write_members(
     let writer = Writer {
         dest,
         members: &members[first..first + data.len()],
-        layouts: &plan.members[first..first + data.len()],
+        planned: &plan.members[first..first + data.len()],
         data,
     };
     writer.write(tracker)
@@ -68,7 +68,7 @@ pub(crate) fn write_members(
 struct Writer<'w> {
     dest: &'w dyn Destination,
     members: &'w [Member],
-    layouts: &'w [crate::npz::plan::MemberPlan],
+    planned: &'w [crate::npz::plan::MemberPlan],
     data: &'w [&'w [u8]],
 }
 
@@ -81,7 +81,7 @@ impl Writer<'_> {
         for (i, data) in self.data.iter().enumerate() {
             if data.len() <= SMALL_ARRAY_LEN {
                 run_start.get_or_insert(i);
-                run_len += self.layouts[i].payload_len;
+                run_len += self.planned[i].payload_len;
                 if run_len >= PACKED_RUN_LEN {
                     jobs.push(Job::Packed(run_start.take().unwrap_or(i)..i + 1));
                     run_len = 0;
@@ -149,12 +149,12 @@ impl Writer<'_> {
         }
         for (i, hasher) in large_crcs.into_iter().enumerate() {
             if let Some(h) = hasher {
-                let (m, layout) = (&self.members[i], &self.layouts[i]);
+                let (m, at) = (&self.members[i], &self.planned[i]);
                 crcs[i] = h.finalize();
                 let mut head = Vec::with_capacity(m.header.len() + 128 + m.name.len());
-                records::local_header(&mut head, &m.name, layout, crcs[i]);
+                records::local_header(&mut head, &m.name, at, crcs[i]);
                 head.extend_from_slice(&m.header);
-                self.dest.write_at(&head, layout.header_offset)?;
+                self.dest.write_at(&head, at.header_offset)?;
             }
         }
         Ok(crcs)
@@ -162,7 +162,7 @@ impl Writer<'_> {
 
     /// The file offset of member `i`'s array data (after its local and `.npy` headers).
     fn data_offset(&self, i: usize) -> u64 {
-        self.layouts[i].payload_offset + self.members[i].header.len() as u64
+        self.planned[i].payload_offset + self.members[i].header.len() as u64
     }
 
     /// Runs one job.
@@ -190,8 +190,8 @@ impl Writer<'_> {
 
     /// Writes small members whole, headers and all, in one write; returns their CRCs.
     fn write_packed(&self, members: &Range<usize>, tracker: &Tracker) -> Result<Vec<u32>> {
-        let first = &self.layouts[members.start];
-        let last = &self.layouts[members.end - 1];
+        let first = &self.planned[members.start];
+        let last = &self.planned[members.end - 1];
         let len = (last.payload_offset + last.payload_len - first.header_offset) as usize;
         let mut buf = Vec::new();
         buf.try_reserve_exact(len)
@@ -203,7 +203,7 @@ impl Writer<'_> {
             crc.update(&m.header);
             crc.update(data);
             let crc = crc.finalize();
-            records::local_header(&mut buf, &m.name, &self.layouts[i], crc);
+            records::local_header(&mut buf, &m.name, &self.planned[i], crc);
             buf.extend_from_slice(&m.header);
             buf.extend_from_slice(data);
             crcs.push(crc);
