@@ -458,3 +458,104 @@ fn validate_key(key: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::progress;
+
+    /// A destination in memory, for checking that the bytes do not depend on who writes them.
+    struct MemoryDestination(Mutex<Vec<u8>>);
+
+    impl Destination for MemoryDestination {
+        fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()> {
+            let mut v = self.0.lock().unwrap();
+            let end = offset as usize + bytes.len();
+            v[offset as usize..end].copy_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    impl Target for MemoryDestination {
+        type Dest<'t> = &'t MemoryDestination;
+        fn destination(&self) -> Self::Dest<'_> {
+            self
+        }
+    }
+
+    impl Destination for &MemoryDestination {
+        fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()> {
+            (**self).write_at(bytes, offset)
+        }
+    }
+
+    fn arrays() -> Vec<Vec<u8>> {
+        // Small ones packed together, large ones cut into pieces, an empty one.
+        [100usize, 3 << 20, 0, 70_000, 5, (2 << 20) + 3]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|k| (k * 31 + i) as u8).collect())
+            .collect()
+    }
+
+    fn saver(data: &[Vec<u8>]) -> Saver<'_> {
+        let mut s = Saver::new();
+        for (i, d) in data.iter().enumerate() {
+            s.add(&format!("a{i}"), d, Dtype::U8, &[d.len() as u64])
+                .unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn the_same_arrays_give_the_same_bytes_through_any_destination() {
+        let data = arrays();
+        let s = saver(&data);
+        let dir = std::env::temp_dir().join(format!("psv-save-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for level in [0, 3] {
+            let opts = SaveOptions::default().compression(level);
+            let path = s.save(dir.join(format!("l{level}")), &opts).unwrap();
+            let file = std::fs::read(&path).unwrap();
+            let memory = s
+                .write_npz(&opts, None, |len| {
+                    Ok(MemoryDestination(Mutex::new(vec![0xEE; len as usize])))
+                })
+                .unwrap();
+            assert!(file == memory.0.into_inner().unwrap(), "level {level}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn members_written_by_several_writers_and_records_by_one_give_the_same_file() {
+        let data = arrays();
+        let s = saver(&data);
+        let plan = plan(&s.members).unwrap();
+        let whole = MemoryDestination(Mutex::new(vec![0; plan.total_len as usize]));
+        let pool = pool::get(2).unwrap();
+        let crcs = progress::run(&pool, 0, None, |t| {
+            stored::write_members(&whole, &plan, &s.members, 0, &s.data, t)
+        })
+        .unwrap();
+        write_records(&whole, &plan, &s.members, &crcs).unwrap();
+
+        // Two writers, each with its own members (as ranks of a collective save would), in
+        // reverse order; one of them writes the records from both writers' CRCs.
+        let split = MemoryDestination(Mutex::new(vec![0; plan.total_len as usize]));
+        let k = 2;
+        let late = progress::run(&pool, 0, None, |t| {
+            stored::write_members(&split, &plan, &s.members, k, &s.data[k..], t)
+        })
+        .unwrap();
+        let early = progress::run(&pool, 0, None, |t| {
+            stored::write_members(&split, &plan, &s.members, 0, &s.data[..k], t)
+        })
+        .unwrap();
+        assert_eq!([early, late.clone()].concat(), crcs);
+        write_records(&split, &plan, &s.members, &[&crcs[..k], &late[..]].concat()).unwrap();
+        assert!(whole.0.into_inner().unwrap() == split.0.into_inner().unwrap());
+    }
+}
