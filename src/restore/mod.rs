@@ -132,12 +132,22 @@ impl<'a> From<&'a Vec<u8>> for Source<'a> {
 /// # std::fs::remove_dir_all(&dir).unwrap();
 /// # Ok::<(), psv::Error>(())
 /// ```
+///
+/// # Errors
+/// [`crate::ErrorKind::Io`] when the file cannot be opened or read; `Format` for anything that
+/// is not a valid `.npz` (truncated, inconsistent records, bad `.npy` headers); `Unsupported`
+/// for pickled arrays, other compression methods or encryption; `Limit` when an option's
+/// limit is exceeded; `NotFound` for a requested key that is not there; `Crc` for corrupt
+/// data; `NoMem`.
 pub fn restore<'a>(source: impl Into<Source<'a>>, opts: &RestoreOptions) -> Result<Archive> {
     restore_from(source.into(), opts, None)
 }
 
 /// [`restore`] with a progress callback `(done, total) -> continue?`, run on the calling thread;
 /// returning `false` cancels ([`crate::ErrorKind::Aborted`]).
+///
+/// # Errors
+/// As [`restore`], and `Aborted` when the callback cancels.
 pub fn restore_with_progress<'a>(
     source: impl Into<Source<'a>>,
     opts: &RestoreOptions,

@@ -117,6 +117,11 @@ impl<'a> Saver<'a> {
     /// Adds a C-order array of a numeric `dtype` in native byte order.
     ///
     /// `data.len()` must equal `prod(shape) * dtype.itemsize()`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArg`] for an empty, NUL-holding, too long or duplicate key or a
+    /// length that does not match the shape; [`ErrorKind::Overflow`] when the byte count
+    /// overflows. The saver is unchanged on error.
     pub fn add(&mut self, key: &str, data: &'a [u8], dtype: Dtype, shape: &[u64]) -> Result<()> {
         self.add_ordered(key, data, dtype, shape, false)
     }
@@ -124,6 +129,9 @@ impl<'a> Saver<'a> {
     /// Adds an array of a numeric `dtype` (native byte order) whose bytes are in Fortran
     /// (column-major) order when `fortran_order` is true, C order otherwise; numpy reads it back
     /// with the same shape and order. `data.len()` must equal `prod(shape) * dtype.itemsize()`.
+    ///
+    /// # Errors
+    /// As [`Saver::add`].
     pub fn add_ordered(
         &mut self,
         key: &str,
@@ -157,6 +165,9 @@ impl<'a> Saver<'a> {
     /// assert_eq!(refused.kind(), ErrorKind::BadDtype);
     /// # Ok::<(), psv::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// As [`Saver::add`], and [`ErrorKind::BadDtype`] for an unparsable or object descr.
     pub fn add_descr(
         &mut self,
         key: &str,
@@ -257,6 +268,12 @@ impl<'a> Saver<'a> {
     /// # std::fs::remove_dir_all(&dir).unwrap();
     /// # Ok::<(), psv::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArg`] for a compression level above 9 (or any, with the directory
+    /// layout) or a path without a file name; [`ErrorKind::Io`] when the OS refuses (the
+    /// message names the path, [`crate::Error::os_code`] has the errno); [`ErrorKind::NoMem`];
+    /// [`ErrorKind::Overflow`] for an archive beyond 64-bit sizes.
     pub fn save(&self, path: impl AsRef<Path>, opts: &SaveOptions) -> Result<PathBuf> {
         self.save_impl(path.as_ref(), opts, None)
     }
@@ -264,6 +281,9 @@ impl<'a> Saver<'a> {
     /// [`Saver::save`] with a progress callback `(done, total) -> continue?` that runs on the
     /// calling thread; returning `false` cancels (the temporary file is removed, the target is
     /// untouched, the result is [`ErrorKind::Aborted`]).
+    ///
+    /// # Errors
+    /// As [`Saver::save`], and [`ErrorKind::Aborted`] when the callback cancels.
     pub fn save_with_progress(
         &self,
         path: impl AsRef<Path>,
