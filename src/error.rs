@@ -1,6 +1,6 @@
-//! The crate's error type, its mapping to C status codes, and the thread-local last-error store.
+//! The crate's error type: a kind (which `src/ffi/status.rs` maps to a C status code) and a
+//! message with context.
 
-use std::cell::RefCell;
 use std::fmt;
 
 /// What went wrong, coarse enough to map 1:1 onto a `PSV_ERR_*` status code.
@@ -114,26 +114,3 @@ err_ctor!(
     nomem => NoMem,
     crc => Crc,
 );
-
-thread_local! {
-    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
-}
-
-/// Replaces the calling thread's last error message.
-pub(crate) fn set_last_error(message: &str) {
-    LAST_ERROR.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        slot.clear();
-        slot.push_str(message);
-    });
-}
-
-/// Clears the calling thread's last error message.
-pub(crate) fn clear_last_error() {
-    LAST_ERROR.with(|slot| slot.borrow_mut().clear());
-}
-
-/// Calls `f` with the calling thread's last error message.
-pub(crate) fn with_last_error<R>(f: impl FnOnce(&str) -> R) -> R {
-    LAST_ERROR.with(|slot| f(&slot.borrow()))
-}
