@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +32,20 @@ def test_status_strings(psv, lib):
         assert lib.psv_status_str(code).decode() == name
     assert lib.psv_status_str(999).decode() == "PSV_ERR_UNKNOWN"
     assert lib.psv_status_str(-1).decode() == "PSV_ERR_UNKNOWN"
+
+
+def test_status_codes_from_the_library_match_the_header(psv):
+    """The binding reads its status names and PSV_ERR_* codes from the library: they must be
+    exactly psv.h's #defines."""
+    header = (Path(__file__).resolve().parents[2] / "include" / "psv.h").read_text()
+    defines = {name: int(code) for name, code in
+               re.findall(r"^#define (PSV_OK|PSV_ERR_[A-Z0-9_]+) (-?\d+)$", header, re.MULTILINE)}
+    assert len(defines) > 10 and defines["PSV_OK"] == psv.PSV_OK == 0
+    assert dict(psv.STATUS_NAMES) == {code: name for name, code in defines.items()}
+    for name, code in defines.items():
+        assert getattr(psv, name) == code, name
+    with pytest.raises(AttributeError):
+        psv.PSV_ERR_NO_SUCH_CODE
 
 
 def test_version(psv, lib):
