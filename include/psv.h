@@ -14,7 +14,8 @@
  * Errors
  *   - Fallible functions return psv_status: PSV_OK (0) or a PSV_ERR_* code (> 0); codes are
  *     never renumbered. psv_last_error_message() gives the calling thread's message, which
- *     names the path, key, member or offset involved. Nothing aborts the host process: NULL
+ *     names the path, key, member or offset involved, and psv_last_error_os_code() the errno
+ *     when the OS reported the error. Nothing aborts the host process: NULL
  *     arguments, bad codes, hostile files and internal panics all come back as status codes.
  *
  * Thread safety
@@ -126,7 +127,8 @@ typedef int32_t psv_layout;
 #define PSV_ERR_OVERFLOW 4
 
 /**
- * The operating system reported an error; the message has the path and the OS text.
+ * The operating system reported an error; the message has the path and the OS text, and
+ * `psv_last_error_os_code` the error number.
  */
 #define PSV_ERR_IO 5
 
@@ -409,6 +411,15 @@ void psv_free(psv_archive *a);
  * entry and sets it on failure; read it on the same thread right after the failing call.
  */
 size_t psv_last_error_message(char *buf, size_t len);
+
+/**
+ * The OS error number (`errno`, e.g. `ENOENT`) of the calling thread's last error when the
+ * operating system reported it (`PSV_ERR_IO`, or `PSV_ERR_NOMEM` from the OS); 0 when the last
+ * error did not come from the OS or there is none. Set and cleared together with
+ * `psv_last_error_message`: every status-returning call clears it on entry and sets it on
+ * failure; read it on the same thread right after the failing call. Never fails.
+ */
+int32_t psv_last_error_os_code(void);
 
 /**
  * Restores every array of the `.npz` at `path` (".npz" appended unless present; or the

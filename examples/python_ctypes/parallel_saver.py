@@ -324,6 +324,8 @@ _OPTIONAL_PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
     "psv_save_options_set_layout": (_c_status, [_SaveOptionsP, ctypes.c_int32]),
     # keys, data, dtypes, shapes, ndims: addresses of arrays built with numpy
     "psv_saver_add_many": (_c_status, [_SaverP, _c_size] + [ctypes.c_void_p] * 5),
+    # the errno behind the calling thread's last error (0 when it did not come from the OS)
+    "psv_last_error_os_code": (ctypes.c_int32, []),
 }
 
 _lib_lock = threading.Lock()
@@ -401,13 +403,19 @@ class PsvError(Exception):
         status_name: its name from ``psv_status_str`` (e.g. ``"PSV_ERR_IO"``).
         message: the thread's ``psv_last_error_message`` right after the failing call.
         function: the C function that failed.
+        os_code: the thread's ``psv_last_error_os_code`` right after the failing call: the OS
+            error number (e.g. ``errno.ENOENT``) when the operating system reported the error,
+            else 0.
     """
 
-    def __init__(self, status: int, status_name: str, message: str, function: str = "") -> None:
+    def __init__(
+        self, status: int, status_name: str, message: str, function: str = "", os_code: int = 0
+    ) -> None:
         self.status = int(status)
         self.status_name = status_name
         self.message = message
         self.function = function
+        self.os_code = int(os_code)
         where = f" in {function}" if function else ""
         super().__init__(f"{status_name}{where}: {message}")
 
@@ -424,8 +432,10 @@ def _last_error_message(lib: ctypes.CDLL) -> str:
 def _error(lib: ctypes.CDLL, status: int, function: str) -> PsvError:
     """Build the exception; must run right after the failing call, on the same thread."""
     message = _last_error_message(lib)
+    os_code_fn = _optional(lib, "psv_last_error_os_code")
+    os_code = int(os_code_fn()) if os_code_fn is not None else 0
     name = lib.psv_status_str(status).decode("ascii", "replace")
-    return PsvError(status, name, message, function)
+    return PsvError(status, name, message, function, os_code)
 
 
 def _check(lib: ctypes.CDLL, status: int, function: str) -> None:

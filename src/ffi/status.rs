@@ -24,7 +24,8 @@ pub const PSV_ERR_INVALID_ARG: psv_status = 2;
 pub const PSV_ERR_BAD_DTYPE: psv_status = 3;
 /// A shape's byte count overflows, a dimension is negative, or ndim exceeds 64.
 pub const PSV_ERR_OVERFLOW: psv_status = 4;
-/// The operating system reported an error; the message has the path and the OS text.
+/// The operating system reported an error; the message has the path and the OS text, and
+/// `psv_last_error_os_code` the error number.
 pub const PSV_ERR_IO: psv_status = 5;
 /// Not a valid `.npz`: not a zip, truncated, bad `.npy` header, duplicate or colliding members,
 /// local and central records that disagree.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import re
 from pathlib import Path
 
@@ -46,6 +47,24 @@ def test_status_codes_from_the_library_match_the_header(psv):
         assert getattr(psv, name) == code, name
     with pytest.raises(AttributeError):
         psv.PSV_ERR_NO_SUCH_CODE
+
+
+def test_last_error_os_code(psv, lib, tmp_path):
+    os_code = lib.psv_last_error_os_code
+    os_code.restype, os_code.argtypes = ctypes.c_int32, []
+    out = psv._ArchiveP()
+    st = lib.psv_restore(str(tmp_path / "missing").encode(), None, ctypes.byref(out))
+    assert st == psv.PSV_ERR_IO and not out
+    assert os_code() == errno.ENOENT
+    with pytest.raises(psv.PsvError) as ei:
+        psv.restore(tmp_path / "missing")
+    assert ei.value.os_code == errno.ENOENT
+    # Not from the OS, and after a success: 0.
+    assert lib.psv_saver_save(None, b"x.npz", None) == psv.PSV_ERR_NULL_ARG
+    assert os_code() == 0
+    assert lib.psv_restore(str(tmp_path / "missing").encode(), None, ctypes.byref(out)) == psv.PSV_ERR_IO
+    psv.ParallelSaver(a=np.arange(3)).save(tmp_path / "ok")
+    assert os_code() == 0
 
 
 def test_version(psv, lib):
