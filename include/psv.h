@@ -14,7 +14,8 @@
  * Errors
  *   - Fallible functions return psv_status: PSV_OK (0) or a PSV_ERR_* code (> 0); codes are
  *     never renumbered. psv_last_error_message() gives the calling thread's message, which
- *     names the path, key, member or offset involved. Nothing aborts the host process: NULL
+ *     names the path, key, member or offset involved, and psv_last_error_os_code() the errno
+ *     when the OS reported the error. Nothing aborts the host process: NULL
  *     arguments, bad codes, hostile files and internal panics all come back as status codes.
  *
  * Thread safety
@@ -54,13 +55,17 @@ typedef struct psv_archive psv_archive;
 
 /**
  * Settings for `psv_restore`. Create with `psv_restore_options_new`, free with
- * `psv_restore_options_free`; NULL wherever options are taken means the defaults.
+ * `psv_restore_options_free`; NULL wherever options are taken means the defaults (the settings
+ * `psv_restore_options_new` starts with). Not thread-safe: use from one thread at a time (it may
+ * move between threads).
  */
 typedef struct psv_restore_options psv_restore_options;
 
 /**
  * Settings for `psv_saver_save`. Create with `psv_save_options_new`, free with
- * `psv_save_options_free`; NULL wherever options are taken means the defaults.
+ * `psv_save_options_free`; NULL wherever options are taken means the defaults (the settings
+ * `psv_save_options_new` starts with). Not thread-safe: use from one thread at a time (it may
+ * move between threads).
  */
 typedef struct psv_save_options psv_save_options;
 
@@ -81,11 +86,6 @@ typedef int32_t psv_status;
 typedef int32_t psv_dtype;
 
 /**
- * A save container code (`psv_save_options_set_layout`).
- */
-typedef int32_t psv_layout;
-
-/**
  * A progress callback: called on the thread that called save or restore (never on a worker,
  * never concurrently) with the bytes done so far and the total, at least every 64 MiB or
  * 100 ms and once at the end. Return 0 to continue, anything else to cancel: the operation
@@ -94,6 +94,11 @@ typedef int32_t psv_layout;
  * same handles and must not unwind (no C++ exceptions or longjmp through libpsv).
  */
 typedef int (*psv_progress_cb)(void *userdata, uint64_t done, uint64_t total);
+
+/**
+ * A save container code (`psv_save_options_set_layout`).
+ */
+typedef int32_t psv_layout;
 
 /**
  * Success.
@@ -122,7 +127,8 @@ typedef int (*psv_progress_cb)(void *userdata, uint64_t done, uint64_t total);
 #define PSV_ERR_OVERFLOW 4
 
 /**
- * The operating system reported an error; the message has the path and the OS text.
+ * The operating system reported an error; the message has the path and the OS text, and
+ * `psv_last_error_os_code` the error number.
  */
 #define PSV_ERR_IO 5
 
@@ -265,247 +271,6 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Creates an empty saver. Free it with `psv_saver_free`.
- *
- * Returns NULL only if memory is exhausted.
- */
-psv_saver *psv_saver_new(void);
-
-/**
- * Adds a C-order array of a numeric dtype (`PSV_DTYPE_BOOL` .. `PSV_DTYPE_C128`, native byte
- * order) under `key`.
- *
- * Borrowed, not copied: `data` (prod(shape) * itemsize bytes) must stay valid and unchanged
- * until `psv_saver_free`; it is read during `psv_saver_save`. `key` (non-empty UTF-8, unique in
- * this saver) and `shape` (`ndim` dims, NULL allowed when `ndim` is 0; a 0-d array holds one
- * element) are copied. `data` may be NULL only if the byte count is 0.
- *
- * Errors: NULL_ARG, BAD_DTYPE (unknown code or PSV_DTYPE_OTHER), OVERFLOW (negative dims,
- * ndim > 64, byte count overflows), INVALID_ARG (bad or duplicate key).
- */
-psv_status psv_saver_add(psv_saver *s, const char *key, const void *data, psv_dtype dtype, const int64_t *shape, size_t ndim);
-
-/**
- * Adds a numeric array (as `psv_saver_add`) whose bytes are in Fortran (column-major) order,
- * as Julia, Fortran and Eigen hold them: numpy reads it back with this shape and
- * `fortran_order` True (for ndim < 2 the two orders are the same and it is saved as C order,
- * as numpy does). Ownership and errors as `psv_saver_add`.
- */
-psv_status psv_saver_add_fortran(psv_saver *s, const char *key, const void *data, psv_dtype dtype, const int64_t *shape, size_t ndim);
-
-/**
- * Adds an array described by a numpy descr under `key`: a type string as numpy's
- * `dtype.str` (`"<f8"`, `"|S5"`, `"<U3"`, `"<M8[ns]"`, `">i4"`) or a record as
- * `repr(dtype.descr)` (`"[('a', '<i4'), ('b', '<f8', (2,))]"`). Object dtypes are refused.
- *
- * `nbytes` must equal prod(shape) * itemsize. `fortran_order` marks column-major data (ignored
- * for ndim < 2, as numpy does). Ownership as `psv_saver_add`: `data` is borrowed until
- * `psv_saver_free`; `key`, `numpy_descr` and `shape` are copied.
- *
- * Errors: NULL_ARG, BAD_DTYPE (bad or object descr), OVERFLOW, INVALID_ARG (bad key, nbytes
- * mismatch).
- */
-psv_status psv_saver_add_descr(psv_saver *s, const char *key, const void *data, size_t nbytes, const char *numpy_descr, const int64_t *shape, size_t ndim, bool fortran_order);
-
-/**
- * Adds `count` C-order numeric arrays in one call, as `count` calls of `psv_saver_add` would,
- * in order: for hosts where each foreign call is expensive (Python's ctypes costs ~1 us a call).
- *
- * `keys[i]`, `data[i]`, `dtypes[i]` and `ndims[i]` describe array `i`; `shapes` holds every
- * array's dims back to back (array 0's `ndims[0]` dims, then array 1's, ...; NULL allowed when
- * every ndim is 0). `data` pointers are borrowed exactly as in `psv_saver_add`; keys and shapes
- * are copied. All or nothing: on any error no array of this call is added, and the message
- * names the failing index and key. `count` 0 is OK (the array arguments may then be NULL).
- *
- * Errors: NULL_ARG, BAD_DTYPE, OVERFLOW, INVALID_ARG, as `psv_saver_add`.
- */
-psv_status psv_saver_add_many(psv_saver *s, size_t count, const char *const *keys, const void *const *data, const psv_dtype *dtypes, const int64_t *shapes, const size_t *ndims);
-
-/**
- * Number of arrays added to the saver; 0 for NULL.
- */
-size_t psv_saver_count(const psv_saver *s);
-
-/**
- * Writes every added array into `path` (".npz" is appended unless `path` ends with it).
- *
- * The file appears atomically: it is written under a temporary name in the same directory
- * and renamed over `path` only when complete (fsync'd first when the options ask). On any
- * error the temporary file is removed and an existing file at `path` is left untouched. `opts`
- * may be NULL for defaults. The saver stays usable and may be saved again. Blocks the calling
- * thread; the work runs on a private pool.
- *
- * Errors: NULL_ARG, INVALID_ARG (empty path), IO (with the OS text), NOMEM, OVERFLOW.
- */
-psv_status psv_saver_save(psv_saver *s, const char *path, const psv_save_options *opts);
-
-/**
- * Frees a saver (and releases its borrows of the arrays' memory). NULL is a no-op.
- */
-void psv_saver_free(psv_saver *s);
-
-/**
- * Creates save options with the defaults (all cores, no fsync). Free with
- * `psv_save_options_free`. NULL only if memory is exhausted.
- */
-psv_save_options *psv_save_options_new(void);
-
-/**
- * Sets the number of worker threads for a save; 0 (the default) means one per core.
- *
- * Errors: NULL_ARG, INVALID_ARG (more than 1024).
- */
-psv_status psv_save_options_set_threads(psv_save_options *o, size_t threads);
-
-/**
- * Makes saves durable when `fsync` is true: the file is fsync'd before the rename and its
- * directory after it, so the new file survives a power loss once `psv_saver_save` returns.
- * Without it (the default) the rename is still atomic for other processes, but a crash of the
- * machine may leave the old file or an empty one, as for any unsynced write.
- */
-psv_status psv_save_options_set_fsync(psv_save_options *o, bool fsync);
-
-/**
- * Sets the deflate level for every member: 1 (fastest) to 9 (smallest), as
- * `numpy.savez_compressed` (level 6) writes; 0 (the default) stores members uncompressed, which
- * is what makes saves run at disk speed and keeps array data 64-aligned in the file.
- * Compression runs in parallel: large arrays are cut into 1 MiB blocks deflated independently.
- *
- * Errors: NULL_ARG, INVALID_ARG (level outside 0..=9).
- */
-psv_status psv_save_options_set_compression(psv_save_options *o, int level);
-
-/**
- * Chooses the container: `PSV_LAYOUT_NPZ` (default; `path` gets ".npz" appended) or
- * `PSV_LAYOUT_DIR` (`path` is a directory, created if missing, holding one `<key>.npy` per
- * array and `psv-index.txt`, the commit point: a crash leaves the previous contents intact).
- * In the directory layout keys must be safe file names (no '/', no leading '.', no NUL, tab or
- * line break; at most 240 bytes) and compression is not available.
- *
- * Errors: NULL_ARG, INVALID_ARG (unknown layout code).
- */
-psv_status psv_save_options_set_layout(psv_save_options *o, psv_layout layout);
-
-/**
- * Sets a progress callback for saves (NULL `cb` removes it); see `psv_progress_cb`.
- * `userdata` is passed back unchanged and must stay valid while these options are used.
- */
-psv_status psv_save_options_set_progress(psv_save_options *o, psv_progress_cb cb, void *userdata);
-
-/**
- * Frees save options. NULL is a no-op.
- */
-void psv_save_options_free(psv_save_options *o);
-
-/**
- * Creates restore options with the defaults (all cores, CRC checked, default limits). Free
- * with `psv_restore_options_free`. NULL only if memory is exhausted.
- */
-psv_restore_options *psv_restore_options_new(void);
-
-/**
- * Sets the number of worker threads for a restore; 0 (the default) means one per core.
- *
- * Errors: NULL_ARG, INVALID_ARG (more than 1024).
- */
-psv_status psv_restore_options_set_threads(psv_restore_options *o, size_t threads);
-
-/**
- * Chooses whether each member's CRC-32 is checked against the central directory (default
- * true). Without the check, corrupt data is returned as it is in the file.
- */
-psv_status psv_restore_options_set_verify_crc(psv_restore_options *o, bool verify);
-
-/**
- * Sets the limits a restore enforces before allocating; 0 keeps a field's default.
- *
- * All three are set at once; passing 0 for one sets that limit to its default.
- * `max_total_bytes`: the block (all arrays, each padded to 64; a psv-written file is read as an
- * image of its data region, headers included, only when that image fits) — default: physical
- * memory.
- * `max_members`: central directory entries — default 16777216. `max_header_len`: a `.npy`
- * HEADER_LEN — default 1 MiB (numpy's own largest headers are about 72 KB). Exceeding one is
- * `PSV_ERR_LIMIT`.
- */
-psv_status psv_restore_options_set_limits(psv_restore_options *o, uint64_t max_total_bytes, uint64_t max_members, uint64_t max_header_len);
-
-/**
- * Sets a progress callback for restores (NULL `cb` removes it); see `psv_progress_cb`.
- * `userdata` is passed back unchanged and must stay valid while these options are used.
- */
-psv_status psv_restore_options_set_progress(psv_restore_options *o, psv_progress_cb cb, void *userdata);
-
-/**
- * Restores only the arrays named in `keys` (`n` NUL-terminated UTF-8 strings, copied), in
- * that order, and sizes the block to them; `n == 0` restores every array again. A key the
- * archive does not have makes the restore fail with `PSV_ERR_NOT_FOUND`.
- *
- * Errors: NULL_ARG (`o`, or `keys`/an element NULL with n > 0), INVALID_ARG (non-UTF-8 or
- * repeated key).
- */
-psv_status psv_restore_options_set_keys(psv_restore_options *o, const char *const *keys, size_t n);
-
-/**
- * When true, a restore reads only the directory and the `.npy` headers: accessors work, but
- * `psv_archive_data` returns NULL and the block is empty. Useful for listing large files.
- */
-psv_status psv_restore_options_set_metadata_only(psv_restore_options *o, bool metadata_only);
-
-/**
- * When true, arrays stored in non-native byte order (e.g. `>f8` on x86-64) are byte-swapped
- * in place and reported with their native descr and numeric dtype code. Default false: bytes
- * and descr exactly as stored, as numpy does.
- */
-psv_status psv_restore_options_set_native_endian(psv_restore_options *o, bool native_endian);
-
-/**
- * When true, the file is mapped (private, copy-on-write) and every stored member whose array
- * data is 64-aligned in the file (every file psv writes) is returned as a view into the
- * mapping: no array data is read up front (the headers are parsed from the mapping) and pages
- * load on first touch. Other members (numpy's
- * unaligned files, deflated members, and members that native_endian must byte-swap) are copied
- * into the block as usual. Mapped members' CRCs are not checked (that would read them).
- *
- * Applies to `.npz` files only: directory archives and `psv_restore_from_memory` copy every
- * array. The archive owns the mapping until `psv_free`. Replacing the file by rename while it is
- * mapped is safe (the mapping keeps the old file); truncating it in place is not, from the
- * start of `psv_restore` to `psv_free`: touching a page past the new end raises SIGBUS in the
- * process.
- */
-psv_status psv_restore_options_set_mmap(psv_restore_options *o, bool mmap);
-
-/**
- * Frees restore options. NULL is a no-op.
- */
-void psv_restore_options_free(psv_restore_options *o);
-
-/**
- * Restores every array of the `.npz` at `path` (".npz" appended unless present; or the
- * directory archive at `path`, see `PSV_LAYOUT_DIR`) into one block in which each array starts
- * at a 64-byte-aligned address.
- *
- * On success `*out` is a new archive the caller frees with `psv_free`; on failure `*out` is
- * set to NULL. Reads any `.npz` numpy writes (stored or deflated); members that are not arrays
- * are skipped (see `psv_archive_skipped_name`). `opts` may be NULL for defaults.
- *
- * Errors: NULL_ARG, IO (missing or unreadable file), FORMAT (not a zip, truncated, bad header,
- * duplicate or colliding names), OVERFLOW (a header's shape has a negative dimension, more than
- * 64 dimensions, or a byte count that overflows), UNSUPPORTED (object arrays, compression other
- * than stored/deflate, encryption, `.npy` versions other than 1.0/2.0/3.0), CRC, LIMIT, NOMEM,
- * NOT_FOUND (a key set with `psv_restore_options_set_keys` is absent), ABORTED.
- */
-psv_status psv_restore(const char *path, const psv_restore_options *opts, psv_archive **out);
-
-/**
- * Restores a `.npz` held in memory (`len` bytes at `buf`, e.g. a download) exactly as
- * `psv_restore` restores a file; the mmap option is ignored. `buf` is only read during the
- * call: the archive copies what it needs and does not refer to `buf` afterwards.
- *
- * Errors: as `psv_restore`, except that there is no file to open (no IO errors).
- */
-psv_status psv_restore_from_memory(const void *buf, size_t len, const psv_restore_options *opts, psv_archive **out);
-
-/**
  * Number of arrays in the archive; 0 for NULL.
  */
 size_t psv_archive_count(const psv_archive *a);
@@ -640,18 +405,268 @@ const char *psv_archive_descr_list(const psv_archive *a, size_t *len);
 void psv_free(psv_archive *a);
 
 /**
- * The name of a status code (`"PSV_OK"`, `"PSV_ERR_IO"`, ...), or `"PSV_ERR_UNKNOWN"`.
- * Static, never NULL, thread-safe.
- */
-const char *psv_status_str(psv_status s);
-
-/**
  * Copies the calling thread's last error message into `buf` (NUL-terminated, truncated to
  * `len - 1` bytes) and returns the message's full length, like `snprintf`. `buf` may be NULL
  * when `len` is 0 (to ask for the length). Every status-returning call clears the message on
  * entry and sets it on failure; read it on the same thread right after the failing call.
  */
 size_t psv_last_error_message(char *buf, size_t len);
+
+/**
+ * The OS error number (`errno`, e.g. `ENOENT`) of the calling thread's last error when the
+ * operating system reported it (`PSV_ERR_IO`, or `PSV_ERR_NOMEM` from the OS); 0 when the last
+ * error did not come from the OS or there is none. Set and cleared together with
+ * `psv_last_error_message`: every status-returning call clears it on entry and sets it on
+ * failure; read it on the same thread right after the failing call. Never fails.
+ */
+int32_t psv_last_error_os_code(void);
+
+/**
+ * Restores every array of the `.npz` at `path` (".npz" appended unless present; or the
+ * directory archive at `path`, see `PSV_LAYOUT_DIR`) into one block in which each array starts
+ * at a 64-byte-aligned address.
+ *
+ * On success `*out` is a new archive the caller frees with `psv_free`; on failure `*out` is
+ * set to NULL. Reads any `.npz` numpy writes (stored or deflated); members that are not arrays
+ * are skipped (see `psv_archive_skipped_name`). `opts` may be NULL for defaults.
+ *
+ * Errors: NULL_ARG, IO (missing or unreadable file), FORMAT (not a zip, truncated, bad header,
+ * duplicate or colliding names), OVERFLOW (a header's shape has a negative dimension, more than
+ * 64 dimensions, or a byte count that overflows), UNSUPPORTED (object arrays, compression other
+ * than stored/deflate, encryption, `.npy` versions other than 1.0/2.0/3.0), CRC, LIMIT, NOMEM,
+ * NOT_FOUND (a key set with `psv_restore_options_set_keys` is absent), ABORTED.
+ */
+psv_status psv_restore(const char *path, const psv_restore_options *opts, psv_archive **out);
+
+/**
+ * Restores a `.npz` held in memory (`len` bytes at `buf`, e.g. a download) exactly as
+ * `psv_restore` restores a file; the mmap option is ignored. `buf` is only read during the
+ * call: the archive copies what it needs and does not refer to `buf` afterwards.
+ *
+ * Errors: as `psv_restore`, except that there is no file to open (no IO errors).
+ */
+psv_status psv_restore_from_memory(const void *buf, size_t len, const psv_restore_options *opts, psv_archive **out);
+
+/**
+ * Creates restore options with the defaults (all cores, CRC checked, default limits). Free
+ * with `psv_restore_options_free`. NULL only if memory is exhausted.
+ */
+psv_restore_options *psv_restore_options_new(void);
+
+/**
+ * Sets the number of worker threads for a restore; 0 (the default) means one per core.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (more than 1024).
+ */
+psv_status psv_restore_options_set_threads(psv_restore_options *o, size_t threads);
+
+/**
+ * Chooses whether each member's CRC-32 is checked against the central directory (default
+ * true). Without the check, corrupt data is returned as it is in the file.
+ */
+psv_status psv_restore_options_set_verify_crc(psv_restore_options *o, bool verify);
+
+/**
+ * Sets the limits a restore enforces before allocating; 0 keeps a field's default.
+ *
+ * All three are set at once; passing 0 for one sets that limit to its default.
+ * `max_total_bytes`: the block (all arrays, each padded to 64; a psv-written file is read as an
+ * image of its data region, headers included, only when that image fits) — default: physical
+ * memory.
+ * `max_members`: central directory entries — default 16777216. `max_header_len`: a `.npy`
+ * HEADER_LEN — default 1 MiB (numpy's own largest headers are about 72 KB). Exceeding one is
+ * `PSV_ERR_LIMIT`.
+ */
+psv_status psv_restore_options_set_limits(psv_restore_options *o, uint64_t max_total_bytes, uint64_t max_members, uint64_t max_header_len);
+
+/**
+ * Sets a progress callback for restores (NULL `cb` removes it); see `psv_progress_cb`.
+ * `userdata` is passed back unchanged and must stay valid while these options are used.
+ */
+psv_status psv_restore_options_set_progress(psv_restore_options *o, psv_progress_cb cb, void *userdata);
+
+/**
+ * Restores only the arrays named in `keys` (`n` NUL-terminated UTF-8 strings, copied), in
+ * that order, and sizes the block to them; `n == 0` restores every array again. A key the
+ * archive does not have makes the restore fail with `PSV_ERR_NOT_FOUND`.
+ *
+ * Errors: NULL_ARG (`o`, or `keys`/an element NULL with n > 0), INVALID_ARG (non-UTF-8 or
+ * repeated key).
+ */
+psv_status psv_restore_options_set_keys(psv_restore_options *o, const char *const *keys, size_t n);
+
+/**
+ * When true, a restore reads only the directory and the `.npy` headers: accessors work, but
+ * `psv_archive_data` returns NULL and the block is empty. Useful for listing large files.
+ */
+psv_status psv_restore_options_set_metadata_only(psv_restore_options *o, bool metadata_only);
+
+/**
+ * When true, arrays stored in non-native byte order (e.g. `>f8` on x86-64) are byte-swapped
+ * in place and reported with their native descr and numeric dtype code. Default false: bytes
+ * and descr exactly as stored, as numpy does.
+ */
+psv_status psv_restore_options_set_native_endian(psv_restore_options *o, bool native_endian);
+
+/**
+ * When true, the file is mapped (private, copy-on-write) and every stored member whose array
+ * data is 64-aligned in the file (every file psv writes) is returned as a view into the
+ * mapping: no array data is read up front (the headers are parsed from the mapping) and pages
+ * load on first touch. Other members (numpy's
+ * unaligned files, deflated members, and members that native_endian must byte-swap) are copied
+ * into the block as usual. Mapped members' CRCs are not checked (that would read them).
+ *
+ * Applies to `.npz` files only: directory archives and `psv_restore_from_memory` copy every
+ * array. The archive owns the mapping until `psv_free`. Replacing the file by rename while it is
+ * mapped is safe (the mapping keeps the old file); truncating it in place is not, from the
+ * start of `psv_restore` to `psv_free`: touching a page past the new end raises SIGBUS in the
+ * process.
+ */
+psv_status psv_restore_options_set_mmap(psv_restore_options *o, bool mmap);
+
+/**
+ * Frees restore options. NULL is a no-op.
+ */
+void psv_restore_options_free(psv_restore_options *o);
+
+/**
+ * Creates save options with the defaults (all cores, no fsync). Free with
+ * `psv_save_options_free`. NULL only if memory is exhausted.
+ */
+psv_save_options *psv_save_options_new(void);
+
+/**
+ * Sets the number of worker threads for a save; 0 (the default) means one per core.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (more than 1024).
+ */
+psv_status psv_save_options_set_threads(psv_save_options *o, size_t threads);
+
+/**
+ * Makes saves durable when `fsync` is true: the file is fsync'd before the rename and its
+ * directory after it, so the new file survives a power loss once `psv_saver_save` returns.
+ * Without it (the default) the rename is still atomic for other processes, but a crash of the
+ * machine may leave the old file or an empty one, as for any unsynced write.
+ */
+psv_status psv_save_options_set_fsync(psv_save_options *o, bool fsync);
+
+/**
+ * Sets the deflate level for every member: 1 (fastest) to 9 (smallest), as
+ * `numpy.savez_compressed` (level 6) writes; 0 (the default) stores members uncompressed, which
+ * is what makes saves run at disk speed and keeps array data 64-aligned in the file.
+ * Compression runs in parallel: large arrays are cut into 1 MiB blocks deflated independently.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (level outside 0..=9).
+ */
+psv_status psv_save_options_set_compression(psv_save_options *o, int level);
+
+/**
+ * Chooses the container: `PSV_LAYOUT_NPZ` (default; `path` gets ".npz" appended) or
+ * `PSV_LAYOUT_DIR` (`path` is a directory, created if missing, holding one `<key>.npy` per
+ * array and `psv-index.txt`, the commit point: a crash leaves the previous contents intact).
+ * In the directory layout keys must be safe file names (no '/', no leading '.', no NUL, tab or
+ * line break; at most 240 bytes) and compression is not available.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (unknown layout code).
+ */
+psv_status psv_save_options_set_layout(psv_save_options *o, psv_layout layout);
+
+/**
+ * Sets a progress callback for saves (NULL `cb` removes it); see `psv_progress_cb`.
+ * `userdata` is passed back unchanged and must stay valid while these options are used.
+ */
+psv_status psv_save_options_set_progress(psv_save_options *o, psv_progress_cb cb, void *userdata);
+
+/**
+ * Frees save options. NULL is a no-op.
+ */
+void psv_save_options_free(psv_save_options *o);
+
+/**
+ * Creates an empty saver. Free it with `psv_saver_free`.
+ *
+ * Returns NULL only if memory is exhausted.
+ */
+psv_saver *psv_saver_new(void);
+
+/**
+ * Adds a C-order array of a numeric dtype (`PSV_DTYPE_BOOL` .. `PSV_DTYPE_C128`, native byte
+ * order) under `key`.
+ *
+ * Borrowed, not copied: `data` (prod(shape) * itemsize bytes) must stay valid and unchanged
+ * until `psv_saver_free`; it is read during `psv_saver_save`. `key` (non-empty UTF-8, unique in
+ * this saver) and `shape` (`ndim` dims, NULL allowed when `ndim` is 0; a 0-d array holds one
+ * element) are copied. `data` may be NULL only if the byte count is 0.
+ *
+ * Errors: NULL_ARG, BAD_DTYPE (unknown code or PSV_DTYPE_OTHER), OVERFLOW (negative dims,
+ * ndim > 64, byte count overflows), INVALID_ARG (bad or duplicate key).
+ */
+psv_status psv_saver_add(psv_saver *s, const char *key, const void *data, psv_dtype dtype, const int64_t *shape, size_t ndim);
+
+/**
+ * Adds a numeric array (as `psv_saver_add`) whose bytes are in Fortran (column-major) order,
+ * as Julia, Fortran and Eigen hold them: numpy reads it back with this shape and
+ * `fortran_order` True (for ndim < 2 the two orders are the same and it is saved as C order,
+ * as numpy does). Ownership and errors as `psv_saver_add`.
+ */
+psv_status psv_saver_add_fortran(psv_saver *s, const char *key, const void *data, psv_dtype dtype, const int64_t *shape, size_t ndim);
+
+/**
+ * Adds an array described by a numpy descr under `key`: a type string as numpy's
+ * `dtype.str` (`"<f8"`, `"|S5"`, `"<U3"`, `"<M8[ns]"`, `">i4"`) or a record as
+ * `repr(dtype.descr)` (`"[('a', '<i4'), ('b', '<f8', (2,))]"`). Object dtypes are refused.
+ *
+ * `nbytes` must equal prod(shape) * itemsize. `fortran_order` marks column-major data (ignored
+ * for ndim < 2, as numpy does). Ownership as `psv_saver_add`: `data` is borrowed until
+ * `psv_saver_free`; `key`, `numpy_descr` and `shape` are copied.
+ *
+ * Errors: NULL_ARG, BAD_DTYPE (bad or object descr), OVERFLOW, INVALID_ARG (bad key, nbytes
+ * mismatch).
+ */
+psv_status psv_saver_add_descr(psv_saver *s, const char *key, const void *data, size_t nbytes, const char *numpy_descr, const int64_t *shape, size_t ndim, bool fortran_order);
+
+/**
+ * Adds `count` C-order numeric arrays in one call, as `count` calls of `psv_saver_add` would,
+ * in order: for hosts where each foreign call is expensive (Python's ctypes, for one).
+ *
+ * `keys[i]`, `data[i]`, `dtypes[i]` and `ndims[i]` describe array `i`; `shapes` holds every
+ * array's dims back to back (array 0's `ndims[0]` dims, then array 1's, ...; NULL allowed when
+ * every ndim is 0). `data` pointers are borrowed exactly as in `psv_saver_add`; keys and shapes
+ * are copied. All or nothing: on any error no array of this call is added, and the message
+ * names the failing index and key. `count` 0 is OK (the array arguments may then be NULL).
+ *
+ * Errors: NULL_ARG, BAD_DTYPE, OVERFLOW, INVALID_ARG, as `psv_saver_add`.
+ */
+psv_status psv_saver_add_many(psv_saver *s, size_t count, const char *const *keys, const void *const *data, const psv_dtype *dtypes, const int64_t *shapes, const size_t *ndims);
+
+/**
+ * Number of arrays added to the saver; 0 for NULL.
+ */
+size_t psv_saver_count(const psv_saver *s);
+
+/**
+ * Writes every added array into `path` (".npz" is appended unless `path` ends with it).
+ *
+ * The file appears atomically: it is written under a temporary name in the same directory
+ * and renamed over `path` only when complete (fsync'd first when the options ask). On any
+ * error the temporary file is removed and an existing file at `path` is left untouched. `opts`
+ * may be NULL for defaults. The saver stays usable and may be saved again. Blocks the calling
+ * thread; the work runs on a private pool.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (empty path), IO (with the OS text), NOMEM, OVERFLOW.
+ */
+psv_status psv_saver_save(psv_saver *s, const char *path, const psv_save_options *opts);
+
+/**
+ * Frees a saver (and releases its borrows of the arrays' memory). NULL is a no-op.
+ */
+void psv_saver_free(psv_saver *s);
+
+/**
+ * The name of a status code (`"PSV_OK"`, `"PSV_ERR_IO"`, ...), or `"PSV_ERR_UNKNOWN"`.
+ * Static, never NULL, thread-safe.
+ */
+const char *psv_status_str(psv_status s);
 
 /**
  * The library version, e.g. `"0.1.0"` (static, never NULL); compare with `PSV_VERSION_*`.

@@ -21,8 +21,9 @@
  * (false cancels: PSV_ERR_ABORTED); it runs on the calling thread, and an exception it throws is
  * caught before it reaches libpsv and rethrown from save()/restore().
  *
- * Errors: every failing C call throws psv::Error, which carries the psv_status and the message of
- * psv_last_error_message() read on the same thread right after the call. Index errors throw
+ * Errors: every failing C call throws psv::Error, which carries the psv_status, the message of
+ * psv_last_error_message() and the errno of psv_last_error_os_code(), read on the same thread
+ * right after the call. Index errors throw
  * std::out_of_range; a failed allocation of a handle throws std::bad_alloc.
  *
  * Thread safety is that of psv.h: const Archive members may run concurrently from many threads;
@@ -111,14 +112,16 @@ private:
 // ------------------------------------------------------------------------------------------------
 // Errors
 
-/// A failed libpsv call: the status code and the library's message (which names the path, key,
-/// member or offset involved). what() is "<call>: <PSV_ERR_NAME>: <message>".
+/// A failed libpsv call: the status code, the library's message (which names the path, key,
+/// member or offset involved) and, when the OS reported the error, its errno. what() is
+/// "<call>: <PSV_ERR_NAME>: <message>".
 class Error : public std::runtime_error {
 public:
-    Error(psv_status status, const std::string &context, std::string message)
+    Error(psv_status status, const std::string &context, std::string message,
+          std::int32_t os_code = 0)
         : std::runtime_error(context + ": " + psv_status_str(status) +
                              (message.empty() ? std::string() : ": " + message)),
-          status_(status), message_(std::move(message))
+          status_(status), os_code_(os_code), message_(std::move(message))
     {
     }
 
@@ -128,9 +131,13 @@ public:
     const char *status_name() const noexcept { return psv_status_str(status_); }
     /// The library's message alone (psv_last_error_message), possibly empty.
     const std::string &message() const noexcept { return message_; }
+    /// The OS error number (psv_last_error_os_code), e.g. ENOENT, when the operating system
+    /// reported the error (PSV_ERR_IO, or PSV_ERR_NOMEM from the OS); 0 otherwise.
+    std::int32_t os_code() const noexcept { return os_code_; }
 
 private:
     psv_status status_;
+    std::int32_t os_code_;
     std::string message_;
 };
 
@@ -147,9 +154,11 @@ inline std::string last_error_message()
 
 [[noreturn]] inline void raise(psv_status status, const char *context)
 {
-    // Read the message first: nothing in between may call into libpsv on this thread.
+    // Read the message and the errno first: nothing in between may call into libpsv on this
+    // thread.
     std::string message = last_error_message();
-    throw Error(status, context, std::move(message));
+    const std::int32_t os_code = psv_last_error_os_code();
+    throw Error(status, context, std::move(message), os_code);
 }
 
 inline void check(psv_status status, const char *context)

@@ -14,7 +14,8 @@
  * Errors
  *   - Fallible functions return psv_status: PSV_OK (0) or a PSV_ERR_* code (> 0); codes are
  *     never renumbered. psv_last_error_message() gives the calling thread's message, which
- *     names the path, key, member or offset involved. Nothing aborts the host process: NULL
+ *     names the path, key, member or offset involved, and psv_last_error_os_code() the errno
+ *     when the OS reported the error. Nothing aborts the host process: NULL
  *     arguments, bad codes, hostile files and internal panics all come back as status codes.
  *
  * Thread safety

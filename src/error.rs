@@ -1,6 +1,6 @@
-//! The crate's error type, its mapping to C status codes, and the thread-local last-error store.
+//! The crate's error type: a kind (which `src/ffi/status.rs` maps to a C status code), a message
+//! with context, and the OS error number when the operating system reported the error.
 
-use std::cell::RefCell;
 use std::fmt;
 
 /// What went wrong, coarse enough to map 1:1 onto a `PSV_ERR_*` status code.
@@ -36,11 +36,13 @@ pub enum ErrorKind {
     Crc,
 }
 
-/// An error with a human-readable message that names the path, key or offset involved.
+/// An error with a human-readable message that names the path, key or offset involved, and the
+/// OS error number (`errno`) when it came from the operating system.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    os_code: Option<i32>,
 }
 
 /// Result alias used throughout the crate.
@@ -52,6 +54,7 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            os_code: None,
         }
     }
 
@@ -65,14 +68,24 @@ impl Error {
         &self.message
     }
 
-    /// Wraps an OS error with what was being done (`context` names the path).
+    /// The OS error number (`errno`, e.g. `ENOENT`) of an error made by [`Error::io`] from an
+    /// OS error; `None` for every other error.
+    pub fn os_code(&self) -> Option<i32> {
+        self.os_code
+    }
+
+    /// Wraps an OS error with what was being done (`context` names the path), keeping its
+    /// error number ([`Error::os_code`]).
     pub fn io(context: impl fmt::Display, err: std::io::Error) -> Self {
         let kind = if err.kind() == std::io::ErrorKind::OutOfMemory {
             ErrorKind::NoMem
         } else {
             ErrorKind::Io
         };
-        Error::new(kind, format!("{context}: {err}"))
+        Error {
+            os_code: err.raw_os_error(),
+            ..Error::new(kind, format!("{context}: {err}"))
+        }
     }
 
     /// Returns the same error with `prefix: ` put in front of the message.
@@ -115,25 +128,25 @@ err_ctor!(
     crc => Crc,
 );
 
-thread_local! {
-    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Replaces the calling thread's last error message.
-pub(crate) fn set_last_error(message: &str) {
-    LAST_ERROR.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        slot.clear();
-        slot.push_str(message);
-    });
-}
-
-/// Clears the calling thread's last error message.
-pub(crate) fn clear_last_error() {
-    LAST_ERROR.with(|slot| slot.borrow_mut().clear());
-}
-
-/// Calls `f` with the calling thread's last error message.
-pub(crate) fn with_last_error<R>(f: impl FnOnce(&str) -> R) -> R {
-    LAST_ERROR.with(|slot| f(&slot.borrow()))
+    #[test]
+    fn io_keeps_the_os_error_number() {
+        let e = Error::io(
+            "cannot open x",
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        );
+        assert_eq!(e.kind(), ErrorKind::Io);
+        assert_eq!(e.os_code(), Some(libc::ENOENT));
+        assert_eq!(e.clone().context("save").os_code(), Some(libc::ENOENT));
+        let nomem = Error::io("alloc", std::io::Error::from_raw_os_error(libc::ENOMEM));
+        assert_eq!(nomem.kind(), ErrorKind::NoMem);
+        assert_eq!(nomem.os_code(), Some(libc::ENOMEM));
+        // Not from the OS: no number.
+        let custom = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read");
+        assert_eq!(Error::io("read", custom).os_code(), None);
+        assert_eq!(Error::invalid_arg("bad").os_code(), None);
+    }
 }

@@ -439,6 +439,59 @@ fn last_error_message_truncates_like_snprintf() {
 }
 
 #[test]
+fn last_error_os_code_is_the_errno_of_os_failures_only() {
+    let dir = scratch("oscode");
+    let data = [1.0f64, 2.0];
+    let shape = [2i64];
+    let key = CString::new("x").unwrap();
+    let s = psv_saver_new();
+    assert_eq!(
+        psv_saver_add(
+            s,
+            key.as_ptr(),
+            data.as_ptr().cast(),
+            PSV_DTYPE_F64,
+            shape.as_ptr(),
+            1
+        ),
+        PSV_OK
+    );
+    assert_eq!(psv_last_error_os_code(), 0);
+
+    // Saving into a directory that does not exist: the OS says ENOENT.
+    let missing = CString::new(dir.join("no/such/dir/x").to_str().unwrap()).unwrap();
+    assert_eq!(psv_saver_save(s, missing.as_ptr(), null()), PSV_ERR_IO);
+    assert_eq!(psv_last_error_os_code(), libc::ENOENT, "{}", last_error());
+    assert_eq!(
+        psv_last_error_os_code(),
+        libc::ENOENT,
+        "reading does not clear it"
+    );
+    // Per thread, like the message.
+    std::thread::spawn(|| assert_eq!(psv_last_error_os_code(), 0))
+        .join()
+        .unwrap();
+
+    // A failure that is not the OS's sets 0 (and its own message).
+    assert_eq!(psv_saver_save(s, null(), null()), PSV_ERR_NULL_ARG);
+    assert_eq!(psv_last_error_os_code(), 0);
+
+    // A success clears it together with the message.
+    assert_eq!(psv_saver_save(s, missing.as_ptr(), null()), PSV_ERR_IO);
+    let good = CString::new(dir.join("x").to_str().unwrap()).unwrap();
+    assert_eq!(psv_saver_save(s, good.as_ptr(), null()), PSV_OK);
+    assert_eq!(psv_last_error_os_code(), 0);
+    assert_eq!(psv_last_error_message(null_mut(), 0), 0);
+
+    // Restoring a missing file: ENOENT as well.
+    let mut out: *mut psv_archive = null_mut();
+    let gone = CString::new(dir.join("gone").to_str().unwrap()).unwrap();
+    assert_eq!(psv_restore(gone.as_ptr(), null(), &mut out), PSV_ERR_IO);
+    assert_eq!(psv_last_error_os_code(), libc::ENOENT);
+    psv_saver_free(s);
+}
+
+#[test]
 fn add_many_adds_in_order_and_is_all_or_nothing() {
     let dir = scratch("many");
     let path = CString::new(dir.join("m.npz").to_str().unwrap()).unwrap();

@@ -11,6 +11,7 @@
 
 #include "psv.hpp"
 
+#include <cerrno>
 #include <complex>
 #include <cstdint>
 #include <cstdio>
@@ -269,6 +270,7 @@ int main(int argc, char **argv)
             expect(false, "restoring a missing file did not throw");
         } catch (const psv::Error &err) {
             expect(err.status() == PSV_ERR_IO, "missing file status");
+            expect(err.os_code() == ENOENT, "missing file errno");
             expect(err.message().find("_does_not_exist") != std::string::npos, "message names the path");
             std::cout << "expected error: " << err.what() << '\n';
         }

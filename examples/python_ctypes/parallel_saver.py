@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import ast
 import collections
+import collections.abc
 import ctypes
 import itertools
 import math
@@ -92,38 +93,69 @@ ProgressArg = Union[None, bool, ProgressCallback]
 # ---------------------------------------------------------------------------
 # Status and dtype codes (psv.h)
 # ---------------------------------------------------------------------------
+#: Success: 0 by definition (psv.h).  The error codes and every status name are not written
+#: here but read from the library's one status table through ``psv_status_str`` when it is
+#: loaded: :data:`STATUS_NAMES` maps code -> name, and ``PSV_ERR_IO`` & co. are module
+#: attributes resolved on first use (see :func:`__getattr__`).
 PSV_OK = 0
-PSV_ERR_NULL_ARG = 1
-PSV_ERR_INVALID_ARG = 2
-PSV_ERR_BAD_DTYPE = 3
-PSV_ERR_OVERFLOW = 4
-PSV_ERR_IO = 5
-PSV_ERR_FORMAT = 6
-PSV_ERR_UNSUPPORTED = 7
-PSV_ERR_LIMIT = 8
-PSV_ERR_NOT_FOUND = 9
-PSV_ERR_NOMEM = 10
-PSV_ERR_ABORTED = 11
-PSV_ERR_PANIC = 12
-PSV_ERR_CRC = 13
 
-#: status code -> name, as the header spells it (psv_status_str gives the same text).
-STATUS_NAMES: Dict[int, str] = {
-    PSV_OK: "PSV_OK",
-    PSV_ERR_NULL_ARG: "PSV_ERR_NULL_ARG",
-    PSV_ERR_INVALID_ARG: "PSV_ERR_INVALID_ARG",
-    PSV_ERR_BAD_DTYPE: "PSV_ERR_BAD_DTYPE",
-    PSV_ERR_OVERFLOW: "PSV_ERR_OVERFLOW",
-    PSV_ERR_IO: "PSV_ERR_IO",
-    PSV_ERR_FORMAT: "PSV_ERR_FORMAT",
-    PSV_ERR_UNSUPPORTED: "PSV_ERR_UNSUPPORTED",
-    PSV_ERR_LIMIT: "PSV_ERR_LIMIT",
-    PSV_ERR_NOT_FOUND: "PSV_ERR_NOT_FOUND",
-    PSV_ERR_NOMEM: "PSV_ERR_NOMEM",
-    PSV_ERR_ABORTED: "PSV_ERR_ABORTED",
-    PSV_ERR_PANIC: "PSV_ERR_PANIC",
-    PSV_ERR_CRC: "PSV_ERR_CRC",
-}
+#: psv_status_str's answer for a code the library does not have.
+_UNKNOWN_STATUS = "PSV_ERR_UNKNOWN"
+#: Codes asked of psv_status_str at load time: they are small, append-only integers.
+_STATUS_SCAN = 256
+
+
+class _StatusNames(collections.abc.Mapping):
+    """status code -> name as the header spells it (``"PSV_ERR_IO"``), read from the library's
+    ``psv_status_str`` when the library is loaded (first use of this mapping loads it)."""
+
+    def _table(self) -> Dict[int, str]:
+        _lib()
+        return _status_by_code
+
+    def __getitem__(self, code: int) -> str:
+        return self._table()[code]
+
+    def __iter__(self):
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+    def __repr__(self) -> str:
+        return f"STATUS_NAMES({self._table()!r})"
+
+
+#: status code -> name, from the library (psv_status_str); read-only.
+STATUS_NAMES: Mapping[int, str] = _StatusNames()
+_status_by_code: Dict[int, str] = {}
+_status_by_name: Dict[str, int] = {}
+
+
+def _read_statuses(lib: ctypes.CDLL) -> None:
+    """Fill the status tables from the library's psv_status_str (under the load lock)."""
+    by_code = {}
+    for code in range(_STATUS_SCAN):
+        name = lib.psv_status_str(code).decode("ascii")
+        if name != _UNKNOWN_STATUS:
+            by_code[code] = name
+    if by_code.get(PSV_OK) != "PSV_OK":
+        raise OSError(f"libpsv's psv_status_str({PSV_OK}) is {by_code.get(PSV_OK)!r}, not 'PSV_OK'")
+    _status_by_code.clear()
+    _status_by_code.update(by_code)
+    _status_by_name.clear()
+    _status_by_name.update({name: code for code, name in by_code.items()})
+
+
+def __getattr__(name: str) -> int:
+    """``PSV_ERR_*`` status codes (``parallel_saver.PSV_ERR_IO``), taken from the library's
+    status table; the first use loads the library."""
+    if name.startswith("PSV_ERR_"):
+        _lib()
+        if name in _status_by_name:
+            return _status_by_name[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: psv.h PSV_ABI_VERSION this binding matches (checked when the library is loaded).
 PSV_ABI_VERSION = 100
@@ -292,6 +324,8 @@ _OPTIONAL_PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
     "psv_save_options_set_layout": (_c_status, [_SaveOptionsP, ctypes.c_int32]),
     # keys, data, dtypes, shapes, ndims: addresses of arrays built with numpy
     "psv_saver_add_many": (_c_status, [_SaverP, _c_size] + [ctypes.c_void_p] * 5),
+    # the errno behind the calling thread's last error (0 when it did not come from the OS)
+    "psv_last_error_os_code": (ctypes.c_int32, []),
 }
 
 _lib_lock = threading.Lock()
@@ -331,6 +365,7 @@ def _lib() -> ctypes.CDLL:
                     f"{str(path)!r} has ABI version {abi}, this binding was written for "
                     f"{PSV_ABI_VERSION} (psv.h PSV_ABI_VERSION)"
                 )
+            _read_statuses(lib)
             _lib_handle = lib
     return _lib_handle
 
@@ -368,13 +403,19 @@ class PsvError(Exception):
         status_name: its name from ``psv_status_str`` (e.g. ``"PSV_ERR_IO"``).
         message: the thread's ``psv_last_error_message`` right after the failing call.
         function: the C function that failed.
+        os_code: the thread's ``psv_last_error_os_code`` right after the failing call: the OS
+            error number (e.g. ``errno.ENOENT``) when the operating system reported the error,
+            else 0.
     """
 
-    def __init__(self, status: int, status_name: str, message: str, function: str = "") -> None:
+    def __init__(
+        self, status: int, status_name: str, message: str, function: str = "", os_code: int = 0
+    ) -> None:
         self.status = int(status)
         self.status_name = status_name
         self.message = message
         self.function = function
+        self.os_code = int(os_code)
         where = f" in {function}" if function else ""
         super().__init__(f"{status_name}{where}: {message}")
 
@@ -391,9 +432,10 @@ def _last_error_message(lib: ctypes.CDLL) -> str:
 def _error(lib: ctypes.CDLL, status: int, function: str) -> PsvError:
     """Build the exception; must run right after the failing call, on the same thread."""
     message = _last_error_message(lib)
-    name_b = lib.psv_status_str(status)
-    name = name_b.decode("ascii", "replace") if name_b else STATUS_NAMES.get(status, "?")
-    return PsvError(status, name, message, function)
+    os_code_fn = _optional(lib, "psv_last_error_os_code")
+    os_code = int(os_code_fn()) if os_code_fn is not None else 0
+    name = lib.psv_status_str(status).decode("ascii", "replace")
+    return PsvError(status, name, message, function, os_code)
 
 
 def _check(lib: ctypes.CDLL, status: int, function: str) -> None:
@@ -1058,7 +1100,7 @@ def _restore_handle(
             del pinned  # libpsv keeps no reference to the buffer after the call
             if st != PSV_OK:
                 err = _error(lib, st, "psv_restore_from_memory")
-                if st == PSV_ERR_FORMAT and isinstance(source, bytes) and 0 < nbytes < 4096 and b"\0" not in source:
+                if err.status_name == "PSV_ERR_FORMAT" and isinstance(source, bytes) and 0 < nbytes < 4096 and b"\0" not in source:
                     err.args = (
                         err.args[0] + " (bytes are restored as an in-memory archive; pass a str or "
                         "os.PathLike to name a file)",

@@ -4,28 +4,12 @@
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use super::types::*;
-use crate::error::{clear_last_error, set_last_error, Error, ErrorKind, Result};
+use super::last_error;
+use super::ptr;
+use super::status::{psv_status, status_of, PSV_ERR_PANIC, PSV_OK};
+use crate::error::{Error, ErrorKind, Result};
 
-/// Maps an error kind to its C status code.
-pub(crate) fn status_of(kind: ErrorKind) -> psv_status {
-    match kind {
-        ErrorKind::NullArg => PSV_ERR_NULL_ARG,
-        ErrorKind::InvalidArg => PSV_ERR_INVALID_ARG,
-        ErrorKind::BadDtype => PSV_ERR_BAD_DTYPE,
-        ErrorKind::Overflow => PSV_ERR_OVERFLOW,
-        ErrorKind::Io => PSV_ERR_IO,
-        ErrorKind::Format => PSV_ERR_FORMAT,
-        ErrorKind::Unsupported => PSV_ERR_UNSUPPORTED,
-        ErrorKind::Limit => PSV_ERR_LIMIT,
-        ErrorKind::NotFound => PSV_ERR_NOT_FOUND,
-        ErrorKind::NoMem => PSV_ERR_NOMEM,
-        ErrorKind::Aborted => PSV_ERR_ABORTED,
-        ErrorKind::Panic => PSV_ERR_PANIC,
-        ErrorKind::Crc => PSV_ERR_CRC,
-    }
-}
-
+/// The last-error message for a caught panic, with its payload when that is a string.
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
     let what = payload
         .downcast_ref::<&str>()
@@ -38,15 +22,15 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
 /// Runs a fallible body: clears the thread's last error, returns `PSV_OK` or the error's status
 /// (recording its message), and turns a panic into `PSV_ERR_PANIC`.
 pub(crate) fn status(body: impl FnOnce() -> Result<()>) -> psv_status {
-    clear_last_error();
+    last_error::clear();
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => PSV_OK,
         Ok(Err(e)) => {
-            set_last_error(e.message());
+            last_error::set_error(&e);
             status_of(e.kind())
         }
         Err(payload) => {
-            set_last_error(&panic_message(payload));
+            last_error::set_message(&panic_message(payload));
             PSV_ERR_PANIC
         }
     }
@@ -58,14 +42,24 @@ pub(crate) fn value<T>(fallback: T, body: impl FnOnce() -> Result<T>) -> T {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
-            set_last_error(e.message());
+            last_error::set_error(&e);
             fallback
         }
         Err(payload) => {
-            set_last_error(&panic_message(payload));
+            last_error::set_message(&panic_message(payload));
             fallback
         }
     }
+}
+
+/// The body of every options setter: the NULL check of the handle `o`, then `f` on it, inside
+/// [`status`].
+pub(crate) fn set_option<T>(o: *mut T, f: impl FnOnce(&mut T) -> Result<()>) -> psv_status {
+    status(|| {
+        // SAFETY: `o` is NULL or a live options handle used by one thread (documented contract).
+        let o = unsafe { ptr::handle_mut(o, "opts") }?;
+        f(o)
+    })
 }
 
 /// The error for a NULL pointer argument named `what`.
@@ -76,7 +70,7 @@ pub(crate) fn null_arg(what: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::with_last_error;
+    use crate::ffi::last_error::with_message as with_last_error;
 
     #[test]
     fn a_panic_becomes_psv_err_panic_with_its_message() {

@@ -1,10 +1,13 @@
-//! Every conversion from a C pointer to a Rust reference happens here, NULL-checked.
+//! Every conversion from a C pointer to a Rust reference happens here, NULL-checked: handles,
+//! strings, paths, slices, out-parameters.
 //!
 //! Callers of these `unsafe fn`s promise what C promises for the argument: a non-NULL pointer
 //! is valid for the documented lifetime (a live handle from this library, a NUL-terminated
 //! string, an array of at least `len` elements).
 
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, CStr, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use super::boundary::null_arg;
 use crate::error::{Error, Result};
@@ -64,6 +67,20 @@ pub(crate) unsafe fn utf8<'a>(p: *const c_char, what: &str) -> Result<&'a str> {
     let s = unsafe { c_str(p, what) }?;
     s.to_str()
         .map_err(|_| Error::invalid_arg(format!("{what} is not valid UTF-8: {s:?}")))
+}
+
+/// A C path (bytes, not necessarily UTF-8) as a `Path`, or `PSV_ERR_NULL_ARG` /
+/// `PSV_ERR_INVALID_ARG` (empty).
+///
+/// # Safety
+/// As [`c_str`].
+pub(crate) unsafe fn path<'a>(p: *const c_char) -> Result<&'a Path> {
+    // SAFETY: forwarded contract.
+    let bytes = unsafe { c_str(p, "path") }?.to_bytes();
+    if bytes.is_empty() {
+        return Err(Error::invalid_arg("path is empty"));
+    }
+    Ok(Path::new(OsStr::from_bytes(bytes)))
 }
 
 /// A slice of `len` elements; `p` may be NULL only when `len` is 0 (an empty slice is then

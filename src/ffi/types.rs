@@ -1,4 +1,5 @@
-//! The C-visible types and constants: status and dtype codes, opaque handles.
+//! The C-visible types and constants: dtype and layout codes, the progress callback type, the
+//! opaque handles. (Status codes: `status.rs`.)
 #![allow(non_camel_case_types)]
 
 use std::ffi::{c_char, c_int, c_void};
@@ -7,39 +8,9 @@ use crate::archive::Archive;
 use crate::options::{RestoreOptions, SaveOptions};
 use crate::save::Saver;
 
-/// A status code: `PSV_OK` (0) or one of the `PSV_ERR_*` codes (> 0). Codes are append-only.
-pub type psv_status = i32;
-/// Success.
-pub const PSV_OK: psv_status = 0;
-/// A required pointer argument was NULL.
-pub const PSV_ERR_NULL_ARG: psv_status = 1;
-/// An argument is invalid: empty, non-UTF-8, duplicate or too long key; bad option value;
-/// index out of range; data size that does not match the shape.
-pub const PSV_ERR_INVALID_ARG: psv_status = 2;
-/// Unknown dtype code, `PSV_DTYPE_OTHER` without a descr, unparsable descr, or an object descr.
-pub const PSV_ERR_BAD_DTYPE: psv_status = 3;
-/// A shape's byte count overflows, a dimension is negative, or ndim exceeds 64.
-pub const PSV_ERR_OVERFLOW: psv_status = 4;
-/// The operating system reported an error; the message has the path and the OS text.
-pub const PSV_ERR_IO: psv_status = 5;
-/// Not a valid `.npz`: not a zip, truncated, bad `.npy` header, duplicate or colliding members,
-/// local and central records that disagree.
-pub const PSV_ERR_FORMAT: psv_status = 6;
-/// Valid but not restorable: object (pickled) arrays, compression other than stored/deflate,
-/// encryption, unknown `.npy` versions.
-pub const PSV_ERR_UNSUPPORTED: psv_status = 7;
-/// A restore limit (header length, total bytes, member count) was exceeded.
-pub const PSV_ERR_LIMIT: psv_status = 8;
-/// No array has the requested key.
-pub const PSV_ERR_NOT_FOUND: psv_status = 9;
-/// Memory (or worker threads) could not be allocated.
-pub const PSV_ERR_NOMEM: psv_status = 10;
-/// The operation was cancelled by the caller.
-pub const PSV_ERR_ABORTED: psv_status = 11;
-/// An internal error (a Rust panic) was caught; the message has the details.
-pub const PSV_ERR_PANIC: psv_status = 12;
-/// A member's CRC-32 does not match the central directory: the file is corrupt.
-pub const PSV_ERR_CRC: psv_status = 13;
+// The status type and codes live with their table in `status.rs`; re-exported here so that
+// `psv::ffi::types::*` keeps naming them.
+pub use super::status::*;
 
 /// An element type code. Numeric codes mean native byte order.
 pub type psv_dtype = i32;
@@ -99,6 +70,13 @@ pub type psv_progress_cb =
 pub(crate) struct Progress {
     pub(crate) cb: psv_progress_cb,
     pub(crate) userdata: *mut c_void,
+}
+
+impl Default for Progress {
+    /// No callback.
+    fn default() -> Self {
+        Progress::NONE
+    }
 }
 
 impl Progress {
@@ -178,15 +156,20 @@ impl StringTable {
 }
 
 /// Settings for `psv_saver_save`. Create with `psv_save_options_new`, free with
-/// `psv_save_options_free`; NULL wherever options are taken means the defaults.
+/// `psv_save_options_free`; NULL wherever options are taken means the defaults (the settings
+/// `psv_save_options_new` starts with). Not thread-safe: use from one thread at a time (it may
+/// move between threads).
+#[derive(Default)]
 pub struct psv_save_options {
     pub(crate) inner: SaveOptions,
     pub(crate) progress: Progress,
 }
 
 /// Settings for `psv_restore`. Create with `psv_restore_options_new`, free with
-/// `psv_restore_options_free`; NULL wherever options are taken means the defaults.
-#[derive(Clone)]
+/// `psv_restore_options_free`; NULL wherever options are taken means the defaults (the settings
+/// `psv_restore_options_new` starts with). Not thread-safe: use from one thread at a time (it may
+/// move between threads).
+#[derive(Clone, Default)]
 pub struct psv_restore_options {
     pub(crate) inner: RestoreOptions,
     pub(crate) progress: Progress,

@@ -117,6 +117,7 @@ static const char *last_error(void)
 /*
  * CHECK_ST(expected_status, call): the call returns exactly `expected_status`; on
  * success the last error message is empty (length 0), on failure it is non-empty.
+ * psv_last_error_os_code() is 0 unless the call failed with PSV_ERR_IO or PSV_ERR_NOMEM.
  */
 #define CHECK_ST(want, call) check_st(__FILE__, __LINE__, #call, (call), (want))
 
@@ -126,6 +127,7 @@ static psv_status check_st(const char *file, int line, const char *expr, psv_sta
     char msg[4096];
     msg[0] = '\0';
     size_t n = psv_last_error_message(msg, sizeof msg);
+    int32_t os_code = psv_last_error_os_code();
     g_checks++;
     if (got != want) {
         fail_at(file, line, "%s returned %s (%d), expected %s (%d); last error: \"%s\"", expr,
@@ -136,6 +138,9 @@ static psv_status check_st(const char *file, int line, const char *expr, psv_sta
     } else if (want != PSV_OK && (n == 0 || msg[0] == '\0')) {
         fail_at(file, line, "%s failed with %s but the last error message is empty", expr,
                 psv_status_str(got));
+    } else if (os_code != 0 && got != PSV_ERR_IO && got != PSV_ERR_NOMEM) {
+        fail_at(file, line, "%s returned %s but psv_last_error_os_code() is %d", expr,
+                psv_status_str(got), (int)os_code);
     }
     return got;
 }
@@ -588,6 +593,42 @@ static void test_last_error_message(void)
     CHECK_EQ_U(psv_last_error_message(buf, sizeof buf), 0);
     CHECK_EQ_I(buf[0], '\0');
     psv_save_options_free(o);
+}
+
+static void test_last_error_os_code(void)
+{
+    double x[2] = {1.0, 2.0};
+    const int64_t shape[1] = {2};
+    psv_saver *s = psv_saver_new();
+    CHECK(s != NULL);
+    CHECK_ST(PSV_OK, psv_saver_add(s, "x", x, PSV_DTYPE_F64, shape, 1));
+    CHECK_EQ_I(psv_last_error_os_code(), 0);
+
+    /* saving into a directory that does not exist: the OS's ENOENT */
+    CHECK_ST(PSV_ERR_IO, psv_saver_save(s, P("no_such_dir/x"), NULL));
+    CHECK_EQ_I(psv_last_error_os_code(), ENOENT);
+    CHECK_EQ_I(psv_last_error_os_code(), ENOENT); /* reading does not clear it */
+
+    /* a path below a regular file: ENOTDIR */
+    write_file(P("plain_file"), "x", 1);
+    CHECK_ST(PSV_ERR_IO, psv_saver_save(s, P("plain_file/x"), NULL));
+    CHECK_EQ_I(psv_last_error_os_code(), ENOTDIR);
+
+    /* a failure that is not the OS's replaces it with 0 */
+    CHECK_ST(PSV_ERR_NULL_ARG, psv_saver_save(s, NULL, NULL));
+    CHECK_EQ_I(psv_last_error_os_code(), 0);
+
+    /* a success clears it, together with the message */
+    CHECK_ST(PSV_ERR_IO, psv_saver_save(s, P("no_such_dir/x"), NULL));
+    CHECK_ST(PSV_OK, psv_saver_save(s, P("os_code_ok"), NULL));
+    CHECK_EQ_I(psv_last_error_os_code(), 0);
+
+    /* restoring a missing file: ENOENT */
+    psv_archive *a = NULL;
+    CHECK_ST(PSV_ERR_IO, psv_restore(P("no_such_file.npz"), NULL, &a));
+    CHECK(a == NULL);
+    CHECK_EQ_I(psv_last_error_os_code(), ENOENT);
+    psv_saver_free(s);
 }
 
 static void test_null_arguments(void)
@@ -2069,6 +2110,7 @@ int main(int argc, char **argv)
 
     RUN(test_status_and_version());
     RUN(test_last_error_message());
+    RUN(test_last_error_os_code());
     RUN(test_null_arguments());
     RUN(test_saver_add_errors());
     RUN(test_add_descr());

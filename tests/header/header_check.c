@@ -44,10 +44,11 @@ int header_check_use(void)
         psv_saver_add;
     psv_status (*restore)(const char *, const psv_restore_options *, psv_archive **) = psv_restore;
     size_t (*last)(char *, size_t) = psv_last_error_message;
+    int32_t (*os_code)(void) = psv_last_error_os_code;
     const void *(*block)(const psv_archive *, size_t *) = psv_archive_block;
     bool (*fortran)(const psv_archive *, size_t) = psv_archive_fortran_order;
     int64_t shape[2] = {2, 3};
     (void)shape;
-    return (add != 0) + (restore != 0) + (last != 0) + (block != 0) + (fortran != 0) + PSV_OK +
-           PSV_ERR_CRC + PSV_DTYPE_OTHER;
+    return (add != 0) + (restore != 0) + (last != 0) + (os_code != 0) + (block != 0) +
+           (fortran != 0) + PSV_OK + PSV_ERR_CRC + PSV_DTYPE_OTHER;
 }

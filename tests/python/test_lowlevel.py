@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import errno
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +33,38 @@ def test_status_strings(psv, lib):
         assert lib.psv_status_str(code).decode() == name
     assert lib.psv_status_str(999).decode() == "PSV_ERR_UNKNOWN"
     assert lib.psv_status_str(-1).decode() == "PSV_ERR_UNKNOWN"
+
+
+def test_status_codes_from_the_library_match_the_header(psv):
+    """The binding reads its status names and PSV_ERR_* codes from the library: they must be
+    exactly psv.h's #defines."""
+    header = (Path(__file__).resolve().parents[2] / "include" / "psv.h").read_text()
+    defines = {name: int(code) for name, code in
+               re.findall(r"^#define (PSV_OK|PSV_ERR_[A-Z0-9_]+) (-?\d+)$", header, re.MULTILINE)}
+    assert len(defines) > 10 and defines["PSV_OK"] == psv.PSV_OK == 0
+    assert dict(psv.STATUS_NAMES) == {code: name for name, code in defines.items()}
+    for name, code in defines.items():
+        assert getattr(psv, name) == code, name
+    with pytest.raises(AttributeError):
+        psv.PSV_ERR_NO_SUCH_CODE
+
+
+def test_last_error_os_code(psv, lib, tmp_path):
+    os_code = lib.psv_last_error_os_code
+    os_code.restype, os_code.argtypes = ctypes.c_int32, []
+    out = psv._ArchiveP()
+    st = lib.psv_restore(str(tmp_path / "missing").encode(), None, ctypes.byref(out))
+    assert st == psv.PSV_ERR_IO and not out
+    assert os_code() == errno.ENOENT
+    with pytest.raises(psv.PsvError) as ei:
+        psv.restore(tmp_path / "missing")
+    assert ei.value.os_code == errno.ENOENT
+    # Not from the OS, and after a success: 0.
+    assert lib.psv_saver_save(None, b"x.npz", None) == psv.PSV_ERR_NULL_ARG
+    assert os_code() == 0
+    assert lib.psv_restore(str(tmp_path / "missing").encode(), None, ctypes.byref(out)) == psv.PSV_ERR_IO
+    psv.ParallelSaver(a=np.arange(3)).save(tmp_path / "ok")
+    assert os_code() == 0
 
 
 def test_version(psv, lib):

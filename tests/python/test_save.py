@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import zipfile
@@ -277,6 +278,7 @@ def test_save_error_names_path(psv, tmp_path):
     with pytest.raises(psv.PsvError) as ei:
         saver.save(target)
     expect_status(ei, ["PSV_ERR_IO"])
+    assert ei.value.os_code == errno.ENOENT, "psv_last_error_os_code"
     assert str(tmp_path / "no_such_dir") in ei.value.message
     assert os.listdir(tmp_path) == []
 
