@@ -35,6 +35,24 @@ pub(crate) trait Destination: Sync {
     fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()>;
 }
 
+/// Where a save's bytes go and how they become the user's file: a [`Destination`] to write
+/// through, and (each implementation's own) commit or abort. Implemented by [`PathTarget`].
+pub(crate) trait Target {
+    /// The destination writes go through.
+    type Dest<'t>: Destination
+    where
+        Self: 't;
+    /// Positional writes into the target.
+    fn destination(&self) -> Self::Dest<'_>;
+}
+
+impl Target for PathTarget {
+    type Dest<'t> = FileDestination<'t>;
+    fn destination(&self) -> Self::Dest<'_> {
+        PathTarget::destination(self)
+    }
+}
+
 /// Positional writes into an open file, named `shown` in error messages.
 pub(crate) struct FileDestination<'f> {
     file: &'f File,

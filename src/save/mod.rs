@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use crate::descr::{self, ArrayType, Descr};
-use crate::dest::{Destination, PathTarget};
+use crate::dest::{Destination, PathTarget, Target};
 use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
 use crate::npy::header;
@@ -382,24 +382,6 @@ impl<'a> Saver<'a> {
         npy_dir::save(&arrays, dir, opts.fsync, &pool, &mut || {
             progress::finish(progress.as_deref_mut(), total)
         })
-    }
-}
-
-/// Where a save's bytes go and how they become the user's file: a [`Destination`] to write
-/// through, and (outside this trait) a commit. Implemented by [`PathTarget`].
-pub(crate) trait Target {
-    /// The destination writes go through.
-    type Dest<'t>: Destination
-    where
-        Self: 't;
-    /// Positional writes into the target.
-    fn destination(&self) -> Self::Dest<'_>;
-}
-
-impl Target for PathTarget {
-    type Dest<'t> = crate::dest::FileDestination<'t>;
-    fn destination(&self) -> Self::Dest<'_> {
-        PathTarget::destination(self)
     }
 }
 
