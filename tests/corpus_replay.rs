@@ -1,5 +1,5 @@
 //! Replays the hostile-input corpus (tests/corpus/, written by make_corpus.py) through
-//! `psv::restore` and `psv::restore_from_memory`, asserting the exact status of every file
+//! `psv::restore` from a path and from memory, asserting the exact status of every file
 //! listed in tests/corpus/expected.txt; then replays the committed fuzz corpora
 //! (fuzz/corpus/<target>/) through the fuzzed functions, asserting only "no panic".
 //!

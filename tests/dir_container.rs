@@ -1,4 +1,4 @@
-//! The directory layout: one `.npy` per array committed by an index file.
+//! The directory container (`Layout::Dir`): one `.npy` per array committed by an index file.
 
 mod common;
 

@@ -1,6 +1,6 @@
-//! The image layout of a restore: a psv-written file (every array stored, data 64-aligned) is
+//! The image block of a restore: a psv-written file (every array stored, data 64-aligned) is
 //! restored into a block that mirrors the file's data region, each array at its own file offset
-//! minus one common start. These tests check that the layout is really used, that every byte
+//! minus one common start. These tests check that the image is really used, that every byte
 //! and CRC is still checked, and that arrays which do not fit it land after the image.
 
 mod common;
