@@ -17,7 +17,7 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::Cursor;
+use std::io::{BufReader, Cursor};
 use std::path::{Path, PathBuf};
 
 use crate::archive::{Archive, Storage};
@@ -186,7 +186,8 @@ fn restore_from(
                 .metadata()
                 .map_err(|e| Error::io(format!("cannot stat {shown}"), e))?
                 .len();
-            let index = index::read_index(&file, &shown, opts.max_members)?;
+            // Buffered: the zip crate reads the central directory in many small pieces.
+            let index = index::read_index(BufReader::new(&file), &shown, opts.max_members)?;
             let map = if opts.mmap && !opts.metadata_only {
                 Some(FileMap::new(&file, file_len).map_err(|e| e.context(&shown))?)
             } else {

@@ -50,8 +50,12 @@ impl Reader<'_> {
         // not to be aligned in place and goes after it: psv never writes such files).
         if dir.is_none() && map.is_none() {
             if let Some(image) = self.plan_image(members, &candidates, limit) {
-                let mut staged = AnonMap::new(image.len())?;
-                let staging = Staging::Image(image, staged.as_mut_slice());
+                // Sized as the block will be when every array is in place (the image padded
+                // to 64), so that it becomes the block as it is.
+                let padded = memory::align_up(image.len())
+                    .ok_or_else(|| Error::limit("block size overflows"))?;
+                let mut staged = AnonMap::new(padded)?;
+                let staging = Staging::Image(image, &mut staged.as_mut_slice()[..image.len()]);
                 let inspected = self.inspect_all(pool, members, &candidates, staging)?;
                 let mut plan = self.place(
                     members,
