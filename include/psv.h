@@ -54,6 +54,21 @@
 typedef struct psv_archive psv_archive;
 
 /**
+ * An archive in memory that libpsv allocated (`psv_saver_save_to_alloc`): read it with
+ * `psv_buffer_data` and `psv_buffer_len`, free it with `psv_buffer_free`. Immutable: its
+ * accessors may run from any threads, but nothing may run concurrently with the free.
+ */
+typedef struct psv_buffer psv_buffer;
+
+/**
+ * A prepared save (`psv_saver_prepare`): the plan and every CRC-32 of the archive, so that
+ * any byte range can be rendered (`psv_prepared_render`) from any threads at once, in any
+ * order. Borrows its saver: the saver and its arrays must stay alive and unchanged until
+ * `psv_prepared_free`.
+ */
+typedef struct psv_prepared psv_prepared;
+
+/**
  * Settings for `psv_restore`. Create with `psv_restore_options_new`, free with
  * `psv_restore_options_free`; NULL wherever options are taken means the defaults (the settings
  * `psv_restore_options_new` starts with). Not thread-safe: use from one thread at a time (it may
@@ -99,6 +114,14 @@ typedef int (*psv_progress_cb)(void *userdata, uint64_t done, uint64_t total);
  * A save container code (`psv_save_options_set_layout`).
  */
 typedef int32_t psv_layout;
+
+/**
+ * A sequential write callback for `psv_saver_save_stream`: write all `len` bytes at `buf`
+ * (valid only during the call) and return 0, or return non-zero to stop the save, which then
+ * fails with `PSV_ERR_IO`. Called on the thread that called the save, never concurrently, in
+ * file order. Must not call back into libpsv with the same saver and must not unwind.
+ */
+typedef int (*psv_write_fn)(void *userdata, const void *buf, size_t len);
 
 /**
  * Success.
@@ -581,6 +604,110 @@ psv_status psv_save_options_set_progress(psv_save_options *o, psv_progress_cb cb
  * Frees save options. NULL is a no-op.
  */
 void psv_save_options_free(psv_save_options *o);
+
+/**
+ * Writes `*out` = the exact byte count of the stored `.npz` that `psv_saver_save` would
+ * write for these arrays and options, computed from the plan alone (no I/O, no CRC).
+ *
+ * Errors: NULL_ARG; INVALID_ARG for a compressed save (its size is known only once it is
+ * compressed: use `psv_saver_save_to_alloc` or `psv_saver_prepare`) or the directory layout;
+ * OVERFLOW.
+ */
+psv_status psv_saver_size(const psv_saver *s, const psv_save_options *opts, uint64_t *out);
+
+/**
+ * Writes the stored `.npz` into the first `psv_saver_size` bytes of `buf` (`len` bytes,
+ * written by the save's worker threads during the call only), in parallel, exactly the bytes
+ * `psv_saver_save` writes. Bytes of `buf` past the archive are left as they were.
+ *
+ * Errors: NULL_ARG; INVALID_ARG when `len` is smaller than the archive (the message names
+ * the size needed), for a compressed save (use `psv_saver_save_to_alloc`) or the directory
+ * layout; NOMEM, ABORTED.
+ */
+psv_status psv_saver_save_to_buffer(const psv_saver *s, void *buf, size_t len, const psv_save_options *opts);
+
+/**
+ * Writes the `.npz` (stored or compressed) into memory libpsv allocates, and sets `*out` to
+ * it: read it with `psv_buffer_data`/`psv_buffer_len`, free it with `psv_buffer_free`. The
+ * bytes are exactly those `psv_saver_save` writes. On failure `*out` is NULL.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (directory layout, bad options), NOMEM, ABORTED.
+ */
+psv_status psv_saver_save_to_alloc(const psv_saver *s, const psv_save_options *opts, psv_buffer **out);
+
+/**
+ * The bytes of a buffer from `psv_saver_save_to_alloc` (valid until `psv_buffer_free`); NULL
+ * for a NULL buffer.
+ */
+const void *psv_buffer_data(const psv_buffer *b);
+
+/**
+ * The length in bytes of a buffer from `psv_saver_save_to_alloc`; 0 for NULL.
+ */
+size_t psv_buffer_len(const psv_buffer *b);
+
+/**
+ * Frees a buffer from `psv_saver_save_to_alloc`. NULL is a no-op.
+ */
+void psv_buffer_free(psv_buffer *b);
+
+/**
+ * Writes the `.npz` into the caller's open file descriptor `fd`, which the caller keeps: it
+ * is not closed, renamed or truncated. A seekable fd (a regular file or a block device) gets
+ * positional writes from its current offset on, in parallel, and its offset is left at the end
+ * of the archive (bytes the file held past it stay); any other fd (pipe, socket, terminal) gets
+ * the bytes in file order with `write`. The bytes are exactly those `psv_saver_save` writes.
+ * Not atomic: a failed save may leave part of an archive in the file. Writing to a pipe whose
+ * reader has gone raises SIGPIPE unless the process ignores it (then the save fails with
+ * `PSV_ERR_IO`, errno EPIPE).
+ *
+ * Errors: NULL_ARG, INVALID_ARG (negative fd, directory layout), IO (with the errno in
+ * `psv_last_error_os_code`), NOMEM, ABORTED.
+ */
+psv_status psv_saver_save_fd(const psv_saver *s, int fd, const psv_save_options *opts);
+
+/**
+ * Streams the `.npz` to `write_fn` in file order, in pieces (small ones gathered into writes of
+ * about 1 MiB; large arrays in pieces of at most 2 MiB, straight from the caller's memory).
+ * Every CRC-32 is computed first, in parallel, so the stream has no data descriptors and array
+ * data still starts at 64-byte offsets from the stream's start; the bytes are exactly those
+ * `psv_saver_save` writes. A compressed save holds every compressed member in memory until
+ * the stream ends. `write_fn` runs on the calling thread; see `psv_write_fn`.
+ *
+ * Errors: NULL_ARG (`s` or `write_fn`), INVALID_ARG (directory layout), IO (`write_fn` returned
+ * non-zero: nothing more is written), NOMEM, ABORTED.
+ */
+psv_status psv_saver_save_stream(const psv_saver *s, psv_write_fn write_fn, void *userdata, const psv_save_options *opts);
+
+/**
+ * Prepares a save (`*out`, freed with `psv_prepared_free`): plans the archive and computes
+ * every CRC-32 in parallel (compressing first, for a compressed save), so that any byte range
+ * can then be rendered with `psv_prepared_render`, e.g. the parts of an object-store multipart
+ * upload, from many threads. The prepared save borrows `s`: the saver and its arrays must stay
+ * alive and unchanged until `psv_prepared_free`. On failure `*out` is NULL.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (directory layout), OVERFLOW, NOMEM, ABORTED.
+ */
+psv_status psv_saver_prepare(const psv_saver *s, const psv_save_options *opts, psv_prepared **out);
+
+/**
+ * The archive's length in bytes; 0 for NULL.
+ */
+uint64_t psv_prepared_size(const psv_prepared *p);
+
+/**
+ * Writes the archive's bytes `offset .. offset + len` into `out` (`len` writable bytes).
+ * Safe to call from many threads at once, in any order; the ranges concatenated are exactly
+ * the bytes `psv_saver_save` writes.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (the range runs past `psv_prepared_size`).
+ */
+psv_status psv_prepared_render(const psv_prepared *p, uint64_t offset, size_t len, void *out);
+
+/**
+ * Frees a prepared save (releasing its borrow of the saver). NULL is a no-op.
+ */
+void psv_prepared_free(psv_prepared *p);
 
 /**
  * Creates an empty saver. Free it with `psv_saver_free`.

@@ -2,9 +2,11 @@
 //! written bytes into the user's file (or does nothing, for a caller's own file or memory).
 //! Neither knows anything of ZIP: the save plans every offset, then writes through them.
 //!
-//! - [`Destination`]: positional writes (`pwrite` for a file).
+//! - [`Destination`]: positional writes (`pwrite` for a file, a copy for memory).
 //! - [`PathTarget`]: a temporary file beside the target, reserved to its final length, renamed
 //!   over the target on commit and removed if the save fails (see [`tempfile`]).
+//! - [`FileTarget`]: a caller's open, seekable file, written from its current offset on.
+//! - [`MemoryTarget`]: a caller's buffer.
 //! - [`aligned_pieces`]: how a large array's bytes are cut into writes.
 
 use std::fs::File;
@@ -53,24 +55,181 @@ impl Target for PathTarget {
     }
 }
 
-/// Positional writes into an open file, named `shown` in error messages.
+/// Positional writes into an open file, archive offset `o` at file offset `base + o`, named
+/// `shown` in error messages.
 pub(crate) struct FileDestination<'f> {
     file: &'f File,
+    base: u64,
     shown: &'f str,
 }
 
 impl<'f> FileDestination<'f> {
-    /// Writes go to `file`; messages name it `shown`.
-    pub(crate) fn new(file: &'f File, shown: &'f str) -> Self {
-        FileDestination { file, shown }
+    /// Writes go to `file` from file offset `base` on; messages name it `shown`.
+    pub(crate) fn new(file: &'f File, base: u64, shown: &'f str) -> Self {
+        FileDestination { file, base, shown }
     }
 }
 
 impl Destination for FileDestination<'_> {
     fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()> {
+        let at = self.base.checked_add(offset).ok_or_else(|| {
+            Error::overflow(format!("{}: file offset overflows 64 bits", self.shown))
+        })?;
         self.file
-            .write_all_at(bytes, offset)
-            .map_err(|e| Error::io(format!("cannot write {} at offset {offset}", self.shown), e))
+            .write_all_at(bytes, at)
+            .map_err(|e| Error::io(format!("cannot write {} at offset {at}", self.shown), e))
+    }
+}
+
+/// A save into a caller's open file (a regular file or a block device) from its current offset
+/// `base` on: the archive's bytes go to `base .. base + len`, reserved first where the
+/// filesystem can. The caller keeps the file; [`FileTarget::commit`] leaves its offset at the
+/// end of the archive (and fsyncs it when asked). Bytes the file held past the archive stay.
+pub(crate) struct FileTarget<'f> {
+    file: &'f File,
+    base: u64,
+    len: u64,
+    shown: String,
+}
+
+impl<'f> FileTarget<'f> {
+    /// Prepares `len` bytes of `file` from its current offset on; `shown` names it in messages.
+    pub(crate) fn create(file: &'f File, len: u64, shown: String) -> Result<FileTarget<'f>> {
+        use std::io::Seek;
+        let base = (&mut &*file)
+            .stream_position()
+            .map_err(|e| Error::io(format!("cannot tell the offset of {shown}"), e))?;
+        let end = base
+            .checked_add(len)
+            .ok_or_else(|| Error::overflow(format!("{shown}: the archive ends past 2^64")))?;
+        let is_file = file
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot stat {shown}"), e))?
+            .file_type()
+            .is_file();
+        // Only regular files can be reserved (and grown); a full disk is reported before any
+        // data is written. A block device has its size already.
+        if is_file && end > 0 {
+            tempfile::reserve(file, base, len)
+                .map_err(|e| Error::io(format!("cannot reserve {len} bytes in {shown}"), e))?;
+        }
+        Ok(FileTarget {
+            file,
+            base,
+            len,
+            shown,
+        })
+    }
+
+    /// Positional writes from the file's starting offset on.
+    pub(crate) fn destination(&self) -> FileDestination<'_> {
+        FileDestination::new(self.file, self.base, &self.shown)
+    }
+
+    /// fsyncs when asked and leaves the file offset at the end of the archive; returns the
+    /// archive's length.
+    pub(crate) fn commit(self, fsync: bool) -> Result<u64> {
+        use std::io::{Seek, SeekFrom};
+        if fsync {
+            self.file
+                .sync_all()
+                .map_err(|e| Error::io(format!("cannot fsync {}", self.shown), e))?;
+        }
+        (&mut &*self.file)
+            .seek(SeekFrom::Start(self.base + self.len))
+            .map_err(|e| Error::io(format!("cannot seek in {}", self.shown), e))?;
+        Ok(self.len)
+    }
+}
+
+impl Target for FileTarget<'_> {
+    type Dest<'t>
+        = FileDestination<'t>
+    where
+        Self: 't;
+    fn destination(&self) -> Self::Dest<'_> {
+        FileTarget::destination(self)
+    }
+}
+
+/// A save into a caller's buffer: the archive's bytes at the buffer's start.
+pub(crate) struct MemoryTarget<'b> {
+    ptr: *mut u8,
+    len: usize,
+    _buffer: std::marker::PhantomData<&'b mut [u8]>,
+}
+
+// SAFETY: the target only hands out positional writes into disjoint ranges (see
+// `Destination for MemoryTarget`); the buffer is exclusively borrowed for 'b.
+#[allow(unsafe_code)]
+unsafe impl Send for MemoryTarget<'_> {}
+// SAFETY: as above: concurrent writes touch disjoint ranges, and nothing reads the buffer
+// through the target.
+#[allow(unsafe_code)]
+unsafe impl Sync for MemoryTarget<'_> {}
+
+impl<'b> MemoryTarget<'b> {
+    /// Writes go into `buf`, which must hold `len` bytes (the archive's length).
+    pub(crate) fn new(buf: &'b mut [u8], len: u64) -> Result<MemoryTarget<'b>> {
+        if (buf.len() as u64) < len {
+            return Err(Error::invalid_arg(format!(
+                "the buffer holds {} bytes; the archive needs {len}",
+                buf.len()
+            )));
+        }
+        Ok(MemoryTarget {
+            ptr: buf.as_mut_ptr(),
+            len: len as usize,
+            _buffer: std::marker::PhantomData,
+        })
+    }
+
+    /// The archive's length.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Destination for MemoryTarget<'_> {
+    fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()> {
+        let start = usize::try_from(offset).ok();
+        let end = start.and_then(|s| s.checked_add(bytes.len()));
+        let (Some(start), Some(end)) = (start, end) else {
+            return Err(Error::overflow("buffer offset overflows"));
+        };
+        if end > self.len {
+            return Err(Error::invalid_arg(format!(
+                "a write of {} bytes at {start} runs past the archive's {} bytes",
+                bytes.len(),
+                self.len
+            )));
+        }
+        // SAFETY: `start..end` lies inside the buffer (checked above), which is exclusively
+        // borrowed for the target's lifetime. Every byte of a planned archive is written exactly
+        // once (members, then their headers, then the records, at the plan's disjoint offsets),
+        // so concurrent calls never touch the same bytes; `bytes` cannot alias the buffer (it
+        // is caller data or a header built by the writer, and the buffer is `&mut`).
+        #[allow(unsafe_code)]
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(start), bytes.len());
+        }
+        Ok(())
+    }
+}
+
+impl Target for MemoryTarget<'_> {
+    type Dest<'t>
+        = &'t MemoryTarget<'t>
+    where
+        Self: 't;
+    fn destination(&self) -> Self::Dest<'_> {
+        self
+    }
+}
+
+impl Destination for &MemoryTarget<'_> {
+    fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()> {
+        (**self).write_at(bytes, offset)
     }
 }
 
@@ -98,7 +257,7 @@ impl PathTarget {
 
     /// Positional writes into the temporary file.
     pub(crate) fn destination(&self) -> FileDestination<'_> {
-        FileDestination::new(&self.tmp.file, &self.shown)
+        FileDestination::new(&self.tmp.file, 0, &self.shown)
     }
 
     /// Makes the written file the target: fsync (when asked), atomic rename, directory fsync

@@ -150,7 +150,7 @@ impl TempFile {
                 e,
             )
         };
-        if reserve(&self.file, len).map_err(failed)? {
+        if reserve(&self.file, 0, len).map_err(failed)? {
             return Ok(());
         }
         self.file.set_len(len).map_err(failed)
@@ -242,20 +242,22 @@ fn exchange_with_file(_from: &Path, _target: &Path) -> std::io::Result<bool> {
     Ok(false)
 }
 
-/// `fallocate(fd, 0, 0, len)`: reserves the disk space and sets the length. `Ok(false)` where the
+/// `fallocate(fd, 0, offset, len)`: reserves the disk space of `offset..offset + len` and extends
+/// the file to cover it. `Ok(false)` where the
 /// filesystem or kernel cannot (the caller then only sets the length); a full disk or a length
 /// the filesystem cannot hold is an error.
 #[cfg(target_os = "linux")]
-fn reserve(file: &File, len: u64) -> std::io::Result<bool> {
+pub(crate) fn reserve(file: &File, offset: u64, len: u64) -> std::io::Result<bool> {
     use std::os::fd::AsRawFd;
-    let Ok(len_off) = libc::off_t::try_from(len) else {
+    let (Ok(start), Ok(len_off)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len))
+    else {
         return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
     };
     loop {
         // SAFETY: `file` is an open descriptor for the duration of the call; fallocate reads
         // no memory of ours.
         #[allow(unsafe_code)]
-        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len_off) };
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, start, len_off) };
         if rc == 0 {
             return Ok(true);
         }
@@ -271,7 +273,7 @@ fn reserve(file: &File, len: u64) -> std::io::Result<bool> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn reserve(_file: &File, _len: u64) -> std::io::Result<bool> {
+pub(crate) fn reserve(_file: &File, _offset: u64, _len: u64) -> std::io::Result<bool> {
     Ok(false)
 }
 

@@ -110,6 +110,25 @@ pub(crate) unsafe fn slice<'a, T>(p: *const T, len: usize, what: &str) -> Result
     Ok(unsafe { std::slice::from_raw_parts(p, len) })
 }
 
+/// A writable slice of `len` bytes; `p` may be NULL only when `len` is 0.
+///
+/// # Safety
+/// If `len > 0`, `p` is NULL or points to `len` writable bytes that nothing else uses for `'a`.
+pub(crate) unsafe fn bytes_mut<'a>(p: *mut u8, len: usize, what: &str) -> Result<&'a mut [u8]> {
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    if p.is_null() {
+        return Err(null_arg(what));
+    }
+    if len > isize::MAX as usize {
+        return Err(Error::overflow(format!("{what}: {len} bytes is too many")));
+    }
+    // SAFETY: non-NULL, `len` writable bytes used by no one else for `'a`, per the contract;
+    // the length fits isize (checked above).
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, len) })
+}
+
 /// Writes `value` through an out-pointer that was already checked to be non-NULL.
 ///
 /// # Safety

@@ -5,8 +5,9 @@
 use std::ffi::{c_char, c_int, c_void};
 
 use crate::archive::Archive;
+use crate::memory::AnonMap;
 use crate::options::{RestoreOptions, SaveOptions};
-use crate::save::Saver;
+use crate::save::{Prepared, Saver};
 
 // The status type and codes live with their table in `status.rs`; re-exported here so that
 // `psv::ffi::types::*` keeps naming them.
@@ -98,6 +99,28 @@ impl Progress {
     }
 }
 
+/// A sequential write callback for `psv_saver_save_stream`: write all `len` bytes at `buf`
+/// (valid only during the call) and return 0, or return non-zero to stop the save, which then
+/// fails with `PSV_ERR_IO`. Called on the thread that called the save, never concurrently, in
+/// file order. Must not call back into libpsv with the same saver and must not unwind.
+pub type psv_write_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, buf: *const c_void, len: usize) -> c_int>;
+
+/// An archive in memory that libpsv allocated (`psv_saver_save_to_alloc`): read it with
+/// `psv_buffer_data` and `psv_buffer_len`, free it with `psv_buffer_free`. Immutable: its
+/// accessors may run from any threads, but nothing may run concurrently with the free.
+pub struct psv_buffer {
+    pub(crate) bytes: AnonMap,
+}
+
+/// A prepared save (`psv_saver_prepare`): the plan and every CRC-32 of the archive, so that
+/// any byte range can be rendered (`psv_prepared_render`) from any threads at once, in any
+/// order. Borrows its saver: the saver and its arrays must stay alive and unchanged until
+/// `psv_prepared_free`.
+pub struct psv_prepared {
+    pub(crate) inner: Prepared<'static, 'static>,
+}
+
 /// Collects borrowed arrays to save into one `.npz`. Create with `psv_saver_new`, free with
 /// `psv_saver_free`. Not thread-safe: use from one thread at a time (it may move between threads).
 pub struct psv_saver {
@@ -159,7 +182,7 @@ impl StringTable {
 /// `psv_save_options_free`; NULL wherever options are taken means the defaults (the settings
 /// `psv_save_options_new` starts with). Not thread-safe: use from one thread at a time (it may
 /// move between threads).
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct psv_save_options {
     pub(crate) inner: SaveOptions,
     pub(crate) progress: Progress,

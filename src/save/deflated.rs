@@ -94,6 +94,11 @@ pub(crate) fn compress(
 }
 
 impl Deflated {
+    /// Member `i`'s deflate stream, as its segments in order.
+    pub(crate) fn segments(&self, i: usize) -> &[Vec<u8>] {
+        &self.segments[i]
+    }
+
     /// Writes every member (local header and deflate stream) at its planned offset, in
     /// parallel on `pool`; the central directory is [`super::write_records`]'s.
     pub(crate) fn write_members(

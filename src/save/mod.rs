@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use crate::descr::{self, ArrayType, Descr};
-use crate::dest::{Destination, PathTarget, Target};
+use crate::dest::{Destination, FileTarget, MemoryTarget, PathTarget, Target};
 use crate::dtype::Dtype;
 use crate::error::{Error, ErrorKind, Result};
 use crate::npy::header;
@@ -28,7 +28,10 @@ use crate::progress::{self, ProgressFn};
 use crate::shape;
 
 pub(crate) mod deflated;
+mod prepared;
 pub(crate) mod stored;
+
+pub use prepared::Prepared;
 
 pub use crate::npz::npz_path;
 
@@ -315,6 +318,161 @@ impl<'a> Saver<'a> {
         }
     }
 
+    /// The exact length in bytes of the stored `.npz` these arrays make (what
+    /// [`Saver::save_to_buffer`] needs), computed from the plan alone.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArg`] for a compressed save (its length is known only once it is
+    /// compressed: use [`Saver::prepare`] or [`Saver::to_vec`]) or the directory layout;
+    /// [`ErrorKind::Overflow`] beyond 64-bit sizes.
+    pub fn size(&self, opts: &SaveOptions) -> Result<u64> {
+        check_compression(opts.compression)?;
+        if opts.layout != Layout::Npz {
+            return Err(Error::invalid_arg("only an .npz save has a size in bytes"));
+        }
+        if opts.compression > 0 {
+            return Err(Error::invalid_arg(
+                "the size of a compressed save is known only after compressing it \
+                 (prepare the save, or save to a library-allocated buffer)",
+            ));
+        }
+        Ok(plan(&self.members)?.total_len)
+    }
+
+    /// Writes the `.npz` into the start of `buf` (in parallel, as a file save) and returns its
+    /// length; the bytes are those [`Saver::save`] writes. `buf` must hold at least the
+    /// archive ([`Saver::size`] for a stored save).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArg`] when `buf` is too small (the message names the size needed),
+    /// as [`Saver::save`] otherwise.
+    pub fn save_to_buffer(&self, buf: &mut [u8], opts: &SaveOptions) -> Result<usize> {
+        self.save_to_buffer_with(buf, opts, None)
+    }
+
+    /// [`Saver::save_to_buffer`] with a progress callback (see [`Saver::save_with_progress`]).
+    ///
+    /// # Errors
+    /// As [`Saver::save_to_buffer`], and [`ErrorKind::Aborted`].
+    pub fn save_to_buffer_with(
+        &self,
+        buf: &mut [u8],
+        opts: &SaveOptions,
+        progress: Option<&mut ProgressFn<'_>>,
+    ) -> Result<usize> {
+        check_compression(opts.compression)?;
+        if opts.layout != Layout::Npz {
+            return Err(Error::invalid_arg("only an .npz save can go to memory"));
+        }
+        let written = self.write_npz(opts, progress, |len| MemoryTarget::new(buf, len))?;
+        Ok(written.len())
+    }
+
+    /// The `.npz` as a new vector (the bytes [`Saver::save`] writes).
+    ///
+    /// # Errors
+    /// As [`Saver::save_to_buffer`].
+    pub fn to_vec(&self, opts: &SaveOptions) -> Result<Vec<u8>> {
+        if opts.compression == 0 {
+            let len = usize::try_from(self.size(opts)?)
+                .map_err(|_| Error::nomem("the archive does not fit in memory"))?;
+            let mut buf = crate::memory::zeroed(len)?;
+            self.save_to_buffer(&mut buf, opts)?;
+            return Ok(buf);
+        }
+        let prepared = self.prepare(opts)?;
+        let len = usize::try_from(prepared.len())
+            .map_err(|_| Error::nomem("the archive does not fit in memory"))?;
+        let mut buf = crate::memory::zeroed(len)?;
+        prepared.render(0, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Writes the `.npz` into a caller's open file. A seekable file (regular file or block
+    /// device) gets positional writes from its current offset on, in parallel, and its offset
+    /// is left at the end of the archive; anything else (a pipe, a socket, a character device)
+    /// gets the bytes in file order. The caller keeps the file: nothing is renamed, truncated
+    /// or closed (bytes past the archive stay). Returns the archive's length.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] from the OS (a closed pipe is `EPIPE`, when the process ignores
+    /// SIGPIPE), as [`Saver::save`] otherwise. A failed save may have written part of the
+    /// archive: the caller's file is not atomic.
+    pub fn save_to_file(
+        &self,
+        file: &std::fs::File,
+        opts: &SaveOptions,
+        progress: Option<&mut ProgressFn<'_>>,
+    ) -> Result<u64> {
+        check_compression(opts.compression)?;
+        if opts.layout != Layout::Npz {
+            return Err(Error::invalid_arg(
+                "only an .npz save can go to a file descriptor",
+            ));
+        }
+        let shown = describe_file(file);
+        if is_seekable(file) {
+            let written =
+                self.write_npz(opts, progress, |len| FileTarget::create(file, len, shown))?;
+            return written.commit(opts.fsync);
+        }
+        let prepared = self.prepare(opts)?;
+        prepared.write_to(
+            &mut |bytes| {
+                std::io::Write::write_all(&mut &*file, bytes)
+                    .map_err(|e| Error::io(format!("cannot write to {shown}"), e))
+            },
+            progress,
+        )
+    }
+
+    /// Writes the `.npz` into `writer` in file order (a pipe, a socket, a compressor, an
+    /// upload stream: anything sequential) and returns its length. The CRCs are computed
+    /// first, in parallel, so no data descriptors are needed and array data still starts at
+    /// 64-byte offsets of the stream.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when `writer` fails (the stream stops there), as [`Saver::save`]
+    /// otherwise.
+    pub fn save_to_writer(
+        &self,
+        writer: &mut dyn std::io::Write,
+        opts: &SaveOptions,
+        progress: Option<&mut ProgressFn<'_>>,
+    ) -> Result<u64> {
+        let prepared = self.prepare(opts)?;
+        prepared.write_to(
+            &mut |bytes| {
+                writer
+                    .write_all(bytes)
+                    .map_err(|e| Error::io("cannot write the archive to the stream", e))
+            },
+            progress,
+        )
+    }
+
+    /// Plans the `.npz` and computes every CRC-32 (compressing first, for a compressed save):
+    /// the [`Prepared`] save then renders any byte range, from any thread, or streams the
+    /// whole archive. Borrows the saver until it is dropped.
+    ///
+    /// # Errors
+    /// As [`Saver::save`] (no I/O happens here).
+    pub fn prepare(&self, opts: &SaveOptions) -> Result<Prepared<'_, 'a>> {
+        Prepared::new(self, opts, None)
+    }
+
+    /// [`Saver::prepare`] with a progress callback over the bytes hashed (or compressed).
+    ///
+    /// # Errors
+    /// As [`Saver::prepare`], and [`ErrorKind::Aborted`].
+    pub fn prepare_with_progress(
+        &self,
+        opts: &SaveOptions,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<Prepared<'_, 'a>> {
+        Prepared::new(self, opts, Some(progress))
+    }
+
     /// Writes the whole `.npz` through the target that `open` makes once the archive's length
     /// is known, and returns that target, written but not committed.
     fn write_npz<T: Target>(
@@ -416,6 +574,24 @@ pub(crate) fn write_records(
     }
     records::end_records(&mut central, plan);
     dest.write_at(&central, plan.central_offset)
+}
+
+/// True for a file that takes positional writes (a regular file or a block device); pipes,
+/// sockets and character devices take bytes in order.
+fn is_seekable(file: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    let kind = meta.file_type();
+    (kind.is_file() || kind.is_block_device())
+        && std::io::Seek::stream_position(&mut &*file).is_ok()
+}
+
+/// How messages name a caller's file: `fd N`.
+fn describe_file(file: &std::fs::File) -> String {
+    use std::os::fd::AsRawFd;
+    format!("fd {}", file.as_raw_fd())
 }
 
 fn check_compression(level: u32) -> Result<()> {

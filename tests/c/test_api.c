@@ -2081,6 +2081,217 @@ static void test_threads(void)
 }
 
 /* ======================================================================== */
+/* Save destinations: buffer, library buffer, fd (file and pipe), stream,   */
+/* prepared ranges. Each gives exactly the bytes of the path save.          */
+/* ======================================================================== */
+
+struct sink {
+    unsigned char *bytes;
+    size_t len, cap;
+    size_t fail_after; /* a write that would pass this many bytes returns 7 (0: never) */
+};
+
+static int sink_write(void *userdata, const void *buf, size_t len)
+{
+    struct sink *k = userdata;
+    if (k->fail_after != 0 && k->len + len > k->fail_after) {
+        return 7;
+    }
+    if (k->len + len > k->cap) {
+        size_t cap = (k->len + len) * 2;
+        unsigned char *grown = realloc(k->bytes, cap);
+        if (grown == NULL) {
+            return 1;
+        }
+        k->bytes = grown;
+        k->cap = cap;
+    }
+    memcpy(k->bytes + k->len, buf, len);
+    k->len += len;
+    return 0;
+}
+
+struct pipe_reader {
+    int fd;
+    struct sink got;
+};
+
+static void *drain_pipe(void *arg)
+{
+    struct pipe_reader *r = arg;
+    unsigned char chunk[65536];
+    for (;;) {
+        ssize_t n = read(r->fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        sink_write(&r->got, chunk, (size_t)n);
+    }
+    return NULL;
+}
+
+struct render_job {
+    const psv_prepared *p;
+    unsigned char *out;
+    size_t from, to, part;
+    psv_status st;
+};
+
+/* Renders [from, to) in parts of `part` bytes, last part first. */
+static void *render_parts(void *arg)
+{
+    struct render_job *j = arg;
+    j->st = PSV_OK;
+    size_t nparts = (j->to - j->from + j->part - 1) / j->part;
+    for (size_t k = nparts; k-- > 0;) {
+        size_t at = j->from + k * j->part;
+        size_t len = j->to - at < j->part ? j->to - at : j->part;
+        psv_status st = psv_prepared_render(j->p, at, len, j->out + at);
+        if (st != PSV_OK) {
+            j->st = st;
+        }
+    }
+    return NULL;
+}
+
+static void test_save_destinations(void)
+{
+    const size_t n = (size_t)3 * 1024 * 1024 + 17;
+    unsigned char *noise = xmalloc(n);
+    fill(noise, n, 11);
+    const int64_t s_noise[1] = {(int64_t)n}, s_empty[1] = {0};
+    const double pi = 3.14159;
+    psv_saver *s = psv_saver_new();
+    CHECK_ST(PSV_OK, psv_saver_add(s, "noise", noise, PSV_DTYPE_U8, s_noise, 1));
+    CHECK_ST(PSV_OK, psv_saver_add(s, "pi", &pi, PSV_DTYPE_F64, NULL, 0));
+    CHECK_ST(PSV_OK, psv_saver_add(s, "empty", NULL, PSV_DTYPE_F32, s_empty, 1));
+    psv_save_options *so = psv_save_options_new();
+
+    /* NULL and bad arguments. */
+    uint64_t size = 0;
+    CHECK_ST(PSV_ERR_NULL_ARG, psv_saver_size(NULL, NULL, &size));
+    CHECK_ST(PSV_ERR_NULL_ARG, psv_saver_size(s, NULL, NULL));
+    CHECK_ST(PSV_ERR_NULL_ARG, psv_saver_save_to_buffer(s, NULL, 10, NULL));
+    CHECK_ST(PSV_ERR_NULL_ARG, psv_saver_save_to_alloc(s, NULL, NULL));
+    CHECK_ST(PSV_ERR_INVALID_ARG, psv_saver_save_fd(s, -1, NULL));
+    CHECK_ST(PSV_ERR_NULL_ARG, psv_saver_save_stream(s, NULL, NULL, NULL));
+    CHECK_ST(PSV_ERR_NULL_ARG, psv_saver_prepare(s, NULL, NULL));
+    CHECK(psv_buffer_data(NULL) == NULL);
+    CHECK_EQ_U(psv_buffer_len(NULL), 0);
+    CHECK_EQ_U(psv_prepared_size(NULL), 0);
+    CHECK_ST(PSV_ERR_NULL_ARG, psv_prepared_render(NULL, 0, 0, NULL));
+    psv_buffer_free(NULL);
+    psv_prepared_free(NULL);
+
+    const int levels[] = {0, 6};
+    for (size_t k = 0; k < sizeof levels / sizeof levels[0]; k++) {
+        CHECK_ST(PSV_OK, psv_save_options_set_compression(so, levels[k]));
+        const char *path = P("dest_l%d.npz", levels[k]);
+        CHECK_ST(PSV_OK, psv_saver_save(s, path, so));
+        size_t want_len = 0;
+        unsigned char *want = read_file(path, &want_len);
+
+        /* Size and caller buffer: stored saves only. */
+        if (levels[k] == 0) {
+            CHECK_ST(PSV_OK, psv_saver_size(s, so, &size));
+            CHECK_EQ_U(size, want_len);
+            unsigned char *buf = xmalloc(want_len + 8);
+            memset(buf, 0x5A, want_len + 8);
+            CHECK_ST(PSV_ERR_INVALID_ARG, psv_saver_save_to_buffer(s, buf, want_len - 1, so));
+            CHECK_MSG(strstr(last_error(), "needs") != NULL, "message: %s", last_error());
+            CHECK_ST(PSV_OK, psv_saver_save_to_buffer(s, buf, want_len + 8, so));
+            CHECK(memcmp(buf, want, want_len) == 0);
+            CHECK(buf[want_len] == 0x5A && buf[want_len + 7] == 0x5A);
+            free(buf);
+        } else {
+            CHECK_ST(PSV_ERR_INVALID_ARG, psv_saver_size(s, so, &size));
+            unsigned char tiny[8];
+            CHECK_ST(PSV_ERR_INVALID_ARG, psv_saver_save_to_buffer(s, tiny, sizeof tiny, so));
+        }
+
+        /* Library-allocated buffer. */
+        psv_buffer *b = NULL;
+        CHECK_ST(PSV_OK, psv_saver_save_to_alloc(s, so, &b));
+        CHECK_EQ_U(psv_buffer_len(b), want_len);
+        CHECK(psv_buffer_data(b) != NULL && memcmp(psv_buffer_data(b), want, want_len) == 0);
+        psv_buffer_free(b);
+
+        /* A regular file from its current offset; the offset ends after the archive. */
+        const char *fpath = P("dest_fd_l%d.bin", levels[k]);
+        write_file(fpath, "abc", 3);
+        FILE *f = fopen(fpath, "r+b");
+        CHECK(f != NULL);
+        if (f != NULL) {
+            int fd = fileno(f);
+            CHECK(lseek(fd, 3, SEEK_SET) == 3);
+            CHECK_ST(PSV_OK, psv_saver_save_fd(s, fd, so));
+            CHECK_EQ_U((uint64_t)lseek(fd, 0, SEEK_CUR), 3 + want_len);
+            fclose(f);
+            size_t got_len = 0;
+            unsigned char *got = read_file(fpath, &got_len);
+            CHECK_EQ_U(got_len, 3 + want_len);
+            CHECK(memcmp(got, "abc", 3) == 0 && memcmp(got + 3, want, want_len) == 0);
+            free(got);
+        }
+
+        /* A pipe drained by another thread. */
+        int fds[2];
+        CHECK(pipe(fds) == 0);
+        struct pipe_reader r = {fds[0], {NULL, 0, 0, 0}};
+        pthread_t reader;
+        CHECK(pthread_create(&reader, NULL, drain_pipe, &r) == 0);
+        CHECK_ST(PSV_OK, psv_saver_save_fd(s, fds[1], so));
+        close(fds[1]);
+        pthread_join(reader, NULL);
+        close(fds[0]);
+        CHECK_EQ_U(r.got.len, want_len);
+        CHECK(r.got.len == want_len && memcmp(r.got.bytes, want, want_len) == 0);
+        free(r.got.bytes);
+
+        /* A write callback; then one that fails part way. */
+        struct sink k1 = {NULL, 0, 0, 0};
+        CHECK_ST(PSV_OK, psv_saver_save_stream(s, sink_write, &k1, so));
+        CHECK(k1.len == want_len && memcmp(k1.bytes, want, want_len) == 0);
+        free(k1.bytes);
+        struct sink k2 = {NULL, 0, 0, want_len / 2};
+        CHECK_ST(PSV_ERR_IO, psv_saver_save_stream(s, sink_write, &k2, so));
+        CHECK_MSG(strstr(last_error(), "returned 7") != NULL, "message: %s", last_error());
+        CHECK(k2.len <= want_len / 2);
+        free(k2.bytes);
+
+        /* Ranges of a prepared save, rendered by two threads, each last part first. */
+        psv_prepared *p = NULL;
+        CHECK_ST(PSV_OK, psv_saver_prepare(s, so, &p));
+        CHECK_EQ_U(psv_prepared_size(p), want_len);
+        unsigned char *joined = xmalloc(want_len);
+        memset(joined, 0, want_len);
+        struct render_job j1 = {p, joined, 0, want_len / 2, 1000003, PSV_OK};
+        struct render_job j2 = {p, joined, want_len / 2, want_len, 999983, PSV_OK};
+        pthread_t t1, t2;
+        CHECK(pthread_create(&t1, NULL, render_parts, &j1) == 0);
+        CHECK(pthread_create(&t2, NULL, render_parts, &j2) == 0);
+        pthread_join(t1, NULL);
+        pthread_join(t2, NULL);
+        CHECK_EQ_I(j1.st, PSV_OK);
+        CHECK_EQ_I(j2.st, PSV_OK);
+        CHECK(memcmp(joined, want, want_len) == 0);
+        unsigned char two[2];
+        CHECK_ST(PSV_ERR_INVALID_ARG, psv_prepared_render(p, want_len - 1, 2, two));
+        CHECK_ST(PSV_ERR_NULL_ARG, psv_prepared_render(p, 0, 2, NULL));
+        CHECK_ST(PSV_OK, psv_prepared_render(p, want_len, 0, NULL));
+        psv_prepared_free(p);
+        free(joined);
+        free(want);
+    }
+    psv_save_options_free(so);
+    psv_saver_free(s);
+    free(noise);
+}
+
+/* ======================================================================== */
 
 #define RUN(fn)                                                                                    \
     do {                                                                                           \
@@ -2122,6 +2333,7 @@ int main(int argc, char **argv)
     RUN(test_large_array(2));
     RUN(test_compression());
     RUN(test_save_paths());
+    RUN(test_save_destinations());
     RUN(test_failed_save_is_atomic());
     RUN(test_restore_errors());
     RUN(test_limits());

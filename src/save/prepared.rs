@@ -1,0 +1,315 @@
+//! A prepared save: the plan and every CRC-32 computed up front (in parallel), so that the
+//! archive's bytes can be produced in any order without a file: any byte range on its own
+//! (object-store multipart uploads: parts in any order, from any thread), or the whole archive
+//! in file order (pipes, sockets, write callbacks). The bytes are exactly those of the path
+//! save of the same arrays and options.
+
+use std::time::{Duration, Instant};
+
+use crc32fast::Hasher;
+use rayon::prelude::*;
+
+use super::deflated::{self, Deflated};
+use super::{Member, Saver};
+use crate::dest::WRITE_PIECE_LEN;
+use crate::error::{Error, ErrorKind, Result};
+use crate::npz::plan::{MemberPlan, Plan};
+use crate::npz::records;
+use crate::options::{Layout, SaveOptions};
+use crate::pool;
+use crate::progress::{self, ProgressFn};
+
+/// Pieces up to this size are gathered into one write when streaming.
+const GATHER_LEN: usize = 1 << 20;
+
+/// A save whose plan and CRCs are known: renders any byte range of the archive, or streams
+/// it whole. Borrows the saver (and so the arrays) for its lifetime.
+pub struct Prepared<'s, 'a> {
+    saver: &'s Saver<'a>,
+    plan: Plan,
+    crcs: Vec<u32>,
+    /// The deflate segments of each member (compressed saves).
+    deflated: Option<Deflated>,
+    /// The central directory and end records.
+    records: Vec<u8>,
+}
+
+/// One run of the archive's bytes, in file order.
+enum Piece<'p> {
+    /// Bytes that live elsewhere (the caller's arrays, `.npy` headers, segments, records).
+    Borrowed(&'p [u8]),
+    /// A local header, built on demand.
+    Built(Vec<u8>),
+}
+
+impl Piece<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Borrowed(b) => b,
+            Piece::Built(v) => v,
+        }
+    }
+}
+
+impl<'s, 'a> Prepared<'s, 'a> {
+    /// Plans the save of `saver`'s arrays with `opts` and computes every CRC-32 (compressed
+    /// saves also compress every member); `progress` sees the bytes hashed or compressed.
+    pub(super) fn new(
+        saver: &'s Saver<'a>,
+        opts: &SaveOptions,
+        mut progress: Option<&mut ProgressFn<'_>>,
+    ) -> Result<Self> {
+        if opts.layout != Layout::Npz {
+            return Err(Error::invalid_arg(
+                "only the .npz layout can be prepared, streamed or saved to memory",
+            ));
+        }
+        super::check_compression(opts.compression)?;
+        let pool = pool::get(opts.threads)?;
+        let (plan, crcs, deflated) = if opts.compression == 0 {
+            let plan = super::plan(&saver.members)?;
+            let total: u64 = saver.members.iter().map(Member::payload_len).sum();
+            let crcs = progress::run(&pool, total, progress.as_deref_mut(), |tracker| {
+                stored_crcs(&saver.members, &saver.data, &|n| {
+                    tracker.check()?;
+                    tracker.advance(n);
+                    Ok(())
+                })
+            })?;
+            (plan, crcs, None)
+        } else {
+            let d = deflated::compress(
+                &pool,
+                &saver.members,
+                &saver.data,
+                opts.compression,
+                progress,
+            )?;
+            (d.plan.clone(), d.crcs.clone(), Some(d))
+        };
+        let mut records = Vec::new();
+        records
+            .try_reserve_exact((plan.total_len - plan.central_offset) as usize)
+            .map_err(|_| Error::nomem("cannot allocate the central directory"))?;
+        for ((m, at), crc) in saver.members.iter().zip(&plan.members).zip(&crcs) {
+            records::central_header(&mut records, &m.name, at, *crc);
+        }
+        records::end_records(&mut records, &plan);
+        debug_assert_eq!(records.len() as u64, plan.total_len - plan.central_offset);
+        Ok(Prepared {
+            saver,
+            plan,
+            crcs,
+            deflated,
+            records,
+        })
+    }
+
+    /// The archive's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.plan.total_len
+    }
+
+    /// True for an archive without arrays (it still has its end record: never zero bytes).
+    pub fn is_empty(&self) -> bool {
+        self.plan.members.is_empty()
+    }
+
+    /// Each member's CRC-32, in add order.
+    pub fn crcs(&self) -> &[u32] {
+        &self.crcs
+    }
+
+    /// Fills `out` with the archive's bytes from `offset` on. Any range inside the archive may
+    /// be rendered, from any thread, in any order; concatenated they are the whole archive.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArg`] when `offset .. offset + out.len()` runs past [`Self::len`].
+    pub fn render(&self, offset: u64, out: &mut [u8]) -> Result<()> {
+        let end = offset
+            .checked_add(out.len() as u64)
+            .filter(|&e| e <= self.plan.total_len)
+            .ok_or_else(|| {
+                Error::invalid_arg(format!(
+                    "the range of {} bytes at offset {offset} runs past the archive's {} bytes",
+                    out.len(),
+                    self.plan.total_len
+                ))
+            })?;
+        self.pieces(offset, end, &mut |at, piece| {
+            let bytes = piece.bytes();
+            // The overlap of this piece (at file offset `at`) with the range.
+            let from = offset.max(at);
+            let to = end.min(at + bytes.len() as u64);
+            if from < to {
+                out[(from - offset) as usize..(to - offset) as usize]
+                    .copy_from_slice(&bytes[(from - at) as usize..(to - at) as usize]);
+            }
+            Ok(())
+        })
+    }
+
+    /// Hands the whole archive to `write`, in file order, in pieces: small ones gathered into
+    /// writes of about 1 MiB, large arrays as slices of at most 2 MiB of the caller's memory.
+    /// `progress` runs on this thread between writes. Returns the archive's length.
+    ///
+    /// # Errors
+    /// Whatever `write` returns (the stream stops at once), or [`ErrorKind::Aborted`].
+    pub fn write_to(
+        &self,
+        write: &mut dyn FnMut(&[u8]) -> Result<()>,
+        mut progress: Option<&mut ProgressFn<'_>>,
+    ) -> Result<u64> {
+        let total = self.plan.total_len;
+        let mut gathered: Vec<u8> = Vec::new();
+        let mut done = 0u64;
+        let mut last_report = Instant::now();
+        let mut report = |done: u64, force: bool| -> Result<()> {
+            if let Some(p) = progress.as_deref_mut() {
+                if force || last_report.elapsed() >= Duration::from_millis(100) {
+                    last_report = Instant::now();
+                    if !p(done, total) {
+                        return Err(Error::new(
+                            ErrorKind::Aborted,
+                            "cancelled by the progress callback",
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        };
+        self.pieces(0, total, &mut |_, piece| {
+            let bytes = piece.bytes();
+            if bytes.len() < GATHER_LEN / 4 {
+                if gathered.len() + bytes.len() > GATHER_LEN {
+                    write(&gathered)?;
+                    done += gathered.len() as u64;
+                    gathered.clear();
+                    report(done, false)?;
+                }
+                gathered.extend_from_slice(bytes);
+                return Ok(());
+            }
+            if !gathered.is_empty() {
+                write(&gathered)?;
+                done += gathered.len() as u64;
+                gathered.clear();
+            }
+            for chunk in bytes.chunks(WRITE_PIECE_LEN) {
+                write(chunk)?;
+                done += chunk.len() as u64;
+                report(done, false)?;
+            }
+            Ok(())
+        })?;
+        if !gathered.is_empty() {
+            write(&gathered)?;
+            done += gathered.len() as u64;
+        }
+        debug_assert_eq!(done, total);
+        report(done, true)?;
+        Ok(total)
+    }
+
+    /// Calls `emit(file offset, piece)` for every piece that overlaps `from .. to`, in file
+    /// order (pieces before `from` are skipped without being built).
+    fn pieces(
+        &self,
+        from: u64,
+        to: u64,
+        emit: &mut dyn FnMut(u64, Piece<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let planned = &self.plan.members;
+        // The first member that ends after `from`.
+        let first = planned.partition_point(|p| p.payload_offset + p.payload_len <= from);
+        for (i, at) in planned.iter().enumerate().skip(first) {
+            if at.header_offset >= to {
+                return Ok(());
+            }
+            self.member_pieces(i, at, from, to, emit)?;
+        }
+        if to > self.plan.central_offset {
+            emit(self.plan.central_offset, Piece::Borrowed(&self.records))?;
+        }
+        Ok(())
+    }
+
+    /// The pieces of member `i`: its local header, then its payload.
+    fn member_pieces(
+        &self,
+        i: usize,
+        at: &MemberPlan,
+        from: u64,
+        to: u64,
+        emit: &mut dyn FnMut(u64, Piece<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let m = &self.saver.members[i];
+        if from < at.payload_offset {
+            let mut head = Vec::with_capacity((at.payload_offset - at.header_offset) as usize);
+            records::local_header(&mut head, &m.name, at, self.crcs[i]);
+            emit(at.header_offset, Piece::Built(head))?;
+        }
+        let mut offset = at.payload_offset;
+        let parts: Vec<&[u8]> = match &self.deflated {
+            Some(d) => d.segments(i).iter().map(Vec::as_slice).collect(),
+            None => vec![&m.header[..], self.saver.data[i]],
+        };
+        for part in parts {
+            let end = offset + part.len() as u64;
+            if end > from && offset < to && !part.is_empty() {
+                emit(offset, Piece::Borrowed(part))?;
+            }
+            offset = end;
+        }
+        Ok(())
+    }
+}
+
+/// Each stored member's CRC-32 (of its `.npy` header and data), computed in parallel on the
+/// current pool in pieces of at most [`WRITE_PIECE_LEN`]; `advance` sees each piece's bytes.
+fn stored_crcs(
+    members: &[Member],
+    data: &[&[u8]],
+    advance: &(dyn Fn(u64) -> Result<()> + Sync),
+) -> Result<Vec<u32>> {
+    let pieces: Vec<(usize, std::ops::Range<usize>)> = data
+        .iter()
+        .enumerate()
+        .flat_map(|(i, d)| {
+            (0..d.len().div_ceil(WRITE_PIECE_LEN).max(1)).map(move |k| {
+                let start = k * WRITE_PIECE_LEN;
+                (i, start..(start + WRITE_PIECE_LEN).min(d.len()))
+            })
+        })
+        .collect();
+    let hashed: Vec<Hasher> = pieces
+        .par_iter()
+        .map(|(i, range)| {
+            let mut h = Hasher::new();
+            if range.start == 0 {
+                h.update(&members[*i].header);
+            }
+            h.update(&data[*i][range.clone()]);
+            advance(
+                range.len() as u64
+                    + if range.start == 0 {
+                        members[*i].header.len() as u64
+                    } else {
+                        0
+                    },
+            )?;
+            Ok(h)
+        })
+        .collect::<Result<_>>()?;
+    let mut crcs: Vec<Option<Hasher>> = vec![None; members.len()];
+    for ((i, _), h) in pieces.iter().zip(hashed) {
+        match &mut crcs[*i] {
+            Some(acc) => acc.combine(&h),
+            slot => *slot = Some(h),
+        }
+    }
+    Ok(crcs
+        .into_iter()
+        .map(|h| h.unwrap_or_default().finalize())
+        .collect())
+}

@@ -1,0 +1,212 @@
+//! Every save destination gives the bytes of the path save: a caller's buffer, a new vector, a
+//! seekable file at an offset, a pipe, a writer, and byte ranges of a prepared save rendered in
+//! any order; for stored and compressed saves. And the errors: a buffer too small, a closed
+//! pipe, a failing writer.
+
+mod common;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+
+use psv::{restore, Dtype, ErrorKind, RestoreOptions, SaveOptions, Saver};
+
+use common::pattern;
+
+fn scratch(name: &str) -> PathBuf {
+    common::scratch("dest", name)
+}
+
+/// Small arrays (packed), large ones (cut into pieces), an empty one, a 0-d one.
+fn arrays() -> Vec<(String, Vec<u8>, Vec<u64>)> {
+    let mut v = Vec::new();
+    for (i, n) in [100usize, 3 << 20, 0, 70_000, 8, (2 << 20) + 4]
+        .into_iter()
+        .enumerate()
+    {
+        let shape = if n == 8 { vec![] } else { vec![n as u64 / 4] };
+        let n = if n == 8 { 4 } else { n / 4 * 4 };
+        v.push((format!("a{i}"), pattern(n, i as u64 + 1), shape));
+    }
+    v
+}
+
+fn saver(arrays: &[(String, Vec<u8>, Vec<u64>)]) -> Saver<'_> {
+    let mut s = Saver::new();
+    for (k, d, shape) in arrays {
+        s.add(k, d, Dtype::F32, shape).unwrap();
+    }
+    s
+}
+
+#[test]
+fn every_destination_gives_the_bytes_of_the_path_save() {
+    let dir = scratch("identity");
+    let arrays = arrays();
+    let s = saver(&arrays);
+    for level in [0u32, 1, 6] {
+        let opts = SaveOptions::default().compression(level);
+        let path = s.save(dir.join(format!("z{level}")), &opts).unwrap();
+        let want = std::fs::read(&path).unwrap();
+        assert_eq!(
+            restore(&path, &RestoreOptions::default()).unwrap().len(),
+            arrays.len()
+        );
+
+        if level == 0 {
+            assert_eq!(s.size(&opts).unwrap(), want.len() as u64);
+        } else {
+            assert_eq!(s.size(&opts).unwrap_err().kind(), ErrorKind::InvalidArg);
+        }
+        assert_eq!(s.to_vec(&opts).unwrap(), want, "to_vec, level {level}");
+
+        // A buffer larger than the archive: the archive at its start, the rest untouched.
+        let mut buf = vec![0xA5u8; want.len() + 100];
+        assert_eq!(s.save_to_buffer(&mut buf, &opts).unwrap(), want.len());
+        assert_eq!(&buf[..want.len()], &want[..]);
+        assert!(buf[want.len()..].iter().all(|&b| b == 0xA5));
+
+        // A seekable file, from its current offset; the offset ends after the archive.
+        let fpath = dir.join(format!("fd{level}.bin"));
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&fpath)
+            .unwrap();
+        f.write_all(b"prefix!").unwrap();
+        assert_eq!(s.save_to_file(&f, &opts, None).unwrap(), want.len() as u64);
+        assert_eq!(f.stream_position().unwrap(), 7 + want.len() as u64);
+        f.write_all(b"tail").unwrap();
+        let mut all = Vec::new();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut all).unwrap();
+        assert_eq!(&all[..7], b"prefix!");
+        assert_eq!(&all[7..7 + want.len()], &want[..]);
+        assert_eq!(&all[7 + want.len()..], b"tail");
+
+        // A pipe, drained by another thread.
+        let (mut rx, tx) = std::io::pipe().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            rx.read_to_end(&mut got).unwrap();
+            got
+        });
+        let tx = std::fs::File::from(std::os::fd::OwnedFd::from(tx));
+        assert_eq!(s.save_to_file(&tx, &opts, None).unwrap(), want.len() as u64);
+        drop(tx);
+        assert_eq!(reader.join().unwrap(), want, "pipe, level {level}");
+
+        // Any writer.
+        let mut out = Vec::new();
+        s.save_to_writer(&mut out, &opts, None).unwrap();
+        assert_eq!(out, want, "writer, level {level}");
+
+        // Ranges of a prepared save, rendered last part first, from several threads.
+        let prepared = s.prepare(&opts).unwrap();
+        assert_eq!(prepared.len(), want.len() as u64);
+        let part = 1_000_003usize;
+        let total = want.len();
+        let starts: Vec<usize> = (0..total).step_by(part).rev().collect();
+        let parts: Vec<(usize, Vec<u8>)> = std::thread::scope(|sc| {
+            let handles: Vec<_> = starts
+                .iter()
+                .map(|&at| {
+                    let prepared = &prepared;
+                    sc.spawn(move || {
+                        let mut bytes = vec![0u8; part.min(total - at)];
+                        prepared.render(at as u64, &mut bytes).unwrap();
+                        (at, bytes)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut joined = vec![0u8; want.len()];
+        for (at, bytes) in parts {
+            joined[at..at + bytes.len()].copy_from_slice(&bytes);
+        }
+        assert_eq!(joined, want, "rendered parts, level {level}");
+        // Every single-byte range near each boundary too.
+        for at in [
+            0usize,
+            29,
+            30,
+            63,
+            64,
+            127,
+            128,
+            want.len() - 23,
+            want.len() - 1,
+        ] {
+            let mut one = [0u8; 1];
+            prepared.render(at as u64, &mut one).unwrap();
+            assert_eq!(one[0], want[at], "byte {at}, level {level}");
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn destination_errors_are_clear_and_never_success() {
+    let arrays = arrays();
+    let s = saver(&arrays);
+    let opts = SaveOptions::default();
+    let size = s.size(&opts).unwrap() as usize;
+
+    let mut small = vec![0u8; size - 1];
+    let e = s.save_to_buffer(&mut small, &opts).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArg);
+    assert!(e.message().contains(&size.to_string()), "{}", e.message());
+
+    let prepared = s.prepare(&opts).unwrap();
+    let mut past = [0u8; 2];
+    let e = prepared.render(size as u64 - 1, &mut past).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArg);
+
+    // A writer that fails after a while: an IO error, never a success.
+    struct Failing(usize);
+    impl Write for Failing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.0 < buf.len() {
+                return Err(std::io::Error::from_raw_os_error(libc_epipe()));
+            }
+            self.0 -= buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let e = s
+        .save_to_writer(&mut Failing(3 << 20), &opts, None)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert_eq!(e.os_code(), Some(libc_epipe()));
+
+    // A pipe whose reader is gone: EPIPE (the test harness ignores SIGPIPE, as Rust programs
+    // do by default).
+    let (rx, tx) = std::io::pipe().unwrap();
+    drop(rx);
+    let tx = std::fs::File::from(std::os::fd::OwnedFd::from(tx));
+    let e = s.save_to_file(&tx, &opts, None).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io, "{}", e.message());
+
+    // Cancel from the progress callback while streaming.
+    let mut out = Vec::new();
+    let e = s
+        .save_to_writer(&mut out, &opts, Some(&mut |_, _| false))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Aborted);
+
+    // The directory layout has no byte stream.
+    let dir_opts = SaveOptions::default().layout(psv::Layout::Dir);
+    assert_eq!(
+        s.prepare(&dir_opts).err().unwrap().kind(),
+        ErrorKind::InvalidArg
+    );
+}
+
+fn libc_epipe() -> i32 {
+    32
+}
