@@ -111,6 +111,19 @@ typedef int32_t psv_dtype;
 typedef int (*psv_progress_cb)(void *userdata, uint64_t done, uint64_t total);
 
 /**
+ * A block allocator for restores (`psv_restore_options_set_allocator`): return `size` bytes
+ * aligned to `align` (64), or NULL to fail the restore with `PSV_ERR_NOMEM`. Called once per
+ * restore, on the thread that called it, before any data is read.
+ */
+typedef void *(*psv_alloc_fn)(void *userdata, size_t size, size_t align);
+
+/**
+ * Frees what a `psv_alloc_fn` returned (`ptr`, `size` as allocated): called exactly once, from
+ * `psv_free` (or when the restore fails after allocating), on the thread that calls it.
+ */
+typedef void (*psv_free_fn)(void *userdata, void *ptr, size_t size);
+
+/**
  * A save container code (`psv_save_options_set_layout`).
  */
 typedef int32_t psv_layout;
@@ -369,6 +382,21 @@ const int64_t *psv_archive_shape(const psv_archive *a, size_t i);
 bool psv_archive_fortran_order(const psv_archive *a, size_t i);
 
 /**
+ * Byte offset of array `i`'s data inside the block (`psv_archive_block`), so that a second
+ * process that maps the same block rebuilds the same views; for an array of an mmap-mode
+ * archive that is a view into the file mapping, its offset in the file. 0 for a NULL archive
+ * or an index out of range.
+ */
+size_t psv_archive_offset(const psv_archive *a, size_t i);
+
+/**
+ * Bytes of block the arrays need: the size caller memory for `psv_restore_into` (or an
+ * allocator) must have, known from a metadata-only restore before any data is read. 0 for
+ * NULL.
+ */
+size_t psv_archive_required_bytes(const psv_archive *a);
+
+/**
  * The one block that holds every array; writes its length in bytes to `*len` when `len` is
  * not NULL. Page-aligned and never NULL for a valid archive; valid until `psv_free`.
  */
@@ -471,6 +499,37 @@ psv_status psv_restore(const char *path, const psv_restore_options *opts, psv_ar
 psv_status psv_restore_from_memory(const void *buf, size_t len, const psv_restore_options *opts, psv_archive **out);
 
 /**
+ * Restores the archive in the caller's open file descriptor `fd` (a regular file or a block
+ * device) exactly as `psv_restore` restores a path. Reads are positional: the fd's offset does
+ * not move, and the caller keeps the fd (it is not closed). In mmap mode the archive maps the
+ * file, which stays mapped after the fd is closed.
+ *
+ * Errors: as `psv_restore`, and INVALID_ARG for a negative fd.
+ */
+psv_status psv_restore_fd(int fd, const psv_restore_options *opts, psv_archive **out);
+
+/**
+ * Restores the `.npz` at `path` (as `psv_restore`) into the caller's memory: every array lands
+ * in `buf` (`len` bytes, 64-byte aligned), at `psv_archive_offset`, and `psv_archive_data`
+ * points there. `len` must be at least `psv_archive_required_bytes` of a metadata-only restore
+ * with the same options (keys). The archive refers to `buf` without owning it: `psv_free`
+ * frees the descriptions only; `buf` must outlive the archive's use. The mmap option and an
+ * allocator set in `opts` do not apply. On failure `*out` is NULL and `buf` may hold part of
+ * the data.
+ *
+ * Errors: as `psv_restore`; INVALID_ARG when `buf` is too small (the message names the size
+ * needed) or not 64-byte aligned; NULL_ARG for a NULL `buf` with a non-zero `len`.
+ */
+psv_status psv_restore_into(const char *path, const psv_restore_options *opts, void *buf, size_t len, psv_archive **out);
+
+/**
+ * `psv_restore_fd` into the caller's memory, as `psv_restore_into`.
+ *
+ * Errors: as `psv_restore_into`, and INVALID_ARG for a negative fd.
+ */
+psv_status psv_restore_fd_into(int fd, const psv_restore_options *opts, void *buf, size_t len, psv_archive **out);
+
+/**
  * Creates restore options with the defaults (all cores, CRC checked, default limits). Free
  * with `psv_restore_options_free`. NULL only if memory is exhausted.
  */
@@ -507,6 +566,22 @@ psv_status psv_restore_options_set_limits(psv_restore_options *o, uint64_t max_t
  * `userdata` is passed back unchanged and must stay valid while these options are used.
  */
 psv_status psv_restore_options_set_progress(psv_restore_options *o, psv_progress_cb cb, void *userdata);
+
+/**
+ * Makes restores place their block in memory from `alloc_fn` (e.g. `cudaHostAlloc`, a
+ * huge-page pool, shared memory) instead of the library's own: once the arrays are planned,
+ * `alloc_fn(userdata, size, 64)` is called once; NULL fails the restore with
+ * `PSV_ERR_NOMEM`, a pointer that is not 64-byte aligned with `PSV_ERR_INVALID_ARG` (it is
+ * freed at once). `free_fn(userdata, ptr, size)` (may be NULL: the caller frees the memory
+ * itself after `psv_free`) runs exactly once, from `psv_free` or when the restore fails
+ * after allocating. `userdata` must stay valid until then and may be used from the threads
+ * that restore and free. Such a restore is planned packed (like a metadata-only restore,
+ * whose `psv_archive_required_bytes` is the size asked for) and ignores the mmap option.
+ * `alloc_fn` NULL removes the allocator.
+ *
+ * Errors: NULL_ARG (`opts`).
+ */
+psv_status psv_restore_options_set_allocator(psv_restore_options *o, psv_alloc_fn alloc_fn, psv_free_fn free_fn, void *userdata);
 
 /**
  * Restores only the arrays named in `keys` (`n` NUL-terminated UTF-8 strings, copied), in

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use crate::descr::Descr;
 use crate::dtype::Dtype;
-use crate::memory::{AnonMap, FileMap};
+use crate::memory::{AnonMap, CallerBlock, FileMap};
 
 /// One restored array: where its bytes are in the block and how numpy describes them.
 #[derive(Clone, Debug)]
@@ -45,6 +45,8 @@ pub struct Archive {
     /// pay for it).
     index: OnceLock<HashMap<String, usize>>,
     skipped: Vec<String>,
+    /// Bytes of block the arrays need (see [`Archive::required_bytes`]).
+    required: usize,
 }
 
 /// The memory an archive's arrays live in.
@@ -60,6 +62,15 @@ pub(crate) enum Storage {
         /// The arrays that could not be mapped.
         block: AnonMap,
     },
+    /// A caller's memory, borrowed for the restore only (its address, never read through).
+    Borrowed {
+        /// Address of the caller's block.
+        addr: usize,
+        /// Bytes of it the arrays use.
+        len: usize,
+    },
+    /// Memory from a caller's allocator, released when the archive is dropped.
+    Allocated(CallerBlock),
 }
 
 impl Storage {
@@ -68,9 +79,34 @@ impl Storage {
         Ok(Storage::Listing(AnonMap::new(0)?))
     }
 
-    fn block(&self) -> &AnonMap {
+    /// The block's bytes, when the archive may read them.
+    fn block(&self) -> Option<&[u8]> {
         match self {
-            Storage::Listing(b) | Storage::Block(b) | Storage::Mapped { block: b, .. } => b,
+            Storage::Listing(b) | Storage::Block(b) | Storage::Mapped { block: b, .. } => {
+                Some(b.as_slice())
+            }
+            Storage::Allocated(b) => Some(b.as_slice()),
+            Storage::Borrowed { .. } => None,
+        }
+    }
+
+    /// The block's address (never NULL).
+    fn block_ptr(&self) -> *const u8 {
+        match self {
+            Storage::Listing(b) | Storage::Block(b) | Storage::Mapped { block: b, .. } => {
+                b.as_ptr()
+            }
+            Storage::Allocated(b) => b.as_ptr(),
+            Storage::Borrowed { addr, .. } => *addr as *const u8,
+        }
+    }
+
+    /// The block's length.
+    fn block_len(&self) -> usize {
+        match self {
+            Storage::Listing(b) | Storage::Block(b) | Storage::Mapped { block: b, .. } => b.len(),
+            Storage::Allocated(b) => b.len(),
+            Storage::Borrowed { len, .. } => *len,
         }
     }
 
@@ -84,13 +120,26 @@ impl Storage {
 
 impl Archive {
     /// An archive of `arrays` (offsets into `storage`) and the names of the `skipped` members.
-    pub(crate) fn new(storage: Storage, arrays: Vec<ArrayInfo>, skipped: Vec<String>) -> Archive {
+    pub(crate) fn new(
+        storage: Storage,
+        arrays: Vec<ArrayInfo>,
+        skipped: Vec<String>,
+        required: usize,
+    ) -> Archive {
         Archive {
             storage,
             arrays,
             index: OnceLock::new(),
             skipped,
+            required,
         }
+    }
+
+    /// Bytes of block these arrays need: what caller memory for [`crate::restore_into`] (or a
+    /// caller's allocator) must hold, as a metadata-only restore tells it before any data is
+    /// read. Each array starts at a multiple of 64 in it.
+    pub fn required_bytes(&self) -> usize {
+        self.required
     }
 
     /// Number of arrays.
@@ -130,18 +179,25 @@ impl Archive {
         base.get(a.offset..a.offset + a.nbytes)
     }
 
-    /// Address of array `i`'s first byte (inside its storage even for empty arrays); `None` if
-    /// out of range or metadata-only.
+    /// Address of array `i`'s first byte (inside its storage even for empty arrays; in the
+    /// caller's buffer after [`crate::restore_into`]); `None` if out of range or metadata-only.
     pub fn data_ptr(&self, i: usize) -> Option<*const u8> {
         let a = self.arrays.get(i)?;
-        Some(self.storage_of(a)?.as_ptr().wrapping_add(a.offset))
+        let base = match &self.storage {
+            Storage::Listing(_) => return None,
+            Storage::Mapped { map, .. } if a.mapped => map.as_slice().as_ptr(),
+            storage => storage.block_ptr(),
+        };
+        Some(base.wrapping_add(a.offset))
     }
 
+    /// The memory array `a` lives in, when the archive may read it (not after
+    /// [`crate::restore_into`]: those bytes are the caller's).
     fn storage_of(&self, a: &ArrayInfo) -> Option<&[u8]> {
         match &self.storage {
             Storage::Listing(_) => None,
             Storage::Mapped { map, .. } if a.mapped => Some(map.as_slice()),
-            storage => Some(storage.block().as_slice()),
+            storage => storage.block(),
         }
     }
 
@@ -151,13 +207,22 @@ impl Archive {
     }
 
     /// The block holding every copied array (in mmap mode, the arrays that could not be mapped).
+    /// (Empty after [`crate::restore_into`]: the block is the caller's buffer, see
+    /// [`Archive::block_ptr`] and [`Archive::block_len`].)
     pub fn block(&self) -> &[u8] {
-        self.storage.block().as_slice()
+        self.storage.block().unwrap_or_default()
     }
 
-    /// Address of the block (page-aligned, never NULL).
+    /// Address of the block (page-aligned for the library's own block, the caller's address
+    /// for caller memory; never NULL).
     pub fn block_ptr(&self) -> *const u8 {
-        self.storage.block().as_ptr()
+        self.storage.block_ptr()
+    }
+
+    /// Length of the block in bytes (the arrays, each 64-aligned; for a psv file restored as
+    /// an image, the headers between them too).
+    pub fn block_len(&self) -> usize {
+        self.storage.block_len()
     }
 
     /// The file mapping, in mmap mode.

@@ -53,6 +53,7 @@ pub use archive::{Archive, ArrayInfo};
 pub use descr::{Descr, Field, SimpleDescr};
 pub use dtype::{Dtype, ALL_DTYPES};
 pub use error::{Error, ErrorKind, Result};
+pub use memory::CallerBlock;
 pub use npz::npz_path;
 pub use options::{
     physical_memory, Layout, RestoreOptions, SaveOptions, DEFAULT_MAX_HEADER_LEN,
@@ -60,7 +61,7 @@ pub use options::{
 };
 pub use pool::MAX_THREADS;
 pub use progress::ProgressFn;
-pub use restore::{restore, restore_with_progress, Source};
+pub use restore::{restore, restore_into, restore_with_progress, Source};
 pub use save::{Prepared, Saver, MAX_KEY_LEN};
 pub use shape::MAX_NDIM;
 pub use version::{abi_version, VERSION};

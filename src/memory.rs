@@ -83,6 +83,79 @@ impl AnonMap {
     }
 }
 
+/// Memory a caller's allocator gave for a restore's block: `len` bytes at `ptr`, handed back
+/// through `release` (once) when the archive is dropped.
+pub struct CallerBlock {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+    release: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl CallerBlock {
+    /// Wraps `len` bytes at `ptr`; `release` runs exactly once, when the block is dropped.
+    ///
+    /// # Safety
+    /// `ptr` points to `len` bytes that are valid for reads and writes, used by nothing else,
+    /// until `release` runs; they may be used from any thread.
+    #[allow(unsafe_code)]
+    pub unsafe fn from_raw(
+        ptr: std::ptr::NonNull<u8>,
+        len: usize,
+        release: Option<Box<dyn FnOnce() + Send + Sync>>,
+    ) -> CallerBlock {
+        CallerBlock { ptr, len, release }
+    }
+
+    /// The length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty block.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Address of the first byte.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `from_raw`'s contract: `len` valid bytes at `ptr`, ours until release.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::slice::from_raw_parts(self.ptr.as_ptr(), self.len)
+        }
+    }
+
+    /// The bytes, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as `as_slice`; `&mut self` makes this the only reference.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len)
+        }
+    }
+}
+
+// SAFETY: `from_raw`'s contract lets the bytes be used from any thread, and `release` is
+// `Send + Sync`.
+#[allow(unsafe_code)]
+unsafe impl Send for CallerBlock {}
+// SAFETY: shared access only reads (`as_slice`); writes need `&mut self`.
+#[allow(unsafe_code)]
+unsafe impl Sync for CallerBlock {}
+
+impl Drop for CallerBlock {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
 /// A private (copy-on-write) mapping of a whole file (the mmap restore mode): reads come from
 /// the page cache; writes through it go to private copies of the pages, never to the file.
 ///

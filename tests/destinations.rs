@@ -210,3 +210,127 @@ fn destination_errors_are_clear_and_never_success() {
 fn libc_epipe() -> i32 {
     32
 }
+
+/// A 64-byte-aligned window of `len` bytes inside `raw`.
+fn aligned(raw: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    raw.resize(len + 64, 0);
+    let pad = raw.as_ptr().align_offset(64);
+    &mut raw[pad..pad + len]
+}
+
+#[test]
+fn restore_into_caller_memory_from_a_path_or_an_open_file() {
+    let dir = scratch("into");
+    let arrays = arrays();
+    let s = saver(&arrays);
+    let path = s.save(dir.join("m"), &SaveOptions::default()).unwrap();
+    let listing = restore(&path, &RestoreOptions::default().metadata_only(true)).unwrap();
+    let need = listing.required_bytes();
+    assert!(need >= arrays.iter().map(|a| a.1.len()).sum::<usize>());
+
+    let mut raw = Vec::new();
+    let buf = aligned(&mut raw, need);
+    let a = psv::restore_into(&path, &RestoreOptions::default(), buf).unwrap();
+    let base = buf.as_ptr() as usize;
+    for (k, data, shape) in &arrays {
+        let i = a.find(k).unwrap();
+        let info = &a.arrays()[i];
+        assert_eq!(&info.shape, shape);
+        assert_eq!(info.offset % 64, 0);
+        assert_eq!(
+            &buf[info.offset..info.offset + info.nbytes],
+            &data[..],
+            "{k}"
+        );
+        assert_eq!(a.data_ptr(i).unwrap() as usize, base + info.offset);
+        assert!(a.data(i).is_none(), "the bytes are the caller's");
+    }
+    assert_eq!(a.block_ptr() as usize, base);
+    assert_eq!(a.block_len(), need);
+
+    // Too small, misaligned: clear errors.
+    let mut raw2 = Vec::new();
+    let small = aligned(&mut raw2, need - 1);
+    let e = psv::restore_into(&path, &RestoreOptions::default(), small)
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::InvalidArg);
+    assert!(e.message().contains(&need.to_string()), "{}", e.message());
+    let mut raw3 = Vec::new();
+    let wide = aligned(&mut raw3, need + 1);
+    let e = psv::restore_into(&path, &RestoreOptions::default(), &mut wide[1..])
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::InvalidArg);
+    assert!(e.message().contains("aligned"), "{}", e.message());
+
+    // Only some keys: a smaller block, the same bytes.
+    let one = RestoreOptions::default().keys(["a1"]);
+    let need1 = restore(&path, &one.clone().metadata_only(true))
+        .unwrap()
+        .required_bytes();
+    assert!(need1 < need);
+    let mut raw4 = Vec::new();
+    let buf1 = aligned(&mut raw4, need1);
+    let a1 = psv::restore_into(&path, &one, buf1).unwrap();
+    let info = &a1.arrays()[0];
+    assert_eq!(
+        &buf1[info.offset..info.offset + info.nbytes],
+        &arrays[1].1[..]
+    );
+
+    // An open file: positional reads, its offset does not move.
+    let mut f = std::fs::File::open(&path).unwrap();
+    f.seek(SeekFrom::Start(5)).unwrap();
+    let a = restore(&f, &RestoreOptions::default()).unwrap();
+    assert_eq!(f.stream_position().unwrap(), 5);
+    for (k, data, _) in &arrays {
+        assert_eq!(a.data(a.find(k).unwrap()).unwrap(), &data[..]);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn paths_are_opened_as_given_and_fifos_are_refused() {
+    let dir = scratch("given");
+    let arrays = arrays();
+    let s = saver(&arrays);
+    let path = s.save(dir.join("w"), &SaveOptions::default()).unwrap();
+    // A valid archive under another name restores (np.load opens the path it is given).
+    let other = dir.join("weights.bin");
+    std::fs::copy(&path, &other).unwrap();
+    assert_eq!(
+        restore(&other, &RestoreOptions::default()).unwrap().len(),
+        arrays.len()
+    );
+    // Without the suffix, the .npz beside it is found (as before).
+    assert_eq!(
+        restore(dir.join("w"), &RestoreOptions::default())
+            .unwrap()
+            .len(),
+        arrays.len()
+    );
+    // A missing file is named as given.
+    let e = restore(dir.join("notes.txt"), &RestoreOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert!(
+        e.message().contains("notes.txt") && !e.message().contains("notes.txt.npz"),
+        "{}",
+        e.message()
+    );
+    // A FIFO without a writer: an error at once, not a hang.
+    let fifo = dir.join("pipe.npz");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let started = std::time::Instant::now();
+    let e = restore(&fifo, &RestoreOptions::default()).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::InvalidArg);
+    assert!(e.message().contains("FIFO"), "{}", e.message());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -182,6 +182,26 @@ pub extern "C" fn psv_archive_fortran_order(a: *const psv_archive, i: usize) -> 
     entry(a, i, false, |a| a.inner.arrays()[i].fortran_order)
 }
 
+/// Byte offset of array `i`'s data inside the block (`psv_archive_block`), so that a second
+/// process that maps the same block rebuilds the same views; for an array of an mmap-mode
+/// archive that is a view into the file mapping, its offset in the file. 0 for a NULL archive
+/// or an index out of range.
+#[no_mangle]
+pub extern "C" fn psv_archive_offset(a: *const psv_archive, i: usize) -> usize {
+    entry(a, i, 0, |a| a.inner.arrays()[i].offset)
+}
+
+/// Bytes of block the arrays need: the size caller memory for `psv_restore_into` (or an
+/// allocator) must have, known from a metadata-only restore before any data is read. 0 for
+/// NULL.
+#[no_mangle]
+pub extern "C" fn psv_archive_required_bytes(a: *const psv_archive) -> usize {
+    value(0, || {
+        // SAFETY: `a` is NULL or a live archive.
+        Ok(unsafe { ptr::handle(a, "archive") }?.inner.required_bytes())
+    })
+}
+
 /// The one block that holds every array; writes its length in bytes to `*len` when `len` is
 /// not NULL. Page-aligned and never NULL for a valid archive; valid until `psv_free`.
 #[no_mangle]
@@ -191,7 +211,7 @@ pub extern "C" fn psv_archive_block(a: *const psv_archive, len: *mut usize) -> *
         let a = unsafe { ptr::handle(a, "archive") }?;
         if !len.is_null() {
             // SAFETY: non-NULL and writable per contract.
-            unsafe { ptr::write_out(len, a.inner.block().len()) };
+            unsafe { ptr::write_out(len, a.inner.block_len()) };
         }
         Ok(a.inner.block_ptr().cast())
     })

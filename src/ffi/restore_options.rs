@@ -95,6 +95,35 @@ pub extern "C" fn psv_restore_options_set_progress(
     })
 }
 
+/// Makes restores place their block in memory from `alloc_fn` (e.g. `cudaHostAlloc`, a
+/// huge-page pool, shared memory) instead of the library's own: once the arrays are planned,
+/// `alloc_fn(userdata, size, 64)` is called once; NULL fails the restore with
+/// `PSV_ERR_NOMEM`, a pointer that is not 64-byte aligned with `PSV_ERR_INVALID_ARG` (it is
+/// freed at once). `free_fn(userdata, ptr, size)` (may be NULL: the caller frees the memory
+/// itself after `psv_free`) runs exactly once, from `psv_free` or when the restore fails
+/// after allocating. `userdata` must stay valid until then and may be used from the threads
+/// that restore and free. Such a restore is planned packed (like a metadata-only restore,
+/// whose `psv_archive_required_bytes` is the size asked for) and ignores the mmap option.
+/// `alloc_fn` NULL removes the allocator.
+///
+/// Errors: NULL_ARG (`opts`).
+#[no_mangle]
+pub extern "C" fn psv_restore_options_set_allocator(
+    o: *mut psv_restore_options,
+    alloc_fn: psv_alloc_fn,
+    free_fn: psv_free_fn,
+    userdata: *mut c_void,
+) -> psv_status {
+    set_option(o, |o| {
+        o.allocator = Allocator {
+            alloc: alloc_fn,
+            free: alloc_fn.and(free_fn),
+            userdata,
+        };
+        Ok(())
+    })
+}
+
 /// Restores only the arrays named in `keys` (`n` NUL-terminated UTF-8 strings, copied), in
 /// that order, and sizes the block to them; `n == 0` restores every array again. A key the
 /// archive does not have makes the restore fail with `PSV_ERR_NOT_FOUND`.

@@ -196,4 +196,34 @@ pub struct psv_save_options {
 pub struct psv_restore_options {
     pub(crate) inner: RestoreOptions,
     pub(crate) progress: Progress,
+    pub(crate) allocator: Allocator,
+}
+
+/// A block allocator for restores (`psv_restore_options_set_allocator`): return `size` bytes
+/// aligned to `align` (64), or NULL to fail the restore with `PSV_ERR_NOMEM`. Called once per
+/// restore, on the thread that called it, before any data is read.
+pub type psv_alloc_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, size: usize, align: usize) -> *mut c_void>;
+
+/// Frees what a `psv_alloc_fn` returned (`ptr`, `size` as allocated): called exactly once, from
+/// `psv_free` (or when the restore fails after allocating), on the thread that calls it.
+pub type psv_free_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, ptr: *mut c_void, size: usize)>;
+
+/// A caller's allocator and its userdata, as stored in restore options.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Allocator {
+    pub(crate) alloc: psv_alloc_fn,
+    pub(crate) free: psv_free_fn,
+    pub(crate) userdata: *mut c_void,
+}
+
+impl Default for Allocator {
+    fn default() -> Self {
+        Allocator {
+            alloc: None,
+            free: None,
+            userdata: std::ptr::null_mut(),
+        }
+    }
 }

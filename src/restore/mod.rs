@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crate::archive::{Archive, Storage};
 use crate::error::{Error, Result};
-use crate::memory::{AnonMap, FileMap};
+use crate::memory::{self, AnonMap, CallerBlock, FileMap};
 use crate::npy_dir;
 use crate::npz::{self, index};
 use crate::options::RestoreOptions;
@@ -50,6 +50,15 @@ pub enum Source<'a> {
     Path(Cow<'a, Path>),
     /// A whole `.npz` held in memory (e.g. downloaded). The mmap option does not apply.
     Memory(&'a [u8]),
+    /// A caller's open file (any seekable descriptor), read with positional reads; the caller
+    /// keeps it, and its offset does not move.
+    File(&'a File),
+}
+
+impl<'a> From<&'a File> for Source<'a> {
+    fn from(f: &'a File) -> Self {
+        Source::File(f)
+    }
 }
 
 impl<'a> From<&'a Path> for Source<'a> {
@@ -140,7 +149,7 @@ impl<'a> From<&'a Vec<u8>> for Source<'a> {
 /// limit is exceeded; `NotFound` for a requested key that is not there; `Crc` for corrupt
 /// data; `NoMem`.
 pub fn restore<'a>(source: impl Into<Source<'a>>, opts: &RestoreOptions) -> Result<Archive> {
-    restore_from(source.into(), opts, None)
+    restore_from(source.into(), opts, None, BlockFrom::Own)
 }
 
 /// [`restore`] with a progress callback `(done, total) -> continue?`, run on the calling thread;
@@ -153,49 +162,187 @@ pub fn restore_with_progress<'a>(
     opts: &RestoreOptions,
     progress: &mut ProgressFn<'_>,
 ) -> Result<Archive> {
-    restore_from(source.into(), opts, Some(progress))
+    restore_from(source.into(), opts, Some(progress), BlockFrom::Own)
 }
 
-/// The one restore: open the source, plan, fill.
-fn restore_from(
+/// Restores `source` into the caller's `buf`: the same arrays and checks as [`restore`], but
+/// every array lands in `buf` (at `arrays()[i].offset`, 64-byte aligned when `buf` is) instead
+/// of a block of the library's. `buf` must hold [`Archive::required_bytes`] of a metadata-only
+/// restore of the same source and keys. The returned archive describes the arrays; its `data`
+/// is `None` (the bytes are the caller's: read them from `buf`). The mmap option does not
+/// apply.
+///
+/// ```
+/// # use psv::{restore, restore_into, Dtype, RestoreOptions, SaveOptions, Saver};
+/// # let dir = std::env::temp_dir().join(format!("psv-doc-into-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// # let mut saver = Saver::new();
+/// # saver.add("a", &[1, 2, 3], Dtype::U8, &[3])?;
+/// # let path = saver.save(dir.join("x"), &SaveOptions::default())?;
+/// let need = restore(&path, &RestoreOptions::default().metadata_only(true))?.required_bytes();
+/// let mut raw = vec![0u8; need + 63]; // any memory will do, 64-byte aligned
+/// let pad = raw.as_ptr().align_offset(64);
+/// let buf = &mut raw[pad..pad + need];
+/// let listing = restore_into(&path, &RestoreOptions::default(), buf)?;
+/// let a = &listing.arrays()[0];
+/// assert_eq!(&buf[a.offset..a.offset + a.nbytes], &[1, 2, 3]);
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), psv::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`restore`], and [`crate::ErrorKind::InvalidArg`] when `buf` is too small (the message
+/// names the size needed).
+pub fn restore_into<'a>(
+    source: impl Into<Source<'a>>,
+    opts: &RestoreOptions,
+    buf: &mut [u8],
+) -> Result<Archive> {
+    restore_from(source.into(), opts, None, BlockFrom::Caller(buf))
+}
+
+/// Where a restore's block comes from.
+pub(crate) enum BlockFrom<'m> {
+    /// The library's own huge-page block.
+    Own,
+    /// A caller's memory, given up front.
+    Caller(&'m mut [u8]),
+    /// Memory from a caller's allocator, asked for once the plan knows the length; the
+    /// archive releases it.
+    Allocator(&'m mut dyn FnMut(usize) -> Result<CallerBlock>),
+}
+
+/// The one restore: open the source, plan, fill `memory`.
+pub(crate) fn restore_from(
     source: Source<'_>,
     opts: &RestoreOptions,
     progress: Option<&mut ProgressFn<'_>>,
+    memory: BlockFrom<'_>,
 ) -> Result<Archive> {
     match source {
         Source::Memory(bytes) => {
             let shown = "<memory>";
             let index = index::read_index(Cursor::new(bytes), shown, opts.max_members)?;
-            let memory = Memory(bytes);
+            let memory_src = Memory(bytes);
             let reader = Reader::new(
-                &memory,
+                &memory_src,
                 bytes.len() as u64,
                 Some(index.central_start),
                 shown,
                 opts,
             );
-            finish(&reader, &index.members, None, None, progress)
+            finish(&reader, &index.members, None, None, progress, memory)
         }
-        Source::Path(path) if path.is_dir() => restore_dir(&path, opts, progress),
+        Source::File(file) => {
+            use std::os::fd::AsRawFd;
+            let shown = format!("fd {}", file.as_raw_fd());
+            restore_file(file, &shown, opts, progress, memory)
+        }
+        Source::Path(path) if path.is_dir() => restore_dir(&path, opts, progress, memory),
         Source::Path(path) => {
-            let path = npz::npz_path(&path);
-            let shown = path.display().to_string();
-            let file =
-                File::open(&path).map_err(|e| Error::io(format!("cannot open {shown}"), e))?;
-            let file_len = file
-                .metadata()
-                .map_err(|e| Error::io(format!("cannot stat {shown}"), e))?
-                .len();
-            // Buffered: the zip crate reads the central directory in many small pieces.
-            let index = index::read_index(BufReader::new(&file), &shown, opts.max_members)?;
-            let map = if opts.mmap && !opts.metadata_only {
-                Some(FileMap::new(&file, file_len).map_err(|e| e.context(&shown))?)
-            } else {
-                None
-            };
-            let reader = Reader::new(&file, file_len, Some(index.central_start), &shown, opts);
-            finish(&reader, &index.members, map, None, progress)
+            let (file, shown) = open_archive(&path)?;
+            restore_file(&file, &shown, opts, progress, memory)
         }
+    }
+}
+
+/// Opens the archive at `path` as given; only when nothing exists there and the name lacks
+/// `.npz`, `path` + `.npz` (as `numpy.savez` names files). Refuses anything but a regular file
+/// or a block device before reading: a FIFO would block, a character device never ends.
+fn open_archive(path: &Path) -> Result<(File, String)> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let given_exists = std::fs::symlink_metadata(path).is_ok();
+    let path: Cow<'_, Path> =
+        if given_exists || path.as_os_str().as_encoded_bytes().ends_with(b".npz") {
+            Cow::Borrowed(path)
+        } else {
+            match npz::npz_path(path) {
+                with_npz if with_npz.exists() => Cow::Owned(with_npz),
+                _ => Cow::Borrowed(path),
+            }
+        };
+    let shown = path.display().to_string();
+    // O_NONBLOCK: opening a FIFO without a writer must not hang; reads of regular files and
+    // block devices are not affected by it.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| Error::io(format!("cannot open {shown}"), e))?;
+    let kind = file
+        .metadata()
+        .map_err(|e| Error::io(format!("cannot stat {shown}"), e))?
+        .file_type();
+    if !(kind.is_file() || kind.is_block_device()) {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else {
+            "not a regular file"
+        };
+        return Err(Error::invalid_arg(format!(
+            "{shown} is {what}: only regular files (and block devices) are restored from a \
+             path; stream it instead"
+        )));
+    }
+    Ok((file, shown))
+}
+
+/// Restores the archive in an open `file`, named `shown` in messages.
+fn restore_file(
+    file: &File,
+    shown: &str,
+    opts: &RestoreOptions,
+    progress: Option<&mut ProgressFn<'_>>,
+    memory: BlockFrom<'_>,
+) -> Result<Archive> {
+    let file_len = file
+        .metadata()
+        .map_err(|e| Error::io(format!("cannot stat {shown}"), e))?
+        .len();
+    // Buffered: the zip crate reads the central directory in many small pieces. Positional
+    // reads (a `&File` seeks, so a duplicate of the descriptor keeps the caller's offset).
+    let positional = PositionalReader { file, at: 0 };
+    let index = index::read_index(BufReader::new(positional), shown, opts.max_members)?;
+    let map = if opts.mmap && !opts.metadata_only && matches!(memory, BlockFrom::Own) {
+        Some(FileMap::new(file, file_len).map_err(|e| e.context(shown))?)
+    } else {
+        None
+    };
+    let reader = Reader::new(file, file_len, Some(index.central_start), shown, opts);
+    finish(&reader, &index.members, map, None, progress, memory)
+}
+
+/// `Read + Seek` over a file with positional reads: the file's own offset never moves (the
+/// caller's descriptor is left as it was).
+struct PositionalReader<'f> {
+    file: &'f File,
+    at: u64,
+}
+
+impl std::io::Read for PositionalReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for PositionalReader<'_> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        use std::io::SeekFrom;
+        let len = self.file.metadata()?.len();
+        let to = match pos {
+            SeekFrom::Start(o) => Some(o),
+            SeekFrom::End(d) => len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.at.checked_add_signed(d),
+        };
+        self.at = to.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        Ok(self.at)
     }
 }
 
@@ -205,6 +352,7 @@ fn restore_dir(
     dir: &Path,
     opts: &RestoreOptions,
     progress: Option<&mut ProgressFn<'_>>,
+    memory: BlockFrom<'_>,
 ) -> Result<Archive> {
     let shown = dir.display().to_string();
     let members = npy_dir::members(dir)?.ok_or_else(|| {
@@ -222,37 +370,89 @@ fn restore_dir(
     }
     let nothing = Memory(&[]);
     let reader = Reader::new(&nothing, 0, None, &shown, opts);
-    finish(&reader, &members, None, Some(dir), progress)
+    finish(&reader, &members, None, Some(dir), progress, memory)
 }
 
-/// Plans the restore of `members`, then fills the block (unless metadata only).
+/// Plans the restore of `members`, then fills the block (unless metadata only) in `memory`.
 fn finish(
     reader: &Reader<'_>,
     members: &[index::MemberInfo],
     map: Option<FileMap>,
     dir: Option<&Path>,
     progress: Option<&mut ProgressFn<'_>>,
+    memory: BlockFrom<'_>,
 ) -> Result<Archive> {
     let pool = pool::get(reader.opts.threads)?;
-    let mut plan = reader.plan(&pool, members, map.as_ref(), dir)?;
+    // Caller memory is sized from a metadata-only plan, which is packed: so is this one.
+    let own = matches!(memory, BlockFrom::Own);
+    let mut plan = reader.plan(&pool, members, map.as_ref(), dir, own)?;
+    let required = plan.block_len;
     if reader.opts.metadata_only {
-        return Ok(Archive::new(Storage::listing()?, plan.arrays, plan.skipped));
+        return Ok(Archive::new(
+            Storage::listing()?,
+            plan.arrays,
+            plan.skipped,
+            required,
+        ));
     }
-    let mut block = match plan.staged.take() {
-        Some(image) if image.len() == plan.block_len => image,
-        Some(image) => {
-            // Arrays not aligned in the image go after it (never in files psv writes): the
-            // block is allocated now that its length is known, and the image copied in.
-            let mut block = AnonMap::new(plan.block_len)?;
-            block.as_mut_slice()[..image.len()].copy_from_slice(image.as_slice());
-            block
+    let storage = match memory {
+        BlockFrom::Own => {
+            let mut block = match plan.staged.take() {
+                Some(image) if image.len() == plan.block_len => image,
+                Some(image) => {
+                    // Arrays not aligned in the image go after it (never in files psv
+                    // writes): the block is allocated now that its length is known, and the
+                    // image copied in.
+                    let mut block = AnonMap::new(plan.block_len)?;
+                    block.as_mut_slice()[..image.len()].copy_from_slice(image.as_slice());
+                    block
+                }
+                None => AnonMap::new(plan.block_len)?,
+            };
+            reader.fill(&pool, &mut plan, members, block.as_mut_slice(), progress)?;
+            match map {
+                Some(map) => Storage::Mapped { map, block },
+                None => Storage::Block(block),
+            }
         }
-        None => AnonMap::new(plan.block_len)?,
+        BlockFrom::Caller(buf) => {
+            let dest = caller_block(buf, required)?;
+            let addr = dest.as_ptr() as usize;
+            reader.fill(&pool, &mut plan, members, dest, progress)?;
+            Storage::Borrowed {
+                addr,
+                len: required,
+            }
+        }
+        BlockFrom::Allocator(alloc) => {
+            let mut block = alloc(required)?;
+            if block.len() < required || block.as_ptr() as usize % memory::BLOCK_ALIGN != 0 {
+                return Err(Error::invalid_arg(format!(
+                    "the allocator gave {} bytes at {:p}; the restore needs {required} bytes \
+                     at a 64-byte-aligned address",
+                    block.len(),
+                    block.as_ptr()
+                )));
+            }
+            reader.fill(&pool, &mut plan, members, block.as_mut_slice(), progress)?;
+            Storage::Allocated(block)
+        }
     };
-    reader.fill(&pool, &mut plan, members, block.as_mut_slice(), progress)?;
-    let storage = match map {
-        Some(map) => Storage::Mapped { map, block },
-        None => Storage::Block(block),
-    };
-    Ok(Archive::new(storage, plan.arrays, plan.skipped))
+    Ok(Archive::new(storage, plan.arrays, plan.skipped, required))
+}
+
+/// The first `required` bytes of a caller's buffer, which must be 64-byte aligned.
+fn caller_block(buf: &mut [u8], required: usize) -> Result<&mut [u8]> {
+    if buf.as_ptr() as usize % memory::BLOCK_ALIGN != 0 {
+        return Err(Error::invalid_arg(format!(
+            "the buffer at {:p} is not 64-byte aligned",
+            buf.as_ptr()
+        )));
+    }
+    let len = buf.len();
+    buf.get_mut(..required).ok_or_else(|| {
+        Error::invalid_arg(format!(
+            "the buffer holds {len} bytes; the arrays need {required} (see required_bytes)"
+        ))
+    })
 }

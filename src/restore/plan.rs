@@ -22,7 +22,7 @@ pub(super) struct RestorePlan {
     pub(super) located: Vec<(usize, Located)>,
     /// Names of the members that are not arrays, in listing order.
     pub(super) skipped: Vec<String>,
-    /// Bytes of block the arrays need (0 when metadata only).
+    /// Bytes of block the arrays need (for a metadata-only plan too: the size of caller memory).
     pub(super) block_len: usize,
     /// In image mode, the image of the file's data region that phase A read small members into
     /// (their final place): the block's first bytes; the whole block unless some arrays go
@@ -39,6 +39,7 @@ impl Reader<'_> {
         members: &[MemberInfo],
         map: Option<&FileMap>,
         dir: Option<&Path>,
+        image_allowed: bool,
     ) -> Result<RestorePlan> {
         let opts = self.opts;
         let (candidates, skipped) = select_members(members, self.shown, opts)?;
@@ -48,7 +49,7 @@ impl Reader<'_> {
         // Image mode: phase A reads runs of small members straight into an image of the file's
         // data region, which becomes the block (or its first part, when some array turns out
         // not to be aligned in place and goes after it: psv never writes such files).
-        if dir.is_none() && map.is_none() {
+        if image_allowed && dir.is_none() && map.is_none() {
             if let Some(image) = self.plan_image(members, &candidates, limit) {
                 // Sized as the block will be when every array is in place (the image padded
                 // to 64), so that it becomes the block as it is.
@@ -198,11 +199,9 @@ impl Reader<'_> {
             });
             located.push((i, loc));
         }
-        let block_len = if opts.metadata_only {
-            0
-        } else {
-            memory::align_up(end).ok_or_else(|| Error::limit("block size overflows"))?
-        };
+        // Also for a metadata-only plan: it is the size caller memory must have.
+        let block_len =
+            memory::align_up(end).ok_or_else(|| Error::limit("block size overflows"))?;
         // Central-directory order, whichever way a member was found not to be an array.
         skipped.sort_unstable();
         Ok(RestorePlan {

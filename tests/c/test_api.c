@@ -2291,6 +2291,138 @@ static void test_save_destinations(void)
     free(noise);
 }
 
+/* Restore destinations: an fd, a caller's buffer, a caller's allocator. */
+struct counting_alloc {
+    int allocs, frees;
+    size_t size;
+    void *ptr;
+    int mode; /* 0: aligned memory, 1: NULL, 2: misaligned */
+};
+
+static void *test_alloc(void *userdata, size_t size, size_t align)
+{
+    struct counting_alloc *c = userdata;
+    c->allocs++;
+    c->size = size;
+    if (c->mode == 1) {
+        return NULL;
+    }
+    void *p = NULL;
+    if (posix_memalign(&p, align, size + 64) != 0) {
+        return NULL;
+    }
+    c->ptr = p;
+    return c->mode == 2 ? (char *)p + 1 : p;
+}
+
+static void test_free(void *userdata, void *ptr, size_t size)
+{
+    struct counting_alloc *c = userdata;
+    c->frees++;
+    CHECK(size == c->size);
+    CHECK(ptr == (c->mode == 2 ? (char *)c->ptr + 1 : c->ptr));
+    free(c->ptr);
+}
+
+static void test_restore_destinations(void)
+{
+    const size_t n = (size_t)1024 * 1024 + 5;
+    unsigned char *noise = xmalloc(n);
+    fill(noise, n, 21);
+    const int64_t s_noise[1] = {(int64_t)n};
+    const int32_t small[3] = {7, -8, 9};
+    const int64_t s_small[1] = {3};
+    psv_saver *s = psv_saver_new();
+    CHECK_ST(PSV_OK, psv_saver_add(s, "noise", noise, PSV_DTYPE_U8, s_noise, 1));
+    CHECK_ST(PSV_OK, psv_saver_add(s, "small", small, PSV_DTYPE_I32, s_small, 1));
+    const char *path = P("rdest.npz");
+    CHECK_ST(PSV_OK, psv_saver_save(s, path, NULL));
+    psv_saver_free(s);
+
+    /* The size caller memory needs, from a metadata-only restore. */
+    psv_restore_options *meta = psv_restore_options_new();
+    CHECK_ST(PSV_OK, psv_restore_options_set_metadata_only(meta, true));
+    psv_archive *m = RESTORE_OK(path, meta);
+    size_t need = psv_archive_required_bytes(m);
+    CHECK(need >= n + 12);
+    CHECK_EQ_U(psv_archive_required_bytes(NULL), 0);
+    CHECK_EQ_U(psv_archive_offset(NULL, 0), 0);
+    CHECK_EQ_U(psv_archive_offset(m, 99), 0);
+    psv_free(m);
+    psv_restore_options_free(meta);
+
+    /* An fd: positional reads, the offset stays. */
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    if (f != NULL) {
+        int fd = fileno(f);
+        CHECK(lseek(fd, 9, SEEK_SET) == 9);
+        psv_archive *a = NULL;
+        CHECK_ST(PSV_OK, psv_restore_fd(fd, NULL, &a));
+        CHECK(lseek(fd, 0, SEEK_CUR) == 9);
+        EXPECT_ARRAY(a, "noise", PSV_DTYPE_U8, "|u1", 1, s_noise, 1, false, noise, n);
+        EXPECT_ARRAY(a, "small", PSV_DTYPE_I32, "<i4", 4, s_small, 1, false, small, 12);
+        psv_free(a);
+        fclose(f);
+    }
+    psv_archive *none = NULL;
+    CHECK_ST(PSV_ERR_INVALID_ARG, psv_restore_fd(-1, NULL, &none));
+    CHECK(none == NULL);
+
+    /* A caller's buffer: the views point into it; psv_free leaves it alone. */
+    void *buf = NULL;
+    CHECK(posix_memalign(&buf, 64, need + 64) == 0);
+    psv_archive *a = NULL;
+    CHECK_ST(PSV_ERR_INVALID_ARG, psv_restore_into(path, NULL, buf, need - 1, &a));
+    CHECK(a == NULL);
+    CHECK_ST(PSV_ERR_INVALID_ARG, psv_restore_into(path, NULL, (char *)buf + 1, need, &a));
+    CHECK_ST(PSV_ERR_NULL_ARG, psv_restore_into(path, NULL, NULL, need, &a));
+    CHECK_ST(PSV_OK, psv_restore_into(path, NULL, buf, need, &a));
+    if (a != NULL) {
+        EXPECT_ARRAY(a, "noise", PSV_DTYPE_U8, "|u1", 1, s_noise, 1, false, noise, n);
+        size_t i = 0;
+        CHECK_ST(PSV_OK, psv_archive_find(a, "small", &i));
+        CHECK(psv_archive_data(a, i) == (const char *)buf + psv_archive_offset(a, i));
+        size_t blen = 0;
+        CHECK(psv_archive_block(a, &blen) == buf);
+        CHECK_EQ_U(blen, need);
+    }
+    psv_free(a);
+    free(buf);
+
+    /* A caller's allocator: called once, freed once from psv_free. */
+    psv_restore_options *ro = psv_restore_options_new();
+    CHECK_ST(PSV_ERR_NULL_ARG, psv_restore_options_set_allocator(NULL, test_alloc, test_free, NULL));
+    struct counting_alloc c = {0, 0, 0, NULL, 0};
+    CHECK_ST(PSV_OK, psv_restore_options_set_allocator(ro, test_alloc, test_free, &c));
+    a = RESTORE_OK(path, ro);
+    CHECK_EQ_I(c.allocs, 1);
+    CHECK_EQ_I(c.frees, 0);
+    CHECK_EQ_U(c.size, need);
+    if (a != NULL) {
+        EXPECT_ARRAY(a, "noise", PSV_DTYPE_U8, "|u1", 1, s_noise, 1, false, noise, n);
+        CHECK(psv_archive_block(a, NULL) == c.ptr);
+    }
+    psv_free(a);
+    CHECK_EQ_I(c.frees, 1);
+    /* NULL from the allocator: NOMEM; misaligned: INVALID_ARG, and it is freed at once. */
+    struct counting_alloc c1 = {0, 0, 0, NULL, 1};
+    CHECK_ST(PSV_OK, psv_restore_options_set_allocator(ro, test_alloc, test_free, &c1));
+    a = NULL;
+    CHECK_ST(PSV_ERR_NOMEM, psv_restore(path, ro, &a));
+    CHECK(a == NULL && c1.allocs == 1 && c1.frees == 0);
+    struct counting_alloc c2 = {0, 0, 0, NULL, 2};
+    CHECK_ST(PSV_OK, psv_restore_options_set_allocator(ro, test_alloc, test_free, &c2));
+    CHECK_ST(PSV_ERR_INVALID_ARG, psv_restore(path, ro, &a));
+    CHECK(a == NULL && c2.allocs == 1 && c2.frees == 1);
+    /* NULL alloc_fn removes the allocator. */
+    CHECK_ST(PSV_OK, psv_restore_options_set_allocator(ro, NULL, NULL, NULL));
+    a = RESTORE_OK(path, ro);
+    psv_free(a);
+    psv_restore_options_free(ro);
+    free(noise);
+}
+
 /* ======================================================================== */
 
 #define RUN(fn)                                                                                    \
@@ -2334,6 +2466,7 @@ int main(int argc, char **argv)
     RUN(test_compression());
     RUN(test_save_paths());
     RUN(test_save_destinations());
+    RUN(test_restore_destinations());
     RUN(test_failed_save_is_atomic());
     RUN(test_restore_errors());
     RUN(test_limits());
