@@ -670,11 +670,118 @@ public:
         detail::check(st, "psv_saver_save");
     }
 
+    /// Exact byte count of the stored .npz (psv_saver_size; compressed saves throw INVALID_ARG).
+    std::uint64_t byte_size(const SaveOptions &options = SaveOptions()) const
+    {
+        std::uint64_t n = 0;
+        detail::check(psv_saver_size(h_, options.get(), &n), "psv_saver_size");
+        return n;
+    }
+
+    /// Writes the stored .npz into the first byte_size() bytes of `buf` (psv_saver_save_to_buffer).
+    void save_to_buffer(void *buf, std::size_t len, const SaveOptions &options = SaveOptions()) const
+    {
+        const psv_status st = psv_saver_save_to_buffer(h_, buf, len, options.get());
+        detail::rethrow_progress_error(options.progress_state());
+        detail::check(st, "psv_saver_save_to_buffer");
+    }
+
+    /// The .npz (stored or compressed) as bytes (psv_saver_save_to_alloc, copied out).
+    std::vector<std::uint8_t> to_bytes(const SaveOptions &options = SaveOptions()) const
+    {
+        psv_buffer *b = nullptr;
+        const psv_status st = psv_saver_save_to_alloc(h_, options.get(), &b);
+        detail::rethrow_progress_error(options.progress_state());
+        detail::check(st, "psv_saver_save_to_alloc");
+        const auto *data = static_cast<const std::uint8_t *>(psv_buffer_data(b));
+        std::vector<std::uint8_t> bytes;
+        try {
+            bytes.assign(data, data + psv_buffer_len(b));
+        } catch (...) {
+            psv_buffer_free(b);
+            throw;
+        }
+        psv_buffer_free(b);
+        return bytes;
+    }
+
+    /// Writes the .npz into the caller's open `fd` (psv_saver_save_fd: positional from its
+    /// offset when seekable, in order otherwise; the fd stays open).
+    void save_fd(int fd, const SaveOptions &options = SaveOptions()) const
+    {
+        const psv_status st = psv_saver_save_fd(h_, fd, options.get());
+        detail::rethrow_progress_error(options.progress_state());
+        detail::check(st, "psv_saver_save_fd");
+    }
+
+    /// Streams the .npz in file order to `write(const void *buf, std::size_t len)`
+    /// (psv_saver_save_stream). An exception from `write` stops the stream and is rethrown here.
+    template <class Write>
+    void save_stream(Write &&write, const SaveOptions &options = SaveOptions()) const
+    {
+        struct State {
+            Write *write;
+            std::exception_ptr error;
+        } state{&write, nullptr};
+        auto trampoline = [](void *userdata, const void *buf, std::size_t len) noexcept -> int {
+            auto *st = static_cast<State *>(userdata);
+            try {
+                (*st->write)(buf, len);
+                return 0;
+            } catch (...) {
+                st->error = std::current_exception();
+                return 1;
+            }
+        };
+        const psv_status st = psv_saver_save_stream(h_, trampoline, &state, options.get());
+        if (state.error) {
+            std::rethrow_exception(state.error);
+        }
+        detail::rethrow_progress_error(options.progress_state());
+        detail::check(st, "psv_saver_save_stream");
+    }
+
     psv_saver *get() noexcept { return h_; }
     const psv_saver *get() const noexcept { return h_; }
 
 private:
     psv_saver *h_;
+};
+
+/// A prepared save (RAII over psv_prepared): any byte range of the archive, from any thread.
+/// Borrows its Saver, which must outlive it unchanged. Move-only.
+class Prepared {
+public:
+    explicit Prepared(const Saver &saver, const SaveOptions &options = SaveOptions())
+    {
+        const psv_status st = psv_saver_prepare(saver.get(), options.get(), &h_);
+        detail::rethrow_progress_error(options.progress_state());
+        detail::check(st, "psv_saver_prepare");
+    }
+    Prepared(const Prepared &) = delete;
+    Prepared &operator=(const Prepared &) = delete;
+    Prepared(Prepared &&other) noexcept : h_(other.h_) { other.h_ = nullptr; }
+    Prepared &operator=(Prepared &&other) noexcept
+    {
+        if (this != &other) {
+            psv_prepared_free(h_);
+            h_ = other.h_;
+            other.h_ = nullptr;
+        }
+        return *this;
+    }
+    ~Prepared() { psv_prepared_free(h_); }
+
+    /// The archive's length in bytes.
+    std::uint64_t size() const noexcept { return psv_prepared_size(h_); }
+    /// Writes bytes `offset .. offset + len` of the archive into `out` (thread-safe).
+    void render(std::uint64_t offset, void *out, std::size_t len) const
+    {
+        detail::check(psv_prepared_render(h_, offset, len, out), "psv_prepared_render");
+    }
+
+private:
+    psv_prepared *h_ = nullptr;
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -823,6 +930,12 @@ public:
     bool fortran_order(std::size_t i) const { return psv_archive_fortran_order(h_, checked(i)); }
     /// True if array `i` views the file mapping (mmap mode) rather than a copy in the block.
     bool is_mapped(std::size_t i) const { return psv_archive_is_mapped(h_, checked(i)); }
+    /// The array's byte offset inside the block (psv_archive_offset): another process that
+    /// maps the same block rebuilds the same views from it.
+    std::size_t offset(std::size_t i) const { return psv_archive_offset(h_, checked(i)); }
+    /// Bytes of block the arrays need (psv_archive_required_bytes): the size of caller memory
+    /// for restore_into, known from a metadata-only restore.
+    std::size_t required_bytes() const noexcept { return psv_archive_required_bytes(h_); }
     /// The array's bytes: 64-byte aligned, inside block() (or the file mapping, see is_mapped);
     /// nullptr in a metadata-only archive.
     const void *data(std::size_t i) const { return psv_archive_data(h_, checked(i)); }
@@ -1010,6 +1123,32 @@ inline Archive restore_from_memory(const void *buf, std::size_t len, const Resto
     Archive archive(out);
     detail::rethrow_progress_error(options.progress_state());
     detail::check(st, "psv_restore_from_memory");
+    return archive;
+}
+
+/// Restores the archive in the caller's open `fd` (psv_restore_fd; positional reads, the fd's
+/// offset does not move).
+inline Archive restore_fd(int fd, const RestoreOptions &options = RestoreOptions())
+{
+    psv_archive *out = nullptr;
+    const psv_status st = psv_restore_fd(fd, options.get(), &out);
+    Archive archive(out);
+    detail::rethrow_progress_error(options.progress_state());
+    detail::check(st, "psv_restore_fd");
+    return archive;
+}
+
+/// Restores the .npz at `path` into the caller's 64-byte-aligned `buf` of `len` bytes
+/// (psv_restore_into): at least required_bytes() of a metadata-only restore. The archive's
+/// views point into `buf`, which must outlive them; destroying the archive leaves `buf` alone.
+inline Archive restore_into(const std::string &path, void *buf, std::size_t len,
+                            const RestoreOptions &options = RestoreOptions())
+{
+    psv_archive *out = nullptr;
+    const psv_status st = psv_restore_into(path.c_str(), options.get(), buf, len, &out);
+    Archive archive(out);
+    detail::rethrow_progress_error(options.progress_state());
+    detail::check(st, "psv_restore_into");
     return archive;
 }
 

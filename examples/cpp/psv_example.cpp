@@ -11,6 +11,7 @@
 
 #include "psv.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <complex>
 #include <cstdint>
@@ -223,6 +224,48 @@ int main(int argc, char **argv)
                                                      psv::RestoreOptions().keys({"grid", "scalar"}));
         expect(some.size() == 2 && some.key(0) == "grid" && some.key(1) == "scalar", "keys() selection");
         check_values(some, "grid", grid, {300, 700});
+
+        // Other destinations give the bytes of the path save: memory, a stream, byte ranges.
+        {
+            std::ifstream sin(path, std::ios::binary);
+            const std::vector<char> stored((std::istreambuf_iterator<char>(sin)), std::istreambuf_iterator<char>());
+            const std::vector<std::uint8_t> bytes = saver.to_bytes();
+            expect(bytes.size() == stored.size() && std::equal(bytes.begin(), bytes.end(), stored.begin(),
+                                                               [](std::uint8_t a, char b) { return a == static_cast<std::uint8_t>(b); }),
+                   "to_bytes() is the path save");
+            expect(saver.byte_size() == stored.size(), "byte_size()");
+            std::vector<char> streamed;
+            saver.save_stream([&](const void *buf, std::size_t len) {
+                const char *p = static_cast<const char *>(buf);
+                streamed.insert(streamed.end(), p, p + len);
+            });
+            expect(streamed == stored, "save_stream() is the path save");
+            psv::Prepared prepared(saver);
+            std::vector<char> parts(static_cast<std::size_t>(prepared.size()));
+            const std::size_t part = 1 << 20;
+            for (std::size_t at = parts.size(); at > 0;) { // last part first
+                const std::size_t start = (at - 1) / part * part;
+                prepared.render(start, parts.data() + start, at - start);
+                at = start;
+            }
+            expect(parts == stored, "rendered parts are the path save");
+            // A stream that throws: the exception comes back, the stream stops.
+            try {
+                saver.save_stream([](const void *, std::size_t) { throw std::runtime_error("upload failed"); });
+                expect(false, "a throwing stream did not throw");
+            } catch (const std::runtime_error &err) {
+                expect(std::string(err.what()) == "upload failed", "the stream's own exception");
+            }
+            // Restore into caller memory sized by a metadata-only restore.
+            const std::size_t need =
+                psv::restore(path, psv::RestoreOptions().metadata_only(true)).required_bytes();
+            std::vector<std::uint8_t> raw(need + 64);
+            void *aligned = raw.data() + (64 - reinterpret_cast<std::uintptr_t>(raw.data()) % 64) % 64;
+            psv::Archive into = psv::restore_into(path, aligned, need);
+            const std::size_t wi = into.index("wave");
+            expect(into.data(wi) == static_cast<const char *>(aligned) + into.offset(wi), "views point into the buffer");
+            check_values(into, "wave", wave, {1000000});
+        }
 
         // Memory-mapped restore of the stored (uncompressed) file: same values, pages load lazily.
         psv::Archive mapped = psv::restore(path, psv::RestoreOptions().mmap(true));
