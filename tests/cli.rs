@@ -414,3 +414,69 @@ fn bad_usage_exits_2_and_errors_exit_1() {
     assert_eq!(o.status.code(), Some(1));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Runs psv with `input` on standard input.
+fn psv_stdin<S: AsRef<std::ffi::OsStr>>(args: &[S], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_psv"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot run psv");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    out
+}
+
+#[test]
+fn dash_reads_stdin_and_writes_stdout() {
+    let dir = scratch("dash");
+    let (src, a, b) = foreign_npz(&dir);
+    let bytes = std::fs::read(&src).unwrap();
+
+    // ls - and verify - read standard input.
+    let o = psv_stdin(&["ls", "-"], &bytes);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        stdout(&psv(&["ls".as_ref(), src.as_os_str()]))
+            .replace(&src.display().to_string(), "<stdin>")
+    );
+    let o = psv_stdin(&["verify", "-"], &bytes);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // cp - - : a pipe in, a pipe out; the report goes to standard error.
+    let o = psv_stdin(&["cp", "-", "-"], &bytes);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("wrote <stdout>"), "{}", stderr(&o));
+    let copy = restore(&o.stdout[..], &RestoreOptions::default()).unwrap();
+    assert_eq!(copy.data(0).unwrap(), &a[..]);
+    assert_eq!(copy.data(1).unwrap(), &b[..]);
+    // The same bytes as cp to a file.
+    let dst = dir.join("copy.npz");
+    assert!(psv(&["cp".as_ref(), src.as_os_str(), dst.as_os_str()])
+        .status
+        .success());
+    assert_eq!(o.stdout, std::fs::read(&dst).unwrap());
+
+    // cp SRC - into a file (stdout redirected: positional writes).
+    let out = dir.join("redirected.npz");
+    let status = Command::new(env!("CARGO_BIN_EXE_psv"))
+        .args(["cp".as_ref(), src.as_os_str(), "-".as_ref()])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&dst).unwrap());
+
+    // Garbage on standard input: an error, exit 1.
+    let o = psv_stdin(&["ls", "-"], b"not a zip");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

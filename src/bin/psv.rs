@@ -36,7 +36,7 @@ usage:
 Exit status: 0 success, 1 error (or an unsound file for verify), 2 bad usage.";
 
 const LS_HELP: &str = "\
-usage: psv ls FILE [--json]
+usage: psv ls FILE [--json]      (FILE - reads standard input)
 
 Lists one line per array: key, dtype (numpy descr), shape, bytes of data, order (C or F),
 compression (stored or deflated), and whether the data is 64-byte aligned in the file (\"-\" for
@@ -45,7 +45,7 @@ deflated members). Members that are not arrays are listed as skipped. Reads only
   --json    print a JSON document with the same fields";
 
 const VERIFY_HELP: &str = "\
-usage: psv verify FILE
+usage: psv verify FILE           (FILE - reads standard input)
 
 Restores every array with CRC-32 verification and prints OK or the error for each, then a
 summary. Exits 0 only if every array is sound.";
@@ -55,7 +55,9 @@ usage: psv cp SRC DST [--compress LEVEL] [--threads N]
 
 Restores SRC (any .npz, e.g. written by numpy) and saves every array, with its dtype, shape and
 order, to DST as a psv file (array data 64-byte aligned; \".npz\" is appended if missing).
-Members of SRC that are not arrays are not copied (a warning names them).
+Members of SRC that are not arrays are not copied (a warning names them). SRC - reads
+standard input (whole, into memory); DST - writes the archive to standard output (the report
+then goes to standard error).
 
   --compress LEVEL   0 stores (default); 1-9 deflates at that level
   --threads N        worker threads; 0 (default) means one per core";
@@ -325,19 +327,68 @@ impl Drop for Progress {
     }
 }
 
-fn restore_shown(path: &Path, opts: &RestoreOptions, label: &'static str) -> psv::Result<Archive> {
+/// An archive to read: a path, or `-`: standard input, read whole into memory (an `.npz` keeps
+/// its directory at the end, so a one-pass read would need a stream restore).
+enum Input {
+    Path(PathBuf),
+    Stdin(Vec<u8>),
+}
+
+impl Input {
+    /// The input an argument names.
+    fn from_arg(arg: &OsString) -> Result<Input, Fail> {
+        if arg == "-" {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+                .map_err(io_fail("cannot read standard input".to_owned()))?;
+            return Ok(Input::Stdin(bytes));
+        }
+        Ok(Input::Path(PathBuf::from(arg)))
+    }
+
+    /// Where a restore reads it from.
+    fn source(&self) -> psv::Source<'_> {
+        match self {
+            Input::Path(p) => psv::Source::from(p),
+            Input::Stdin(bytes) => psv::Source::from(bytes),
+        }
+    }
+
+    /// Its name in messages.
+    fn shown(&self) -> String {
+        match self {
+            Input::Path(p) if p.exists() => p.display().to_string(),
+            Input::Path(p) => psv::npz_path(p).display().to_string(),
+            Input::Stdin(_) => "<stdin>".to_owned(),
+        }
+    }
+
+    /// Its length in bytes, when known.
+    fn len(&self) -> Option<u64> {
+        match self {
+            Input::Path(p) => file_len(p),
+            Input::Stdin(bytes) => Some(bytes.len() as u64),
+        }
+    }
+}
+
+fn restore_shown(
+    input: &Input,
+    opts: &RestoreOptions,
+    label: &'static str,
+) -> psv::Result<Archive> {
     let mut progress = Progress::new(label);
     if progress.enabled {
-        restore_with_progress(path, opts, &mut |d, t| progress.update(d, t))
+        restore_with_progress(input.source(), opts, &mut |d, t| progress.update(d, t))
     } else {
-        restore(path, opts)
+        restore(input.source(), opts)
     }
 }
 
 /// Headers only; the block-size cap does not apply since no data is read.
-fn list(path: &Path) -> psv::Result<Archive> {
+fn list(input: &Input) -> psv::Result<Archive> {
     restore(
-        path,
+        input.source(),
         &RestoreOptions::default()
             .metadata_only(true)
             .max_total_bytes(Some(u64::MAX)),
@@ -398,7 +449,10 @@ fn speed(bytes: u64, time: Duration) -> String {
 }
 
 fn file_len(path: &Path) -> Option<u64> {
-    std::fs::metadata(psv::npz_path(path)).ok().map(|m| m.len())
+    std::fs::metadata(path)
+        .or_else(|_| std::fs::metadata(psv::npz_path(path)))
+        .ok()
+        .map(|m| m.len())
 }
 
 /// `(compression, aligned)` columns of one array.
@@ -417,8 +471,8 @@ fn cmd_ls(args: &[OsString]) -> CmdResult {
     let Some(p) = parse(args, LS_HELP, 1, &[], &["--json"])? else {
         return print_help(LS_HELP);
     };
-    let path = PathBuf::from(&p.positional[0]);
-    let archive = list(&path)?;
+    let input = Input::from_arg(&p.positional[0])?;
+    let archive = list(&input)?;
     if p.switches.contains(&"--json") {
         let arrays: Vec<serde_json::Value> = archive
             .arrays()
@@ -437,7 +491,7 @@ fn cmd_ls(args: &[OsString]) -> CmdResult {
             })
             .collect();
         let doc = serde_json::json!({
-            "file": psv::npz_path(&path).to_string_lossy(),
+            "file": input.shown(),
             "arrays": arrays,
             "skipped": archive.skipped(),
         });
@@ -521,9 +575,9 @@ fn cmd_verify(args: &[OsString]) -> CmdResult {
     let Some(p) = parse(args, VERIFY_HELP, 1, &[], &[])? else {
         return print_help(VERIFY_HELP);
     };
-    let path = PathBuf::from(&p.positional[0]);
-    let shown = psv::npz_path(&path).display().to_string();
-    let listing = list(&path)?;
+    let input = Input::from_arg(&p.positional[0])?;
+    let shown = input.shown();
+    let listing = list(&input)?;
     let arrays = listing.arrays();
     let grand_total: u64 = arrays.iter().map(|a| a.nbytes as u64).sum();
     let mut progress = Progress::new("verify");
@@ -531,13 +585,13 @@ fn cmd_verify(args: &[OsString]) -> CmdResult {
     let restore_keys = |keys: Vec<String>, progress: &mut Progress, base: u64, span: u64| {
         let opts = RestoreOptions::default().keys(keys).verify_crc(true);
         if progress.enabled {
-            restore_with_progress(&path, &opts, &mut |d, t| {
+            restore_with_progress(input.source(), &opts, &mut |d, t| {
                 let scaled = (d as u128 * span as u128 / (t.max(1) as u128)) as u64;
                 progress.update(base + scaled, grand_total)
             })
             .map(drop)
         } else {
-            restore(&path, &opts).map(drop)
+            restore(input.source(), &opts).map(drop)
         }
     };
 
@@ -620,11 +674,10 @@ fn cmd_cp(args: &[OsString]) -> CmdResult {
     };
     let compression: u32 = p.number("--compress", 0, |&l| l <= 9, CP_HELP)?;
     let threads: usize = p.number("--threads", 0, |_| true, CP_HELP)?;
-    let (src, dst) = (
-        PathBuf::from(&p.positional[0]),
-        PathBuf::from(&p.positional[1]),
-    );
-    let src_shown = psv::npz_path(&src).display().to_string();
+    let src = Input::from_arg(&p.positional[0])?;
+    let to_stdout = p.positional[1] == "-";
+    let dst = PathBuf::from(&p.positional[1]);
+    let src_shown = src.shown();
 
     let t0 = Instant::now();
     let archive = restore_shown(&src, &RestoreOptions::default().threads(threads), "read")?;
@@ -649,35 +702,61 @@ fn cmd_cp(args: &[OsString]) -> CmdResult {
         .compression(compression);
     let t1 = Instant::now();
     let mut progress = Progress::new("write");
-    let written = if progress.enabled {
-        saver.save_with_progress(&dst, &opts, &mut |d, t| progress.update(d, t))?
+    let (written, written_len) = if to_stdout {
+        // Standard output: positional writes when it is a file, in order when it is a pipe.
+        let stdout = std::io::stdout();
+        let file = File::from(
+            std::os::fd::AsFd::as_fd(&stdout)
+                .try_clone_to_owned()
+                .map_err(io_fail("cannot use standard output".to_owned()))?,
+        );
+        let enabled = progress.enabled;
+        let mut report = |d, t| progress.update(d, t);
+        let report: Option<&mut psv::ProgressFn<'_>> =
+            if enabled { Some(&mut report) } else { None };
+        let len = saver.save_to_file(&file, &opts, report)?;
+        (PathBuf::from("<stdout>"), Some(len))
+    } else if progress.enabled {
+        let w = saver.save_with_progress(&dst, &opts, &mut |d, t| progress.update(d, t))?;
+        let len = file_len(&w);
+        (w, len)
     } else {
-        saver.save(&dst, &opts)?
+        let w = saver.save(&dst, &opts)?;
+        let len = file_len(&w);
+        (w, len)
     };
     drop(progress);
     let write_time = t1.elapsed();
 
     let n = archive.len();
-    println!(
+    // With the archive on standard output, the report goes to standard error.
+    let say = |line: String| {
+        if to_stdout {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    say(format!(
         "read  {src_shown}: {n} array{}, {} of data (file {}) in {:.3} s, {}",
         if n == 1 { "" } else { "s" },
         human(data_bytes),
-        file_len(&src).map_or_else(|| "?".into(), human),
+        src.len().map_or_else(|| "?".into(), human),
         read_time.as_secs_f64(),
         speed(data_bytes, read_time),
-    );
+    ));
     let how = if compression == 0 {
         "stored".to_owned()
     } else {
         format!("deflate level {compression}")
     };
-    println!(
+    say(format!(
         "wrote {}: file {} ({how}) in {:.3} s, {}",
         written.display(),
-        file_len(&written).map_or_else(|| "?".into(), human),
+        written_len.map_or_else(|| "?".into(), human),
         write_time.as_secs_f64(),
         speed(data_bytes, write_time),
-    );
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
