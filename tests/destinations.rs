@@ -86,13 +86,12 @@ fn every_destination_gives_the_bytes_of_the_path_save() {
         assert_eq!(&all[7 + want.len()..], b"tail");
 
         // A pipe, drained by another thread.
-        let (mut rx, tx) = std::io::pipe().unwrap();
+        let (mut rx, tx) = os_pipe();
         let reader = std::thread::spawn(move || {
             let mut got = Vec::new();
             rx.read_to_end(&mut got).unwrap();
             got
         });
-        let tx = std::fs::File::from(std::os::fd::OwnedFd::from(tx));
         assert_eq!(s.save_to_file(&tx, &opts, None).unwrap(), want.len() as u64);
         drop(tx);
         assert_eq!(reader.join().unwrap(), want, "pipe, level {level}");
@@ -186,9 +185,8 @@ fn destination_errors_are_clear_and_never_success() {
 
     // A pipe whose reader is gone: EPIPE (the test harness ignores SIGPIPE, as Rust programs
     // do by default).
-    let (rx, tx) = std::io::pipe().unwrap();
+    let (rx, tx) = os_pipe();
     drop(rx);
-    let tx = std::fs::File::from(std::os::fd::OwnedFd::from(tx));
     let e = s.save_to_file(&tx, &opts, None).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Io, "{}", e.message());
 
@@ -333,4 +331,22 @@ fn paths_are_opened_as_given_and_fifos_are_refused() {
     assert!(e.message().contains("FIFO"), "{}", e.message());
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A pipe: (read end, write end). (std::io::pipe needs Rust 1.87; the crate's MSRV is 1.85.)
+fn os_pipe() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` is a writable array of two ints, as pipe(2) requires.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
+    assert_eq!(rc, 0, "pipe: {}", std::io::Error::last_os_error());
+    // SAFETY: pipe(2) returned two new descriptors that nothing else owns.
+    #[allow(unsafe_code)]
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
 }

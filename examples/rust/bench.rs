@@ -299,6 +299,7 @@ fn main() {
         "psv restore (mmap, every page touched)",
         restore_with(false, true),
     );
+    let dest = destinations(&dir, saver, size, save.0, r_crc);
     psv_saver_free(saver);
     let (save_us, restore_us) = small_arrays(&dir, 20_000, 1024);
     println!(
@@ -315,6 +316,9 @@ fn main() {
     println!("restore (CRC) / read limit    {:.2}", r_crc / read_limit);
     println!("restore (no CRC) / read limit {:.2}", r_nocrc / read_limit);
     println!("mmap restore / read limit     {:.2}", r_mmap / read_limit);
+    for (what, ratio) in dest {
+        println!("{what:<37} {ratio:.2}");
+    }
     let _ = std::fs::remove_file(&raw);
     let _ = std::fs::remove_file(&out);
 }
@@ -322,6 +326,154 @@ fn main() {
 /// Median (min, max) microseconds per array to save `n` arrays of `bytes` bytes (every array
 /// added with one `psv_saver_add_many`, then saved) and to restore them (copy mode, CRC
 /// checked; freeing is not timed), over 21 runs each after a warm-up.
+/// The save destinations and caller memory, each against its own reference in the same run:
+/// fd save vs the path save; save to a pre-touched buffer vs a two-thread memcpy; a stream into a
+/// pipe drained by a reader thread vs a plain write loop into the same kind of pipe; restore
+/// into a caller's pre-touched buffer vs into the library's own block. Returns the ratios.
+fn destinations(
+    dir: &Path,
+    saver: *mut psv_saver,
+    size: usize,
+    path_save: f64,
+    own_restore: f64,
+) -> Vec<(&'static str, f64)> {
+    use std::os::fd::AsRawFd;
+    let report = |name: &str, r: (f64, f64, f64)| {
+        println!(
+            "{name:<44} {:>6.2} GB/s  (min {:.2}, max {:.2})",
+            r.0, r.1, r.2
+        );
+        r.0
+    };
+    let fd_path = dir.join("fd.npz");
+    let fd_save = report(
+        "psv save to a caller's fd (regular file)",
+        timed(
+            size,
+            || prepare(size, &[&fd_path]),
+            || {
+                let f = File::create(&fd_path).unwrap();
+                assert_eq!(psv_saver_save_fd(saver, f.as_raw_fd(), null()), PSV_OK);
+            },
+        ),
+    );
+    let mut n_bytes = 0u64;
+    assert_eq!(psv_saver_size(saver, null(), &mut n_bytes), PSV_OK);
+    let n_bytes = n_bytes as usize;
+    let mut buf = huge_buffer(n_bytes);
+    buf.iter_mut().step_by(4096).for_each(|b| *b = 1);
+    let to_memory = report(
+        "psv save to a pre-touched buffer",
+        timed(
+            size,
+            || prepare(0, &[]),
+            || {
+                assert_eq!(
+                    psv_saver_save_to_buffer(saver, buf.as_mut_ptr().cast(), n_bytes, null()),
+                    PSV_OK
+                );
+            },
+        ),
+    );
+    let src: Vec<u8> = buf.to_vec();
+    let memcpy2 = report(
+        "two-thread memcpy into a pre-touched buffer",
+        timed(
+            size,
+            || prepare(0, &[]),
+            || {
+                std::thread::scope(|s| {
+                    for (d, c) in buf
+                        .chunks_mut(n_bytes / 2 + 1)
+                        .zip(src.chunks(n_bytes / 2 + 1))
+                    {
+                        s.spawn(move || d.copy_from_slice(c));
+                    }
+                });
+            },
+        ),
+    );
+    drop(src);
+    // A pipe drained by a reader thread: psv's stream, then a plain write loop of as many bytes.
+    let through_pipe = |psv: bool| {
+        timed(
+            size,
+            || prepare(0, &[]),
+            || {
+                let (mut rx, tx) = os_pipe();
+                let reader = std::thread::spawn(move || {
+                    let mut chunk = vec![0u8; 1 << 20];
+                    let mut got = 0usize;
+                    loop {
+                        match std::io::Read::read(&mut rx, &mut chunk) {
+                            Ok(0) | Err(_) => break,
+                            Ok(k) => got += k,
+                        }
+                    }
+                    got
+                });
+                if psv {
+                    assert_eq!(psv_saver_save_fd(saver, tx.as_raw_fd(), null()), PSV_OK);
+                } else {
+                    let mut w = &tx;
+                    for chunk in buf[..n_bytes].chunks(2 << 20) {
+                        w.write_all(chunk).unwrap();
+                    }
+                }
+                drop(tx);
+                assert_eq!(reader.join().unwrap(), n_bytes);
+            },
+        )
+    };
+    let stream = report("psv stream save into a pipe (drained)", through_pipe(true));
+    let plain_pipe = report(
+        "plain write loop into a pipe (drained)",
+        through_pipe(false),
+    );
+    // Restore into caller memory, pre-touched, sized by a metadata-only restore.
+    let cpath = CString::new(dir.join("fd.npz").to_str().unwrap()).unwrap();
+    let meta = psv_restore_options_new();
+    psv_restore_options_set_metadata_only(meta, true);
+    let mut m: *mut psv_archive = null_mut();
+    assert_eq!(psv_restore(cpath.as_ptr(), meta, &mut m), PSV_OK);
+    let need = psv_archive_required_bytes(m);
+    psv_free(m);
+    psv_restore_options_free(meta);
+    let mut into = huge_buffer(need);
+    into.iter_mut().step_by(4096).for_each(|b| *b = 1);
+    let restore_into = report(
+        "psv restore into a pre-touched buffer (CRC)",
+        timed(
+            size,
+            || prepare(0, &[]),
+            || {
+                let mut a: *mut psv_archive = null_mut();
+                assert_eq!(
+                    psv_restore_into(
+                        cpath.as_ptr(),
+                        null(),
+                        into.as_mut_ptr().cast(),
+                        need,
+                        &mut a
+                    ),
+                    PSV_OK
+                );
+                psv_free(a);
+            },
+        ),
+    );
+    let _ = std::fs::remove_file(&fd_path);
+    vec![
+        ("fd save / path save", fd_save / path_save),
+        ("save to memory / 2-thread memcpy", to_memory / memcpy2),
+        ("stream into pipe / plain pipe writes", stream / plain_pipe),
+        (
+            "restore into buffer / own block",
+            restore_into / own_restore,
+        ),
+    ]
+}
+
 fn small_arrays(dir: &Path, n: usize, bytes: usize) -> ((f64, f64, f64), (f64, f64, f64)) {
     const SMALL_RUNS: usize = 21;
     let data: Vec<u8> = (0..n * bytes).map(|i| (i * 31 + i / 977) as u8).collect();
@@ -390,4 +542,22 @@ fn small_arrays(dir: &Path, n: usize, bytes: usize) -> ((f64, f64, f64), (f64, f
     }
     let _ = std::fs::remove_file(&path);
     (per_array(saves), per_array(restores))
+}
+
+/// A pipe: (read end, write end). (std::io::pipe needs Rust 1.87; the crate's MSRV is 1.85.)
+fn os_pipe() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` is a writable array of two ints, as pipe(2) requires.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
+    assert_eq!(rc, 0, "pipe: {}", std::io::Error::last_os_error());
+    // SAFETY: pipe(2) returned two new descriptors that nothing else owns.
+    #[allow(unsafe_code)]
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
 }
