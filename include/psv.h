@@ -744,10 +744,11 @@ psv_status psv_saver_save_fd(const psv_saver *s, int fd, const psv_save_options 
 /**
  * Streams the `.npz` to `write_fn` in file order, in pieces (small ones gathered into writes of
  * about 1 MiB; large arrays in pieces of at most 2 MiB, straight from the caller's memory).
- * Every CRC-32 is computed first, in parallel, so the stream has no data descriptors and array
- * data still starts at 64-byte offsets from the stream's start; the bytes are exactly those
- * `psv_saver_save` writes. A compressed save holds every compressed member in memory until
- * the stream ends. `write_fn` runs on the calling thread; see `psv_write_fn`.
+ * Each member's CRC-32 is computed (in parallel, while the previous member is being written)
+ * before its bytes go out, so the stream has no data descriptors and array data still starts at
+ * 64-byte offsets from the stream's start; the bytes are exactly those `psv_saver_save` writes.
+ * A compressed save compresses every member first and holds the compressed archive in memory
+ * until the stream ends. `write_fn` runs on the calling thread; see `psv_write_fn`.
  *
  * Errors: NULL_ARG (`s` or `write_fn`), INVALID_ARG (directory layout), IO (`write_fn` returned
  * non-zero: nothing more is written), NOMEM, ABORTED.

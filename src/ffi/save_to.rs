@@ -201,10 +201,11 @@ pub extern "C" fn psv_saver_save_fd(
 
 /// Streams the `.npz` to `write_fn` in file order, in pieces (small ones gathered into writes of
 /// about 1 MiB; large arrays in pieces of at most 2 MiB, straight from the caller's memory).
-/// Every CRC-32 is computed first, in parallel, so the stream has no data descriptors and array
-/// data still starts at 64-byte offsets from the stream's start; the bytes are exactly those
-/// `psv_saver_save` writes. A compressed save holds every compressed member in memory until
-/// the stream ends. `write_fn` runs on the calling thread; see `psv_write_fn`.
+/// Each member's CRC-32 is computed (in parallel, while the previous member is being written)
+/// before its bytes go out, so the stream has no data descriptors and array data still starts at
+/// 64-byte offsets from the stream's start; the bytes are exactly those `psv_saver_save` writes.
+/// A compressed save compresses every member first and holds the compressed archive in memory
+/// until the stream ends. `write_fn` runs on the calling thread; see `psv_write_fn`.
 ///
 /// Errors: NULL_ARG (`s` or `write_fn`), INVALID_ARG (directory layout), IO (`write_fn` returned
 /// non-zero: nothing more is written), NOMEM, ABORTED.
@@ -219,7 +220,6 @@ pub extern "C" fn psv_saver_save_stream(
         let write_fn = write_fn.ok_or_else(|| null_arg("write_fn"))?;
         // SAFETY: `s` is NULL or a live saver; `opts` NULL or live options.
         let (s, opts) = unsafe { (ptr::handle(s, "saver")?, save_options(opts)?) };
-        let prepared = s.inner.prepare(&opts.inner)?;
         let mut write = |bytes: &[u8]| {
             // SAFETY: the caller registered `write_fn` for `userdata`; `bytes` is valid for the
             // call, which runs on this thread.
@@ -233,7 +233,10 @@ pub extern "C" fn psv_saver_save_stream(
                 ))
             }
         };
-        with_progress(&opts, |p| prepared.write_to(&mut write, p)).map(|_| ())
+        with_progress(&opts, |p| {
+            s.inner.save_to_stream(&mut write, &opts.inner, p)
+        })
+        .map(|_| ())
     })
 }
 

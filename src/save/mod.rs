@@ -416,12 +416,12 @@ impl<'a> Saver<'a> {
                 self.write_npz(opts, progress, |len| FileTarget::create(file, len, shown))?;
             return written.commit(opts.fsync);
         }
-        let prepared = self.prepare(opts)?;
-        prepared.write_to(
+        self.save_to_stream(
             &mut |bytes| {
                 std::io::Write::write_all(&mut &*file, bytes)
                     .map_err(|e| Error::io(format!("cannot write to {shown}"), e))
             },
+            opts,
             progress,
         )
     }
@@ -440,15 +440,37 @@ impl<'a> Saver<'a> {
         opts: &SaveOptions,
         progress: Option<&mut ProgressFn<'_>>,
     ) -> Result<u64> {
-        let prepared = self.prepare(opts)?;
-        prepared.write_to(
+        self.save_to_stream(
             &mut |bytes| {
                 writer
                     .write_all(bytes)
                     .map_err(|e| Error::io("cannot write the archive to the stream", e))
             },
+            opts,
             progress,
         )
+    }
+
+    /// Hands the `.npz` to `write` in file order (the bytes [`Saver::save`] writes) and returns
+    /// its length. A stored save hashes each member on the pool while the previous one is being
+    /// written; a compressed one compresses everything first and holds it until written.
+    ///
+    /// # Errors
+    /// Whatever `write` returns (the stream stops there), as [`Saver::save`] otherwise.
+    pub fn save_to_stream(
+        &self,
+        write: &mut dyn FnMut(&[u8]) -> Result<()>,
+        opts: &SaveOptions,
+        progress: Option<&mut ProgressFn<'_>>,
+    ) -> Result<u64> {
+        check_compression(opts.compression)?;
+        if opts.layout != Layout::Npz {
+            return Err(Error::invalid_arg("only an .npz save can be streamed"));
+        }
+        if opts.compression == 0 {
+            return prepared::stream_stored(self, opts, write, progress);
+        }
+        self.prepare(opts)?.write_to(write, progress)
     }
 
     /// Plans the `.npz` and computes every CRC-32 (compressing first, for a compressed save):

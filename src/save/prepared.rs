@@ -158,57 +158,12 @@ impl<'s, 'a> Prepared<'s, 'a> {
     pub fn write_to(
         &self,
         write: &mut dyn FnMut(&[u8]) -> Result<()>,
-        mut progress: Option<&mut ProgressFn<'_>>,
+        progress: Option<&mut ProgressFn<'_>>,
     ) -> Result<u64> {
         let total = self.plan.total_len;
-        let mut gathered: Vec<u8> = Vec::new();
-        let mut done = 0u64;
-        let mut last_report = Instant::now();
-        let mut report = |done: u64, force: bool| -> Result<()> {
-            if let Some(p) = progress.as_deref_mut() {
-                if force || last_report.elapsed() >= Duration::from_millis(100) {
-                    last_report = Instant::now();
-                    if !p(done, total) {
-                        return Err(Error::new(
-                            ErrorKind::Aborted,
-                            "cancelled by the progress callback",
-                        ));
-                    }
-                }
-            }
-            Ok(())
-        };
-        self.pieces(0, total, &mut |_, piece| {
-            let bytes = piece.bytes();
-            if bytes.len() < GATHER_LEN / 4 {
-                if gathered.len() + bytes.len() > GATHER_LEN {
-                    write(&gathered)?;
-                    done += gathered.len() as u64;
-                    gathered.clear();
-                    report(done, false)?;
-                }
-                gathered.extend_from_slice(bytes);
-                return Ok(());
-            }
-            if !gathered.is_empty() {
-                write(&gathered)?;
-                done += gathered.len() as u64;
-                gathered.clear();
-            }
-            for chunk in bytes.chunks(WRITE_PIECE_LEN) {
-                write(chunk)?;
-                done += chunk.len() as u64;
-                report(done, false)?;
-            }
-            Ok(())
-        })?;
-        if !gathered.is_empty() {
-            write(&gathered)?;
-            done += gathered.len() as u64;
-        }
-        debug_assert_eq!(done, total);
-        report(done, true)?;
-        Ok(total)
+        let mut out = Gather::new(write, total, progress);
+        self.pieces(0, total, &mut |_, piece| out.piece(piece.bytes()))?;
+        out.finish()
     }
 
     /// Calls `emit(file offset, piece)` for every piece that overlaps `from .. to`, in file
@@ -263,6 +218,166 @@ impl<'s, 'a> Prepared<'s, 'a> {
         }
         Ok(())
     }
+}
+
+/// Writes pieces of an archive in file order to a sequential writer: small pieces gathered into
+/// writes of about 1 MiB, large ones in slices of at most [`WRITE_PIECE_LEN`]; reports progress
+/// between writes (on the calling thread).
+struct Gather<'w, 'p, 'q> {
+    write: &'w mut dyn FnMut(&[u8]) -> Result<()>,
+    gathered: Vec<u8>,
+    done: u64,
+    total: u64,
+    progress: Option<&'p mut ProgressFn<'q>>,
+    last_report: Instant,
+}
+
+impl<'w, 'p, 'q> Gather<'w, 'p, 'q> {
+    fn new(
+        write: &'w mut dyn FnMut(&[u8]) -> Result<()>,
+        total: u64,
+        progress: Option<&'p mut ProgressFn<'q>>,
+    ) -> Self {
+        Gather {
+            write,
+            gathered: Vec::new(),
+            done: 0,
+            total,
+            progress,
+            last_report: Instant::now(),
+        }
+    }
+
+    /// Calls the progress callback at most every 100 ms (always when `force`).
+    fn report(&mut self, force: bool) -> Result<()> {
+        if let Some(p) = self.progress.as_deref_mut() {
+            if force || self.last_report.elapsed() >= Duration::from_millis(100) {
+                self.last_report = Instant::now();
+                if !p(self.done, self.total) {
+                    return Err(Error::new(
+                        ErrorKind::Aborted,
+                        "cancelled by the progress callback",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.gathered.is_empty() {
+            (self.write)(&self.gathered)?;
+            self.done += self.gathered.len() as u64;
+            self.gathered.clear();
+            self.report(false)?;
+        }
+        Ok(())
+    }
+
+    /// The next piece of the archive.
+    fn piece(&mut self, bytes: &[u8]) -> Result<()> {
+        if bytes.len() < GATHER_LEN / 4 {
+            if self.gathered.len() + bytes.len() > GATHER_LEN {
+                self.flush()?;
+            }
+            self.gathered.extend_from_slice(bytes);
+            return Ok(());
+        }
+        self.flush()?;
+        for chunk in bytes.chunks(WRITE_PIECE_LEN) {
+            (self.write)(chunk)?;
+            self.done += chunk.len() as u64;
+            self.report(false)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is gathered; returns the bytes written (the archive's length).
+    fn finish(mut self) -> Result<u64> {
+        self.flush()?;
+        debug_assert_eq!(self.done, self.total);
+        self.report(true)?;
+        Ok(self.done)
+    }
+}
+
+/// Streams a stored save in file order without computing every CRC first: the pool computes
+/// the members' CRC-32s in order (each one in parallel pieces) while the calling thread writes
+/// each member as soon as its CRC is known, so hashing overlaps the writes instead of preceding
+/// them. The bytes are exactly those of the path save.
+pub(super) fn stream_stored(
+    saver: &Saver<'_>,
+    opts: &SaveOptions,
+    write: &mut dyn FnMut(&[u8]) -> Result<()>,
+    progress: Option<&mut ProgressFn<'_>>,
+) -> Result<u64> {
+    let plan = super::plan(&saver.members)?;
+    let pool = pool::get(opts.threads)?;
+    let (members, data) = (&saver.members, &saver.data);
+    let (tx, rx) = crossbeam_channel::unbounded::<u32>();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut result: Result<u64> = Ok(0);
+    pool.in_place_scope(|scope| {
+        let stop = &stop;
+        scope.spawn(move |_| {
+            for (m, bytes) in members.iter().zip(data) {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let crc = member_crc(m, bytes);
+                if tx.send(crc).is_err() {
+                    return;
+                }
+            }
+        });
+        result = (|| {
+            let mut out = Gather::new(write, plan.total_len, progress);
+            let mut crcs = Vec::with_capacity(members.len());
+            for ((m, bytes), at) in members.iter().zip(data).zip(&plan.members) {
+                let crc = rx
+                    .recv()
+                    .map_err(|_| Error::new(ErrorKind::Panic, "the CRC worker stopped"))?;
+                let mut head = Vec::with_capacity((at.payload_offset - at.header_offset) as usize);
+                records::local_header(&mut head, &m.name, at, crc);
+                out.piece(&head)?;
+                out.piece(&m.header)?;
+                if !bytes.is_empty() {
+                    out.piece(bytes)?;
+                }
+                crcs.push(crc);
+            }
+            let mut records = Vec::new();
+            for ((m, at), crc) in members.iter().zip(&plan.members).zip(&crcs) {
+                records::central_header(&mut records, &m.name, at, *crc);
+            }
+            records::end_records(&mut records, &plan);
+            out.piece(&records)?;
+            out.finish()
+        })();
+        // On an error the worker stops at its next member.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(rx);
+    });
+    result
+}
+
+/// One stored member's CRC-32 (its `.npy` header, then its data), hashed in parallel pieces on
+/// the current pool and combined.
+fn member_crc(m: &Member, data: &[u8]) -> u32 {
+    let mut h = Hasher::new();
+    h.update(&m.header);
+    let pieces: Vec<Hasher> = data
+        .par_chunks(WRITE_PIECE_LEN)
+        .map(|piece| {
+            let mut p = Hasher::new();
+            p.update(piece);
+            p
+        })
+        .collect();
+    for p in pieces {
+        h.combine(&p);
+    }
+    h.finalize()
 }
 
 /// Each stored member's CRC-32 (of its `.npy` header and data), computed in parallel on the
