@@ -523,6 +523,14 @@ psv_status psv_restore_fd(int fd, const psv_restore_options *opts, psv_archive *
 psv_status psv_restore_into(const char *path, const psv_restore_options *opts, void *buf, size_t len, psv_archive **out);
 
 /**
+ * `psv_restore_from_memory` (an archive of `src_len` bytes at `src`, read during the call) into
+ * the caller's memory `buf`, as `psv_restore_into`.
+ *
+ * Errors: as `psv_restore_into`, without IO.
+ */
+psv_status psv_restore_from_memory_into(const void *src, size_t src_len, const psv_restore_options *opts, void *buf, size_t len, psv_archive **out);
+
+/**
  * `psv_restore_fd` into the caller's memory, as `psv_restore_into`.
  *
  * Errors: as `psv_restore_into`, and INVALID_ARG for a negative fd.

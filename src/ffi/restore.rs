@@ -102,6 +102,27 @@ pub extern "C" fn psv_restore_into(
     })
 }
 
+/// `psv_restore_from_memory` (an archive of `src_len` bytes at `src`, read during the call) into
+/// the caller's memory `buf`, as `psv_restore_into`.
+///
+/// Errors: as `psv_restore_into`, without IO.
+#[no_mangle]
+pub extern "C" fn psv_restore_from_memory_into(
+    src: *const c_void,
+    src_len: usize,
+    opts: *const psv_restore_options,
+    buf: *mut c_void,
+    len: usize,
+    out: *mut *mut psv_archive,
+) -> psv_status {
+    run_restore(out, opts, Some((buf, len)), || {
+        // SAFETY: `src` holds `src_len` readable bytes for the duration of the call.
+        Ok(Source::Memory(unsafe {
+            ptr::slice(src.cast::<u8>(), src_len, "src")
+        }?))
+    })
+}
+
 /// `psv_restore_fd` into the caller's memory, as `psv_restore_into`.
 ///
 /// Errors: as `psv_restore_into`, and INVALID_ARG for a negative fd.

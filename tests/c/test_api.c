@@ -2388,6 +2388,19 @@ static void test_restore_destinations(void)
         CHECK_EQ_U(blen, need);
     }
     psv_free(a);
+    /* The same from the archive's bytes in memory. */
+    size_t file_len = 0;
+    unsigned char *file = read_file(path, &file_len);
+    memset(buf, 0, need);
+    a = NULL;
+    CHECK_ST(PSV_OK, psv_restore_from_memory_into(file, file_len, NULL, buf, need, &a));
+    if (a != NULL) {
+        EXPECT_ARRAY(a, "noise", PSV_DTYPE_U8, "|u1", 1, s_noise, 1, false, noise, n);
+        EXPECT_ARRAY(a, "small", PSV_DTYPE_I32, "<i4", 4, s_small, 1, false, small, 12);
+    }
+    psv_free(a);
+    CHECK_ST(PSV_ERR_INVALID_ARG, psv_restore_from_memory_into(file, file_len, NULL, buf, need - 64, &a));
+    free(file);
     free(buf);
 
     /* A caller's allocator: called once, freed once from psv_free. */
