@@ -391,7 +391,9 @@ impl Reader<'_> {
         }
         let start = members.iter().map(|m| m.header_offset).min()? & !(BLOCK_ALIGN as u64 - 1);
         let len = end.checked_sub(start).filter(|&l| l > 0)?;
-        if len > limit || len > isize::MAX as u64 || payload < len - len / 4 {
+        // The image becomes the block padded to 64, which must fit the limit.
+        let padded = len.checked_next_multiple_of(BLOCK_ALIGN as u64)?;
+        if padded > limit || padded > isize::MAX as u64 || payload < len - len / 4 {
             return None;
         }
         // Phase A's own check of the first array, one small read; an error here is reported

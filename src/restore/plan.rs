@@ -162,7 +162,9 @@ impl Reader<'_> {
                 end = offset
                     .checked_add(loc.header.nbytes)
                     .filter(|&e| {
-                        (e as u64 <= limit || opts.metadata_only) && e <= isize::MAX as usize
+                        (memory::align_up(e).is_some_and(|padded| padded as u64 <= limit)
+                            || opts.metadata_only)
+                            && e <= isize::MAX as usize
                     })
                     .ok_or_else(|| {
                         Error::limit(format!(
