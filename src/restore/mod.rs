@@ -199,30 +199,34 @@ fn restore_from(
     }
 }
 
-/// A directory archive: its index lists the members (see [`npy_dir::members`]); each is read
-/// from its own file through the same plan, fill and CRC machinery.
+/// A directory archive: its index lists the members (see [`npy_dir::read_consistently`]); each
+/// is read from its own file through the same plan, fill and CRC machinery.
 fn restore_dir(
     dir: &Path,
     opts: &RestoreOptions,
     progress: Option<&mut ProgressFn<'_>>,
 ) -> Result<Archive> {
     let shown = dir.display().to_string();
-    let members = npy_dir::members(dir)?.ok_or_else(|| {
+    let nothing = Memory(&[]);
+    let reader = Reader::new(&nothing, 0, None, &shown, opts);
+    let mut progress = progress;
+    // Again if a save replaced the index meanwhile (files may be of another version).
+    npy_dir::read_consistently(dir, |members| {
+        if members.len() as u64 > opts.max_members {
+            return Err(Error::limit(format!(
+                "{shown}: {} arrays exceed the limit of {}",
+                members.len(),
+                opts.max_members
+            )));
+        }
+        finish(&reader, members, None, Some(dir), progress.as_deref_mut())
+    })?
+    .ok_or_else(|| {
         Error::format(format!(
             "{shown} is a directory without {}: not a psv archive",
             npy_dir::INDEX_NAME
         ))
-    })?;
-    if members.len() as u64 > opts.max_members {
-        return Err(Error::limit(format!(
-            "{shown}: {} arrays exceed the limit of {}",
-            members.len(),
-            opts.max_members
-        )));
-    }
-    let nothing = Memory(&[]);
-    let reader = Reader::new(&nothing, 0, None, &shown, opts);
-    finish(&reader, &members, None, Some(dir), progress)
+    })
 }
 
 /// Plans the restore of `members`, then fills the block (unless metadata only).
