@@ -466,7 +466,8 @@ impl Reader<'_> {
             Ok(method) => *method,
             Err(name) => {
                 return Err(Error::unsupported(format!(
-                    "compression method {name} is not supported (only stored and deflated)"
+                    "compression method {name} is not supported (stored, deflate, bzip2, LZMA \
+                     and Deflate64 are)"
                 )))
             }
         };
@@ -535,8 +536,9 @@ impl Reader<'_> {
                     Cow::Owned(bytes)
                 }
             }
-            Method::Deflated => {
-                let mut inflater = self.inflater(payload, payload_start, m.compressed_size);
+            Method::Deflated | Method::Bzip2 | Method::Lzma | Method::Deflate64 => {
+                let mut inflater =
+                    self.inflater(method, payload, payload_start, m.compressed_size, m.size)?;
                 let mut prefix = vec![0u8; (m.size as usize).min(header::PREFIX_LEN)];
                 let got = inflater.read(&mut prefix)?;
                 prefix.truncate(got);
@@ -549,9 +551,10 @@ impl Reader<'_> {
                 let have = prefix.len().min(total);
                 bytes[..have].copy_from_slice(&prefix[..have]);
                 if inflater.read(&mut bytes[have..])? != total - have {
-                    return Err(Error::format(
-                        "truncated: the deflate stream ends inside the .npy header",
-                    ));
+                    return Err(Error::format(format!(
+                        "truncated: the {} stream ends inside the .npy header",
+                        inflater.name()
+                    )));
                 }
                 Cow::Owned(bytes)
             }

@@ -196,7 +196,7 @@ impl Reader<'_> {
                 nbytes: loc.header.nbytes,
                 mapped,
                 file_offset,
-                compressed: loc.method == Method::Deflated,
+                compressed: loc.method != Method::Stored,
             });
             located.push((i, loc));
         }
