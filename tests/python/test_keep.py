@@ -583,3 +583,126 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, a)
     return buf.getvalue()
+
+
+# --- bzip2, LZMA and Deflate64 members --------------------------------------------------------
+
+DATA = HERE / "data"
+
+
+def _method_arrays() -> Dict[str, np.ndarray]:
+    rng = np.random.default_rng(12)
+    return {
+        # Several bzip2 blocks (900 kB each) and a long LZMA stream; compressible but not trivially.
+        "big": (np.arange(600_000, dtype="<i8") % 977) * rng.integers(1, 3, 600_000),
+        "f8": rng.standard_normal((300, 7)),
+        "rec": np.array([(1, 2.5, b"ab"), (3, -1.0, b"cd")],
+                        dtype=[("i", "<i4"), ("f", "<f8"), ("s", "S2")]),
+        "be": np.arange(40, dtype=">u2"),
+        "F": np.asfortranarray(np.arange(24, dtype="<i2").reshape(4, 6)),
+        "scalar": np.array(7.0),
+        "empty": np.zeros((0, 3)),
+    }
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_bzip2_and_lzma_members_restore_as_numpy_loads_them(psv, tmp_path, method):
+    """Before: PSV_ERR_UNSUPPORTED where np.load reads them (zipfile, Info-ZIP, 7-Zip)."""
+    path = tmp_path / f"m{method}.npz"
+    arrays = _method_arrays()
+    with zipfile.ZipFile(path, "w", compression=method) as z:
+        for k, a in arrays.items():
+            z.writestr(f"{k}.npy", _npy_bytes(a))
+        z.writestr("notes.txt", b"not an array " * 50)
+    ref = np.load(path)
+    assert ref.files == list(arrays) + ["notes.txt"]  # numpy returns the text as bytes
+    for threads in (1, 4):
+        got = psv.restore(path, threads=threads)
+        assert list(got) == list(arrays)
+        for k in arrays:
+            r = ref[k]
+            assert got[k].dtype == r.dtype and got[k].shape == r.shape, k
+            assert got[k].flags.f_contiguous == r.flags.f_contiguous, k
+            assert got[k].tobytes(order="A") == r.tobytes(order="A"), k
+        assert got.skipped == ["notes.txt"]
+    info = psv.ls(path)  # metadata only: each member's header decoded, nothing else
+    assert {k: (v.dtype, v.shape) for k, v in info.items()} == {
+        k: (a.dtype, a.shape) for k, a in arrays.items()}
+    assert psv.restore(path, keys=["f8"])["f8"].tobytes() == arrays["f8"].tobytes()
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_bzip2_and_lzma_corruption_and_lies_are_errors(psv, tmp_path, method):
+    """Same bounds as deflate: a flipped bit, a cut stream, or a stream that decodes past the
+    declared size is an error (FORMAT from the decoder, or CRC)."""
+    a = np.arange(200_000, dtype="<i4")
+    good = tmp_path / "good.npz"
+    with zipfile.ZipFile(good, "w", compression=method) as z:
+        z.writestr("a.npy", _npy_bytes(a))
+        info = z.getinfo("a.npy")
+    data = good.read_bytes()
+    start = 30 + len("a.npy")  # the local header has no extra field
+    flipped = bytearray(data)
+    flipped[start + info.compress_size // 2] ^= 0x10
+    (tmp_path / "flip.npz").write_bytes(bytes(flipped))
+    with pytest.raises(psv.PsvError) as e:
+        psv.restore(tmp_path / "flip.npz")
+    assert e.value.status_name in ("PSV_ERR_FORMAT", "PSV_ERR_CRC"), e.value
+    # The central directory declares 4 bytes less than the stream holds.
+    central = data.rfind(b"PK\x01\x02")
+    (usize,) = struct.unpack_from("<I", data, central + 24)
+    short = bytearray(data)
+    struct.pack_into("<I", short, central + 24, usize - 4)
+    (tmp_path / "short.npz").write_bytes(bytes(short))
+    with pytest.raises(psv.PsvError) as e:
+        psv.restore(tmp_path / "short.npz", verify=False)
+    assert e.value.status_name == "PSV_ERR_FORMAT", e.value
+
+
+@pytest.mark.skipif(shutil.which("zip") is None, reason="Info-ZIP zip is not installed")
+def test_info_zip_bzip2_archive_with_utf8_names_without_the_flag(psv, tmp_path):
+    arrays = {"données": np.arange(100_000.0), "b": np.arange(10, dtype="<i2")}
+    for k, a in arrays.items():
+        np.save(tmp_path / f"{k}.npy", a)
+    proc = subprocess.run(["zip", "-q", "-Z", "bzip2", "t.npz", "données.npy", "b.npy"],
+                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"zip cannot write bzip2 here: {proc.stdout}")
+    with zipfile.ZipFile(tmp_path / "t.npz") as z:
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_BZIP2}
+        assert not any(i.flag_bits & 0x800 for i in z.infolist())
+    ref = np.load(tmp_path / "t.npz")
+    assert ref.files == ["donn├⌐es", "b"]
+    got = psv.restore(tmp_path / "t.npz")
+    assert list(got) == ["données", "b"]
+    for k, a in arrays.items():
+        assert got[k].tobytes() == a.tobytes()
+
+
+def seven_zip_arrays() -> Dict[str, np.ndarray]:
+    """The arrays of tests/python/data/7zip_*.npz (see the README there)."""
+    rng = np.random.default_rng(64)
+    blk = rng.integers(0, 256, 48 << 10, dtype=np.uint8)
+    return {
+        "wide": np.concatenate([blk, blk, blk, np.zeros(300000, np.uint8), blk]),
+        "small": np.arange(1000, dtype="<f8").reshape(10, 100),
+    }
+
+
+@pytest.mark.parametrize("name", ["7zip_deflate64", "7zip_lzma", "7zip_lzma_no_end_marker",
+                                  "7zip_bzip2"])
+def test_7zip_archives_restore(psv, name):
+    """Deflate64 (numpy cannot read it; 7-Zip writes it), LZMA with and without an end marker,
+    bzip2: every array exact."""
+    path = DATA / f"{name}.npz"
+    arrays = seven_zip_arrays()
+    got = psv.restore(path)
+    for k in got:
+        assert got[k].dtype == arrays[k].dtype and got[k].tobytes() == arrays[k].tobytes(), k
+    if name == "7zip_deflate64":
+        assert sorted(got) == ["small", "wide"]
+        with pytest.raises(NotImplementedError):
+            np.load(path)["wide"]
+    else:
+        assert list(got) == ["small"]
+        assert np.load(path)["small"].tobytes() == got["small"].tobytes()
