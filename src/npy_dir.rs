@@ -17,7 +17,8 @@
 //!    journal.
 //! 4. A crash (even SIGKILL) at any moment leaves the old index and its files intact. The journal
 //!    then lists what the dead save created; the next save removes those files unless the
-//!    current index names them.
+//!    current index names them (or the journal marks a name as found taken by another file:
+//!    `/<name>`).
 //!
 //! A restore reads the index, opens every file it names, and checks that the index was not
 //! replaced meanwhile ([`read_consistently`]): if it was, files may belong to another version
@@ -316,10 +317,13 @@ pub(crate) fn save(
                 match tmp.place_new(&dir.join(&name), false)? {
                     Ok(()) => break,
                     Err(back) => {
-                        // A file of that name appeared (not by a psv save: they take turns).
+                        // A file of that name appeared (not by a psv save: they take turns). It
+                        // is not ours: the journal says so ("/<name>"), then names the next one.
                         tmp = back;
-                        name = free_name(dir, a.key, &mut taken);
-                        journal_lock(&journal).add([name.as_str()])?;
+                        let theirs =
+                            std::mem::replace(&mut name, free_name(dir, a.key, &mut taken));
+                        journal_lock(&journal)
+                            .add([format!("/{theirs}").as_str(), name.as_str()])?;
                     }
                 }
             }
@@ -525,16 +529,19 @@ fn recover(dir: &Path, current: &[DirEntry]) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
     };
-    let named: HashSet<&str> = current.iter().map(|e| e.file.as_str()).collect();
+    let mut keep: HashSet<&str> = current.iter().map(|e| e.file.as_str()).collect();
     // Only complete lines: the last one may have been cut by the kill.
     let complete = text
         .iter()
         .rposition(|&b| b == b'\n')
         .map_or(&text[..0], |end| &text[..end]);
-    for line in complete.split(|&b| b == b'\n') {
-        let Ok(name) = std::str::from_utf8(line) else {
-            continue;
-        };
+    let lines: Vec<&str> = complete
+        .split(|&b| b == b'\n')
+        .filter_map(|line| std::str::from_utf8(line).ok())
+        .collect();
+    // "/<name>": a name the save found taken by someone else's file.
+    keep.extend(lines.iter().filter_map(|l| l.strip_prefix('/')));
+    for &name in &lines {
         let ours = !name.is_empty()
             && !name.contains('/')
             && name != "."
@@ -542,7 +549,7 @@ fn recover(dir: &Path, current: &[DirEntry]) -> Result<()> {
             && name != INDEX_NAME
             && name != JOURNAL_NAME
             && name != LOCK_NAME;
-        if ours && !named.contains(name) {
+        if ours && !keep.contains(name) {
             let _ = std::fs::remove_file(dir.join(name));
         }
     }
@@ -616,6 +623,41 @@ mod tests {
         ] {
             assert!(parse_index(bad, "x").is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn recovery_removes_what_the_journal_lists_and_no_index_names() {
+        let dir = std::env::temp_dir().join(format!("psv-npy-dir-recover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let names = [
+            "f1.npy",
+            "f2.npy",
+            "f3.npy",
+            ".0123456789abcdef.psv-tmp",
+            "user.txt",
+        ];
+        for n in names {
+            std::fs::write(dir.join(n), n).unwrap();
+        }
+        let journal = "f1.npy\nf2.npy\n/f3.npy\nf3.npy\n.0123456789abcdef.psv-tmp\n../x\nuser.t";
+        std::fs::write(dir.join(JOURNAL_NAME), journal).unwrap();
+        let current = [DirEntry {
+            key: "f1".into(),
+            file: "f1.npy".into(),
+            size: 6,
+            crc32: 0,
+        }];
+        recover(&dir, &current).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        // f1 is indexed, f3 was someone else's, user.txt's line was cut: all stay.
+        assert_eq!(left, ["f1.npy", "f3.npy", "user.txt"]);
+        recover(&dir, &current).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
