@@ -560,9 +560,10 @@ psv_status psv_restore_options_set_verify_crc(psv_restore_options *o, bool verif
  * Sets the limits a restore enforces before allocating; 0 keeps a field's default.
  *
  * All three are set at once; passing 0 for one sets that limit to its default.
- * `max_total_bytes`: the block (all arrays, each padded to 64; a psv-written file is read as an
- * image of its data region, headers included, only when that image fits) — default: physical
- * memory.
+ * `max_total_bytes`: the block, in bytes: the sum of every restored array's size, each rounded
+ * up to a multiple of 64, the last one included (a psv-written file may be read as an image of
+ * its data region, headers included and rounded up to 64, only when that image fits) — default:
+ * physical memory.
  * `max_members`: central directory entries — default 16777216. `max_header_len`: a `.npy`
  * HEADER_LEN — default 1 MiB (numpy's own largest headers are about 72 KB). Exceeding one is
  * `PSV_ERR_LIMIT`.
@@ -638,6 +639,24 @@ void psv_restore_options_free(psv_restore_options *o);
 /**
  * Creates save options with the defaults (all cores, no fsync). Free with
  * `psv_save_options_free`. NULL only if memory is exhausted.
+ *
+ * Every save is atomic: it writes a temporary file `.<16 hex digits>.psv-tmp` (always 25 bytes,
+ * random, created with O_EXCL) beside the target and renames it over the target when complete.
+ * What the new file keeps of the regular file it replaces (symbolic links followed to read
+ * these; the link itself is then replaced by the new file):
+ * - kept: the permission bits (mode & 0777); the owner and group where the process may set
+ *   them (root may; another user's save owns the new file, with the old group if he belongs to
+ *   it); `user.*` extended attributes and the POSIX access ACL (if the ACL cannot be copied,
+ *   group and others lose their permissions). Until the rename, the temporary file is readable
+ *   by its owner only;
+ * - not kept: set-user-ID, set-group-ID and sticky bits, `security.*` and `trusted.*`
+ *   attributes, timestamps, the inode: other hard links to the old file keep the old contents
+ *   (a rename cannot keep a hard link; there is no in-place mode, which would let readers see
+ *   a torn file);
+ * - refused: a file the caller may not write (e.g. mode 0444, not root): `PSV_ERR_IO` with
+ *   `EACCES` (`psv_last_error_os_code`), as numpy's savez fails there; the file is untouched.
+ *
+ * A new file gets 0666 less the umask.
  */
 psv_save_options *psv_save_options_new(void);
 
@@ -672,6 +691,16 @@ psv_status psv_save_options_set_compression(psv_save_options *o, int level);
  * array and `psv-index.txt`, the commit point: a crash leaves the previous contents intact).
  * In the directory layout keys must be safe file names (no '/', no leading '.', no NUL, tab or
  * line break; at most 240 bytes) and compression is not available.
+ *
+ * Directory saves never overwrite a file: each array goes to `<key>.npy`, else `<key>.<n>.npy`
+ * with the smallest n that no existing file, the current index or another key of the same save
+ * uses. Saves of one directory take turns (an exclusive flock on the directory for the whole
+ * save, or on `.psv-lock` inside it where a directory cannot be locked): the last to commit
+ * wins whole. A restore overlapping a save sees the old or the new version whole. Every name a
+ * save creates is first listed in `.psv-journal`, so the next save of the directory removes
+ * what a killed save left (temporary files, files no index names), and never a file psv did
+ * not create. Each array's new file keeps the attributes of the same key's previous file, as
+ * `psv_save_options_new` describes.
  *
  * Errors: NULL_ARG, INVALID_ARG (unknown layout code).
  */

@@ -29,9 +29,9 @@ pub struct ArrayInfo {
     pub nbytes: usize,
     /// True if the data lives in the file mapping (mmap mode) rather than the block.
     pub mapped: bool,
-    /// File offset of the array data, for stored members (`None` when deflated).
+    /// File offset of the array data, for stored members (`None` when compressed).
     pub file_offset: Option<u64>,
-    /// True if the member was deflated in the file.
+    /// True if the member was compressed in the file (deflate, bzip2, LZMA or Deflate64).
     pub compressed: bool,
 }
 

@@ -214,17 +214,22 @@ pub fn parse_descr_text(text: &str) -> Result<ArrayType> {
 
 /// Interprets the `descr` value of a parsed `.npy` header.
 pub fn array_type_from_value(v: &Value) -> Result<ArrayType> {
+    array_type_at(v, 0)
+}
+
+/// [`array_type_from_value`] for a descr nested in `depth` records.
+fn array_type_at(v: &Value, depth: usize) -> Result<ArrayType> {
     match v {
         Value::Str(s) => Ok(ArrayType {
             descr: Descr::Simple(parse_simple(s)?),
             sub_shape: Vec::new(),
         }),
         Value::List(items) => Ok(ArrayType {
-            descr: record_from_items(items, 0)?,
+            descr: record_from_items(items, depth)?,
             sub_shape: Vec::new(),
         }),
         Value::Tuple(items) if items.len() == 2 => {
-            let inner = array_type_from_value(&items[0])?;
+            let inner = array_type_at(&items[0], depth)?;
             let mut sub_shape = shape_from_value(&items[1])?;
             sub_shape.extend_from_slice(&inner.sub_shape);
             Ok(ArrayType {
@@ -238,12 +243,19 @@ pub fn array_type_from_value(v: &Value) -> Result<ArrayType> {
     }
 }
 
-/// Deepest record nesting accepted.
-const MAX_RECORD_DEPTH: usize = 32;
+/// Most records nested in one another that a descr may hold: 99, the most `numpy.load` reads
+/// back. numpy writes deeper ones, but their header (`{'descr': [('f', [('f', ...` opens one
+/// bracket for the dict and two per record) passes Python's limit of 200 nested brackets, so
+/// `ast.literal_eval` refuses it. The literal parser stops at that same limit
+/// ([`pylit::MAX_NESTING`]).
+pub const MAX_RECORD_NESTING: usize = (pylit::MAX_NESTING - 1) / 2;
 
+/// A record's fields; `depth` records enclose it.
 fn record_from_items(items: &[Value], depth: usize) -> Result<Descr> {
-    if depth > MAX_RECORD_DEPTH {
-        return Err(Error::format("record descr nests too deeply"));
+    if depth >= MAX_RECORD_NESTING {
+        return Err(Error::format(format!(
+            "record descr nests more than {MAX_RECORD_NESTING} records deep"
+        )));
     }
     let mut fields = Vec::with_capacity(items.len());
     let mut total: usize = 0;
@@ -269,12 +281,7 @@ fn record_from_items(items: &[Value], depth: usize) -> Result<Descr> {
         let (dtype, mut shape) = match &parts[1] {
             Value::List(sub) => (record_from_items(sub, depth + 1)?, Vec::new()),
             other => {
-                let at = array_type_from_value(other)?;
-                if let Descr::Record(_) = at.descr {
-                    if depth + 1 > MAX_RECORD_DEPTH {
-                        return Err(Error::format("record descr nests too deeply"));
-                    }
-                }
+                let at = array_type_at(other, depth + 1)?;
                 (at.descr, at.sub_shape)
             }
         };

@@ -2,31 +2,57 @@
 //! readable with `numpy.load`, array data 64-aligned in each file) and an index file that
 //! names the arrays in order with their sizes and CRC-32s.
 //!
-//! The index is the commit point. A save never overwrites a file the current index refers to:
-//! each array goes to `<key>.npy`, or to `<key>.<n>.npy` when the current index still uses that
-//! name; files are written under temporary names and renamed into place, then the new index is
-//! written the same way. A crash at any moment leaves the old index and its files intact; files
-//! the new index no longer names are removed after the commit.
+//! The index is the commit point, and a save never overwrites an existing file:
+//!
+//! 1. Saves of one directory take turns: each holds an exclusive `flock` on the directory for its
+//!    whole run (on a file system that cannot lock a directory, on [`LOCK_NAME`] inside it). The
+//!    last save to commit wins whole, as for an `.npz`.
+//! 2. Each array gets a name that is free: `<key>.npy`, else `<key>.<n>.npy` with the smallest
+//!    `n` such that no file of that name exists, the current index does not name it, and no other
+//!    array of this save took it (keys `a` and `a.1` cannot meet at `a.1.npy`).
+//! 3. The save first records every name it will create, temporary and final, in the journal
+//!    [`JOURNAL_NAME`]; files are written under temporary names, renamed to their final names
+//!    (never over an existing file), then the new index is written the same way and renamed over
+//!    the old one. Files only the old index named are removed after that commit, then the
+//!    journal.
+//! 4. A crash (even SIGKILL) at any moment leaves the old index and its files intact. The journal
+//!    then lists what the dead save created; the next save removes those files unless the
+//!    current index names them (or the journal marks a name as found taken by another file:
+//!    `/<name>`).
+//!
+//! A restore reads the index, opens every file it names, and checks that the index was not
+//! replaced meanwhile ([`read_consistently`]): if it was, files may belong to another version
+//! (removed, or a name reused), so it starts again. A restore thus sees one version whole.
 
-use std::collections::HashSet;
-use std::fs::File;
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crc32fast::Hasher;
 use rayon::prelude::*;
 
 use crate::dest::tempfile::{self, TempFile};
 use crate::dest::{aligned_pieces, SMALL_ARRAY_LEN};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::npz::index::{MemberInfo, Method};
 use crate::npz::member_name;
 
 /// The index file's name inside the directory.
 pub const INDEX_NAME: &str = "psv-index.txt";
+/// The journal of the save in progress: every name it creates, one a line. Removed when the save
+/// ends; present afterwards only if the save was killed.
+pub const JOURNAL_NAME: &str = ".psv-journal";
+/// The lock file, created only where the directory itself cannot be locked.
+pub const LOCK_NAME: &str = ".psv-lock";
 /// First line of every index.
 const INDEX_MAGIC: &str = "psv-dir 1";
 /// Largest index accepted (about a million arrays).
 const MAX_INDEX_LEN: u64 = 256 << 20;
+/// How many times a restore starts again because saves keep replacing the index under it.
+const RESTORE_ATTEMPTS: usize = 100;
 
 /// One array of a directory archive, as the index records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +125,12 @@ fn parse_index(text: &str, shown: &str) -> Result<Vec<DirEntry>> {
 
 /// Reads the index of the directory archive at `dir`; `None` if there is no index file.
 pub fn read_index(dir: &Path) -> Result<Option<Vec<DirEntry>>> {
+    Ok(open_index(dir)?.map(|(entries, _)| entries))
+}
+
+/// Reads the index and returns it with the open index file (whose identity tells whether the
+/// index was replaced since); `None` if there is no index file.
+fn open_index(dir: &Path) -> Result<Option<(Vec<DirEntry>, File)>> {
     let path = dir.join(INDEX_NAME);
     let shown = path.display().to_string();
     let file = match File::open(&path) {
@@ -112,37 +144,71 @@ pub fn read_index(dir: &Path) -> Result<Option<Vec<DirEntry>>> {
             "{shown}: index of {len} bytes is too large"
         )));
     }
-    let text = std::fs::read_to_string(&path)
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut &file, &mut text)
         .map_err(|e| Error::format(format!("{shown}: cannot read the index as UTF-8 text: {e}")))?;
-    parse_index(&text, &shown).map(Some)
+    Ok(Some((parse_index(&text, &shown)?, file)))
 }
 
 /// The arrays of the directory archive at `dir` as the members restore reads, in index order:
 /// each named `<key>.npy`, its payload the whole file (`header_offset` 0, stored), with the
 /// index's size and CRC-32, and its file name as the raw name ([`member_file`] gives the
-/// path). `None` without an index.
-pub(crate) fn members(dir: &Path) -> Result<Option<Vec<MemberInfo>>> {
-    let Some(entries) = read_index(dir)? else {
-        return Ok(None);
-    };
-    Ok(Some(
-        entries
-            .into_iter()
-            .map(|e| MemberInfo {
-                name: String::from_utf8(member_name(&e.key)).unwrap_or_default(),
-                raw_name: e.file.into_bytes(),
-                header_offset: 0,
-                compressed_size: e.size,
-                size: e.size,
-                crc32: e.crc32,
-                method: Ok(Method::Stored),
-                encrypted: false,
-            })
-            .collect(),
+/// path).
+fn members_of(entries: Vec<DirEntry>) -> Vec<MemberInfo> {
+    entries
+        .into_iter()
+        .map(|e| MemberInfo {
+            name: String::from_utf8(member_name(&e.key)).unwrap_or_default(),
+            raw_name: e.file.into_bytes(),
+            header_offset: 0,
+            compressed_size: e.size,
+            size: e.size,
+            crc32: e.crc32,
+            method: Ok(Method::Stored),
+            encrypted: false,
+        })
+        .collect()
+}
+
+/// Runs `read` on the members of the directory archive at `dir` (see [`members_of`]), which
+/// must open every file it reads before it returns (a restore's plan does), and returns its
+/// result if the index was not replaced meanwhile: then every file it opened was the one the
+/// index named (files are removed, and names reused, only after a save commits a new index).
+/// If the index was replaced, `read` runs again on the new one, up to [`RESTORE_ATTEMPTS`] times.
+/// `None` if there is no index.
+pub(crate) fn read_consistently<T>(
+    dir: &Path,
+    mut read: impl FnMut(&[MemberInfo]) -> Result<T>,
+) -> Result<Option<T>> {
+    for _ in 0..RESTORE_ATTEMPTS {
+        let Some((entries, index)) = open_index(dir)? else {
+            return Ok(None);
+        };
+        let result = read(&members_of(entries));
+        if still_current(dir, &index) {
+            return result.map(Some);
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Io,
+        format!(
+            "{}: the directory archive was saved again during each of {RESTORE_ATTEMPTS} \
+             restore attempts",
+            dir.display()
+        ),
     ))
 }
 
-/// The path of a listed member's own file (see [`members`]).
+/// Whether `dir`'s index is still the file `index` (held open, so its inode number cannot have
+/// been reused by a newer index).
+fn still_current(dir: &Path, index: &File) -> bool {
+    match (std::fs::metadata(dir.join(INDEX_NAME)), index.metadata()) {
+        (Ok(now), Ok(read)) => (now.dev(), now.ino()) == (read.dev(), read.ino()),
+        _ => false,
+    }
+}
+
+/// The path of a listed member's own file (see [`read_consistently`]).
 pub(crate) fn member_file(dir: &Path, m: &MemberInfo) -> Result<std::path::PathBuf> {
     let name = std::str::from_utf8(&m.raw_name).map_err(|_| Error::format("bad file name"))?;
     Ok(dir.join(name))
@@ -168,8 +234,9 @@ pub(crate) struct DirArray<'a> {
 }
 
 /// Writes `arrays` into the directory `dir` (created if missing; its parent must exist) and
-/// commits them with a new index. `before_commit` runs once every file is in place and may
-/// still cancel (the new files are then removed and the old index stays).
+/// commits them with a new index (see the module docs for the steps). `before_commit` runs once
+/// every file is in place and may still cancel (the new files are then removed and the old
+/// index stays).
 pub(crate) fn save(
     arrays: &[DirArray<'_>],
     dir: &Path,
@@ -190,37 +257,80 @@ pub(crate) fn save(
             ))
         }
     }
+    let _lock = DirLock::acquire(dir)?;
     let old = read_index(dir)?.unwrap_or_default();
-    let in_use: HashSet<&str> = old.iter().map(|e| e.file.as_str()).collect();
+    recover(dir, &old)?;
+    let mut taken: HashSet<String> = old.iter().map(|e| e.file.clone()).collect();
     let names: Vec<String> = arrays
         .iter()
-        .map(|a| {
-            let mut name = format!("{}.npy", a.key);
-            let mut n = 1;
-            while in_use.contains(name.as_str()) {
-                name = format!("{}.{n}.npy", a.key);
-                n += 1;
-            }
-            name
-        })
+        .map(|a| free_name(dir, a.key, &mut taken))
         .collect();
+    let old_files: HashMap<&str, &str> = old
+        .iter()
+        .map(|e| (e.key.as_str(), e.file.as_str()))
+        .collect();
+    // Every name this save may create, before it creates any.
+    let tokens: Vec<String> = arrays.iter().map(|_| tempfile::local_token()).collect();
+    let temps: Vec<PathBuf> = names
+        .iter()
+        .zip(&tokens)
+        .map(|(name, token)| tempfile::temp_path(&dir.join(name), token))
+        .collect::<Result<_>>()?;
+    let index_path = dir.join(INDEX_NAME);
+    let index_token = tempfile::local_token();
+    let index_temp = tempfile::temp_path(&index_path, &index_token)?;
+    let journal = Mutex::new(Journal::start(dir, fsync)?);
+    // Old files are listed too: after a commit they are garbage, and if this save is killed
+    // before removing them, the next one will.
+    journal_lock(&journal).add(
+        temps
+            .iter()
+            .chain([&index_temp])
+            .filter_map(|p| p.file_name()?.to_str())
+            .chain(names.iter().map(String::as_str))
+            .chain(old.iter().map(|e| e.file.as_str())),
+    )?;
 
-    let written: Vec<(TempFile, u32)> = pool.install(|| {
-        arrays
-            .par_iter()
-            .zip(&names)
-            .map(|(a, name)| write_file(a, &dir.join(name)))
-            .collect::<Result<Vec<_>>>()
-    })?;
-    let mut entries = Vec::with_capacity(arrays.len());
-    let mut placed = Vec::with_capacity(arrays.len());
+    let mut placed: Vec<PathBuf> = Vec::with_capacity(arrays.len());
     let result = (|| {
-        for ((tmp, crc32), (a, name)) in written.into_iter().zip(arrays.iter().zip(&names)) {
-            tmp.rename_into(&dir.join(name), fsync)?;
-            placed.push(dir.join(name));
+        let written: Vec<(TempFile, u32)> = pool.install(|| {
+            arrays
+                .par_iter()
+                .zip(&names)
+                .zip(tokens.into_iter().zip(&temps).collect::<Vec<_>>())
+                .map(|((a, name), (token, first))| {
+                    let model = old_files.get(a.key).map(|f| dir.join(f));
+                    let tmp = TempFile::create_like(
+                        &dir.join(name),
+                        model.as_deref(),
+                        token,
+                        &mut announce(&journal, first),
+                    )?;
+                    write_file(a, tmp)
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let mut entries = Vec::with_capacity(arrays.len());
+        for ((mut tmp, crc32), (a, name)) in written.into_iter().zip(arrays.iter().zip(&names)) {
+            let mut name = name.clone();
+            loop {
+                match tmp.place_new(&dir.join(&name), false)? {
+                    Ok(()) => break,
+                    Err(back) => {
+                        // A file of that name appeared (not by a psv save: they take turns). It
+                        // is not ours: the journal says so ("/<name>"), then names the next one.
+                        tmp = back;
+                        let theirs =
+                            std::mem::replace(&mut name, free_name(dir, a.key, &mut taken));
+                        journal_lock(&journal)
+                            .add([format!("/{theirs}").as_str(), name.as_str()])?;
+                    }
+                }
+            }
+            placed.push(dir.join(&name));
             entries.push(DirEntry {
                 key: a.key.to_owned(),
-                file: name.clone(),
+                file: name,
                 size: (a.header.len() + a.data.len()) as u64,
                 crc32,
             });
@@ -228,20 +338,30 @@ pub(crate) fn save(
         if fsync {
             tempfile::fsync_dir(dir)?;
         }
-        before_commit()
+        before_commit()?;
+        let tmp = TempFile::create_like(
+            &index_path,
+            None,
+            index_token,
+            &mut announce(&journal, &index_temp),
+        )?;
+        (&tmp.file)
+            .write_all(format_index(&entries).as_bytes())
+            .map_err(|e| Error::io(format!("cannot write {}", tmp.path.display()), e))?;
+        tmp.rename_into(&index_path, fsync)?;
+        Ok(entries)
     })();
-    if let Err(e) = result {
-        // Not committed: the files placed so far are named by no index; remove them.
-        for p in &placed {
-            let _ = std::fs::remove_file(p);
+    let entries = match result {
+        Ok(entries) => entries,
+        Err(e) => {
+            // Not committed: the files placed so far are named by no index; remove them.
+            for p in &placed {
+                let _ = std::fs::remove_file(p);
+            }
+            journal_lock(&journal).finish();
+            return Err(e);
         }
-        return Err(e);
-    }
-    let index_path = dir.join(INDEX_NAME);
-    let tmp = TempFile::create(&index_path)?;
-    std::io::Write::write_all(&mut &tmp.file, format_index(&entries).as_bytes())
-        .map_err(|e| Error::io(format!("cannot write {}", tmp.path.display()), e))?;
-    tmp.commit(&index_path, fsync)?;
+    };
     // Committed. Files only the old index named are garbage now (best effort).
     let keep: HashSet<&str> = entries.iter().map(|e| e.file.as_str()).collect();
     for e in &old {
@@ -249,12 +369,196 @@ pub(crate) fn save(
             let _ = std::fs::remove_file(dir.join(&e.file));
         }
     }
+    journal_lock(&journal).finish();
+    if fsync {
+        tempfile::fsync_dir(dir)?;
+    }
     Ok(())
 }
 
-/// Writes one `.npy` file under a temporary name; returns it (not yet renamed) and its CRC-32.
-fn write_file(a: &DirArray<'_>, target: &Path) -> Result<(TempFile, u32)> {
-    let tmp = TempFile::create(target)?;
+/// The first name among `<key>.npy`, `<key>.1.npy`, `<key>.2.npy`, ... that is not in `taken`
+/// and names no existing file; added to `taken`.
+fn free_name(dir: &Path, key: &str, taken: &mut HashSet<String>) -> String {
+    for n in 0u64.. {
+        let name = if n == 0 {
+            format!("{key}.npy")
+        } else {
+            format!("{key}.{n}.npy")
+        };
+        if taken.contains(&name) || std::fs::symlink_metadata(dir.join(&name)).is_ok() {
+            continue;
+        }
+        taken.insert(name.clone());
+        return name;
+    }
+    unreachable!("names run out after u64::MAX tries")
+}
+
+/// The journal, locked (a panic elsewhere cannot leave it half-written in a way that matters:
+/// only complete lines are read back).
+fn journal_lock(journal: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
+    journal.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The `announce` callback of [`TempFile::create_like`]: `first` is already in the journal;
+/// any other name (a retry after a name collision) is added before it is created.
+fn announce<'j>(
+    journal: &'j Mutex<Journal>,
+    first: &'j Path,
+) -> impl FnMut(&Path) -> Result<()> + 'j {
+    move |path| {
+        if path == first {
+            return Ok(());
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::invalid_arg("temporary name is not UTF-8"))?;
+        journal_lock(journal).add([name])
+    }
+}
+
+/// Exclusive right to save a directory, released on drop (closing the descriptor releases the
+/// `flock`).
+struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Waits for the lock on `dir` itself, or on [`LOCK_NAME`] where a directory cannot be
+    /// locked (some network file systems).
+    fn acquire(dir: &Path) -> Result<DirLock> {
+        let failed = |e| Error::io(format!("cannot lock {} for saving", dir.display()), e);
+        let handle = File::open(dir).map_err(failed)?;
+        match flock_exclusive(&handle) {
+            Ok(()) => return Ok(DirLock { _file: handle }),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EBADF | libc::ENOLCK | libc::EOPNOTSUPP | libc::EINVAL)
+                ) => {}
+            Err(e) => return Err(failed(e)),
+        }
+        let path = dir.join(LOCK_NAME);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        flock_exclusive(&file).map_err(failed)?;
+        Ok(DirLock { _file: file })
+    }
+}
+
+/// `flock(LOCK_EX)`, waiting (and retrying after signals).
+fn flock_exclusive(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: `file` is an open descriptor for the duration of the call; flock reads no
+        // memory of ours.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+/// The journal of a save in progress ([`JOURNAL_NAME`]): names appended, one a line, before the
+/// files are created.
+struct Journal {
+    path: PathBuf,
+    file: Option<File>,
+    fsync: bool,
+}
+
+impl Journal {
+    fn start(dir: &Path, fsync: bool) -> Result<Journal> {
+        let path = dir.join(JOURNAL_NAME);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
+        Ok(Journal {
+            path,
+            file: Some(file),
+            fsync,
+        })
+    }
+
+    /// Appends `names` in one write (and fsyncs it when the save is durable).
+    fn add<'n>(&mut self, names: impl IntoIterator<Item = &'n str>) -> Result<()> {
+        let mut text = String::new();
+        for n in names {
+            text.push_str(n);
+            text.push('\n');
+        }
+        let Some(file) = &mut self.file else {
+            return Err(Error::invalid_arg("the save's journal is closed"));
+        };
+        let failed = |e| Error::io(format!("cannot write {}", self.path.display()), e);
+        file.write_all(text.as_bytes()).map_err(failed)?;
+        if self.fsync {
+            file.sync_data().map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    /// The save is over (committed or rolled back): the journal goes.
+    fn finish(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Removes what a killed save left (the names in its journal that the current index does not
+/// name), then the journal. Runs under the directory lock, before anything else.
+fn recover(dir: &Path, current: &[DirEntry]) -> Result<()> {
+    let path = dir.join(JOURNAL_NAME);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+    };
+    let mut keep: HashSet<&str> = current.iter().map(|e| e.file.as_str()).collect();
+    // Only complete lines: the last one may have been cut by the kill.
+    let complete = text
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(&text[..0], |end| &text[..end]);
+    let lines: Vec<&str> = complete
+        .split(|&b| b == b'\n')
+        .filter_map(|line| std::str::from_utf8(line).ok())
+        .collect();
+    // "/<name>": a name the save found taken by someone else's file.
+    keep.extend(lines.iter().filter_map(|l| l.strip_prefix('/')));
+    for &name in &lines {
+        let ours = !name.is_empty()
+            && !name.contains('/')
+            && name != "."
+            && name != ".."
+            && name != INDEX_NAME
+            && name != JOURNAL_NAME
+            && name != LOCK_NAME;
+        if ours && !keep.contains(name) {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+    }
+    std::fs::remove_file(&path)
+        .map_err(|e| Error::io(format!("cannot remove {}", path.display()), e))
+}
+
+/// Writes one `.npy` file into its temporary file; returns it (not yet renamed) and its CRC-32.
+fn write_file(a: &DirArray<'_>, tmp: TempFile) -> Result<(TempFile, u32)> {
     let io = |e| Error::io(format!("cannot write {}", tmp.path.display()), e);
     use std::os::unix::fs::FileExt;
     let mut crc = Hasher::new();
@@ -319,6 +623,41 @@ mod tests {
         ] {
             assert!(parse_index(bad, "x").is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn recovery_removes_what_the_journal_lists_and_no_index_names() {
+        let dir = std::env::temp_dir().join(format!("psv-npy-dir-recover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let names = [
+            "f1.npy",
+            "f2.npy",
+            "f3.npy",
+            ".0123456789abcdef.psv-tmp",
+            "user.txt",
+        ];
+        for n in names {
+            std::fs::write(dir.join(n), n).unwrap();
+        }
+        let journal = "f1.npy\nf2.npy\n/f3.npy\nf3.npy\n.0123456789abcdef.psv-tmp\n../x\nuser.t";
+        std::fs::write(dir.join(JOURNAL_NAME), journal).unwrap();
+        let current = [DirEntry {
+            key: "f1".into(),
+            file: "f1.npy".into(),
+            size: 6,
+            crc32: 0,
+        }];
+        recover(&dir, &current).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        // f1 is indexed, f3 was someone else's, user.txt's line was cut: all stay.
+        assert_eq!(left, ["f1.npy", "f3.npy", "user.txt"]);
+        recover(&dir, &current).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

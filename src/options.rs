@@ -98,8 +98,11 @@ pub struct RestoreOptions {
     pub verify_crc: bool,
     /// Largest accepted `.npy` HEADER_LEN, checked before the header is read.
     pub max_header_len: u64,
-    /// Largest accepted block (sum of all arrays, each padded to 64; the image of a psv-written
-    /// file, headers included, is used only when it fits); `None` means physical memory.
+    /// Largest accepted block, in bytes: the sum of every restored array's size, each rounded up
+    /// to a multiple of 64 (the last one too: that is the block allocated). For a psv-written
+    /// file the block may instead be an image of the file's data region, headers included and
+    /// likewise rounded up to 64; it is used only when it fits. `None` means physical memory.
+    /// Exceeding it is [`ErrorKind::Limit`](crate::ErrorKind::Limit), before any allocation.
     pub max_total_bytes: Option<u64>,
     /// Largest accepted number of central directory entries.
     pub max_members: u64,

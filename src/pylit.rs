@@ -7,8 +7,10 @@
 
 use crate::error::{Error, Result};
 
-/// Deepest nesting accepted (records nest dtypes; numpy's own limit is far above real files).
-const MAX_DEPTH: usize = 64;
+/// Most brackets (`{`, `[`, `(`) open at once: 200, the limit of Python's own parser, so any
+/// header `numpy.load` (`ast.literal_eval`) reads is accepted and anything deeper is an error,
+/// never a stack overflow.
+pub const MAX_NESTING: usize = 200;
 
 /// A parsed Python literal.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,11 +78,14 @@ impl Parser {
         }
     }
 
+    /// One literal inside `depth` open brackets.
     fn value(&mut self, depth: usize) -> Result<Value> {
-        if depth > MAX_DEPTH {
-            return Err(self.error("nesting too deep"));
-        }
         self.skip_ws();
+        if matches!(self.peek(), Some('{' | '[' | '(')) && depth >= MAX_NESTING {
+            return Err(self.error(&format!(
+                "more than {MAX_NESTING} nested brackets (Python's limit)"
+            )));
+        }
         match self.peek() {
             None => Err(self.error("unexpected end")),
             Some('{') => {
@@ -347,6 +352,13 @@ mod tests {
         assert!(parse("[1, 2").is_err());
         assert!(parse("__import__('os')").is_err());
         assert!(parse(&"[".repeat(1000)).is_err());
+        // Python's parser takes 200 nested brackets and refuses 201; so do we.
+        let nested = |n: usize| format!("{}1{}", "[(".repeat(n / 2), ",)]".repeat(n / 2));
+        assert!(parse(&nested(200)).is_ok());
+        let err = parse(&nested(202)).unwrap_err();
+        assert!(err.message().contains("200 nested"), "{}", err.message());
+        assert!(parse(&format!("{}{}", "(".repeat(201), ")".repeat(201))).is_err());
+        assert!(parse(&format!("{}1{}", "(".repeat(200), ")".repeat(200))).is_ok());
         assert!(parse("99999999999999999999999999999999999999999999").is_err());
         assert!(parse("{} x").is_err());
     }

@@ -51,9 +51,10 @@ pub extern "C" fn psv_restore_options_set_verify_crc(
 /// Sets the limits a restore enforces before allocating; 0 keeps a field's default.
 ///
 /// All three are set at once; passing 0 for one sets that limit to its default.
-/// `max_total_bytes`: the block (all arrays, each padded to 64; a psv-written file is read as an
-/// image of its data region, headers included, only when that image fits) — default: physical
-/// memory.
+/// `max_total_bytes`: the block, in bytes: the sum of every restored array's size, each rounded
+/// up to a multiple of 64, the last one included (a psv-written file may be read as an image of
+/// its data region, headers included and rounded up to 64, only when that image fits) — default:
+/// physical memory.
 /// `max_members`: central directory entries — default 16777216. `max_header_len`: a `.npy`
 /// HEADER_LEN — default 1 MiB (numpy's own largest headers are about 72 KB). Exceeding one is
 /// `PSV_ERR_LIMIT`.

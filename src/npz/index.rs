@@ -17,6 +17,26 @@ pub enum Method {
     Stored,
     /// ZIP method 8 (raw deflate), as `numpy.savez_compressed` writes.
     Deflated,
+    /// ZIP method 12: a bzip2 stream (Info-ZIP `zip -Z bzip2`, Python's `zipfile`, 7-Zip).
+    Bzip2,
+    /// ZIP method 14: LZMA with a 4-byte version/size header and 5 properties bytes (Python's
+    /// `zipfile`, 7-Zip).
+    Lzma,
+    /// ZIP method 9: Deflate64, deflate with a 64 KiB window (7-Zip; numpy cannot read it).
+    Deflate64,
+}
+
+impl Method {
+    /// The method's name in messages: `stored`, `deflate`, `bzip2`, `LZMA`, `Deflate64`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Stored => "stored",
+            Method::Deflated => "deflate",
+            Method::Bzip2 => "bzip2",
+            Method::Lzma => "LZMA",
+            Method::Deflate64 => "Deflate64",
+        }
+    }
 }
 
 /// One central directory entry.
@@ -24,7 +44,9 @@ pub enum Method {
 pub struct MemberInfo {
     /// The raw name bytes from the central directory.
     pub raw_name: Vec<u8>,
-    /// The decoded name (UTF-8, or CP437 when the UTF-8 flag is clear).
+    /// The decoded name: UTF-8 when the UTF-8 flag is set or the bytes are valid UTF-8, else
+    /// CP437 (Python's `zipfile`, and so `numpy.load`, uses CP437 whenever the flag is clear:
+    /// Info-ZIP writes UTF-8 names without it, and they mean UTF-8).
     pub name: String,
     /// Offset of the local file header (prefix data already accounted for).
     pub header_offset: u64,
@@ -85,6 +107,9 @@ pub fn read_index<R: Read + Seek>(reader: R, path: &str, max_members: u64) -> Re
         let method = match entry.compression() {
             CompressionMethod::Stored => Ok(Method::Stored),
             CompressionMethod::Deflated => Ok(Method::Deflated),
+            m if m == CompressionMethod::BZIP2 => Ok(Method::Bzip2),
+            m if m == CompressionMethod::LZMA => Ok(Method::Lzma),
+            m if m == CompressionMethod::DEFLATE64 => Ok(Method::Deflate64),
             other => Err(other.to_string()),
         };
         members.push(MemberInfo {

@@ -165,7 +165,7 @@ enum Crc {
 }
 
 /// A hasher that has seen a stored member's `.npy` header bytes (which phase A read), ready
-/// for its data pieces; empty for deflated members, whose fill hashes everything itself.
+/// for its data pieces; empty for compressed members, whose fill hashes everything itself.
 fn header_hasher(loc: &Located) -> Hasher {
     let mut h = Hasher::new();
     if loc.method == Method::Stored {
@@ -192,7 +192,7 @@ impl FillTask<'_> {
         match &self.kind {
             FillKind::Stored { dest, .. }
             | FillKind::Held { dest }
-            | FillKind::Deflated { dest }
+            | FillKind::Compressed { dest }
             | FillKind::InPlace { dest } => dest.len() as u64,
             FillKind::StoredTail { len, .. } => *len,
         }
@@ -209,8 +209,9 @@ enum FillKind<'b> {
     StoredTail { file_offset: u64, len: u64 },
     /// Copy a stored member's array bytes from its phase-A region (and CRC its tail there).
     Held { dest: &'b mut [u8] },
-    /// Inflate a whole deflated member; the array part lands in `dest`.
-    Deflated { dest: &'b mut [u8] },
+    /// Decode a whole compressed member (deflate, bzip2, LZMA, Deflate64); the array part
+    /// lands in `dest`.
+    Compressed { dest: &'b mut [u8] },
     /// A stored member that phase A read into its place in the image (and hashed): only the
     /// byte swap of its array data is left.
     InPlace { dest: &'b mut [u8] },
@@ -259,12 +260,14 @@ fn fill_tasks<'b>(
             continue;
         }
         match loc.method {
-            Method::Deflated => tasks.push(FillTask {
-                slot,
-                kind: FillKind::Deflated { dest },
-                swap: false,
-                region: regions[slot].take(),
-            }),
+            Method::Deflated | Method::Bzip2 | Method::Lzma | Method::Deflate64 => {
+                tasks.push(FillTask {
+                    slot,
+                    kind: FillKind::Compressed { dest },
+                    swap: false,
+                    region: regions[slot].take(),
+                })
+            }
             Method::Stored if regions[slot].is_some() => tasks.push(FillTask {
                 slot,
                 kind: FillKind::Held { dest },
@@ -312,7 +315,7 @@ fn fill_tasks<'b>(
 }
 
 impl Reader<'_> {
-    /// Checks the CRC-32 of a member that is not an array, reading (or inflating) all of it.
+    /// Checks the CRC-32 of a member that is not an array, reading (or decoding) all of it.
     pub(super) fn check_raw_member_crc(&self, m: &MemberInfo, payload_start: u64) -> Result<()> {
         let mut h = Hasher::new();
         let mut buf = memory::zeroed((CHUNK_LEN as u64).min(m.size) as usize)?;
@@ -326,13 +329,17 @@ impl Reader<'_> {
                     done += n as u64;
                 }
             }
-            Ok(Method::Deflated) => {
-                let mut inflater = self.inflater(None, payload_start, m.compressed_size);
+            Ok(method) => {
+                let mut inflater =
+                    self.inflater(method, None, payload_start, m.compressed_size, m.size)?;
                 let mut done = 0u64;
                 while done < m.size {
                     let n = (m.size - done).min(buf.len() as u64) as usize;
                     if inflater.read(&mut buf[..n])? != n {
-                        return Err(Error::format("truncated: the deflate stream ends early"));
+                        return Err(Error::format(format!(
+                            "truncated: the {} stream ends early",
+                            inflater.name()
+                        )));
                     }
                     h.update(&buf[..n]);
                     done += n as u64;
@@ -406,22 +413,31 @@ impl Reader<'_> {
                 h.update(&buf);
                 Ok(Some(Crc::Piece(h)))
             }
-            FillKind::Deflated { dest } => {
+            FillKind::Compressed { dest } => {
                 let held = task
                     .region
                     .as_ref()
                     .and_then(|r| r.get(loc.payload_start, m.compressed_size));
-                let mut inflater = self.inflater(held, loc.payload_start, m.compressed_size);
+                let mut inflater = self.inflater(
+                    loc.method,
+                    held,
+                    loc.payload_start,
+                    m.compressed_size,
+                    m.size,
+                )?;
+                let what = inflater.name();
                 let mut h = Hasher::new();
                 let mut header = memory::zeroed(loc.header.header_len)?;
                 if inflater.read(&mut header)? != header.len() || header != loc.header_bytes {
-                    return Err(Error::format("the deflate stream changed while reading"));
+                    return Err(Error::format(format!(
+                        "the {what} stream changed while reading"
+                    )));
                 }
                 h.update(&header);
                 if inflater.read(dest)? != dest.len() {
-                    return Err(Error::format(
-                        "truncated: the deflate stream ends inside the array data",
-                    ));
+                    return Err(Error::format(format!(
+                        "truncated: the {what} stream ends inside the array data"
+                    )));
                 }
                 if verify {
                     h.update(dest);
@@ -438,7 +454,7 @@ impl Reader<'_> {
                     let n = (tail_left as usize).min(scratch.len());
                     if inflater.read(&mut scratch[..n])? != n {
                         return Err(Error::format(format!(
-                            "truncated: the deflate stream ends before the declared size {}",
+                            "truncated: the {what} stream ends before the declared size {}",
                             m.size
                         )));
                     }

@@ -391,7 +391,9 @@ impl Reader<'_> {
         }
         let start = members.iter().map(|m| m.header_offset).min()? & !(BLOCK_ALIGN as u64 - 1);
         let len = end.checked_sub(start).filter(|&l| l > 0)?;
-        if len > limit || len > isize::MAX as u64 || payload < len - len / 4 {
+        // The image becomes the block padded to 64, which must fit the limit.
+        let padded = len.checked_next_multiple_of(BLOCK_ALIGN as u64)?;
+        if padded > limit || padded > isize::MAX as u64 || payload < len - len / 4 {
             return None;
         }
         // Phase A's own check of the first array, one small read; an error here is reported
@@ -464,7 +466,8 @@ impl Reader<'_> {
             Ok(method) => *method,
             Err(name) => {
                 return Err(Error::unsupported(format!(
-                    "compression method {name} is not supported (only stored and deflated)"
+                    "compression method {name} is not supported (stored, deflate, bzip2, LZMA \
+                     and Deflate64 are)"
                 )))
             }
         };
@@ -533,8 +536,9 @@ impl Reader<'_> {
                     Cow::Owned(bytes)
                 }
             }
-            Method::Deflated => {
-                let mut inflater = self.inflater(payload, payload_start, m.compressed_size);
+            Method::Deflated | Method::Bzip2 | Method::Lzma | Method::Deflate64 => {
+                let mut inflater =
+                    self.inflater(method, payload, payload_start, m.compressed_size, m.size)?;
                 let mut prefix = vec![0u8; (m.size as usize).min(header::PREFIX_LEN)];
                 let got = inflater.read(&mut prefix)?;
                 prefix.truncate(got);
@@ -547,9 +551,10 @@ impl Reader<'_> {
                 let have = prefix.len().min(total);
                 bytes[..have].copy_from_slice(&prefix[..have]);
                 if inflater.read(&mut bytes[have..])? != total - have {
-                    return Err(Error::format(
-                        "truncated: the deflate stream ends inside the .npy header",
-                    ));
+                    return Err(Error::format(format!(
+                        "truncated: the {} stream ends inside the .npy header",
+                        inflater.name()
+                    )));
                 }
                 Cow::Owned(bytes)
             }

@@ -212,6 +212,17 @@ pub(crate) enum BlockFrom<'m> {
     Allocator(&'m mut dyn FnMut(usize) -> Result<CallerBlock>),
 }
 
+impl BlockFrom<'_> {
+    /// The same memory, for one more attempt (a directory archive read again).
+    fn reborrow(&mut self) -> BlockFrom<'_> {
+        match self {
+            BlockFrom::Own => BlockFrom::Own,
+            BlockFrom::Caller(buf) => BlockFrom::Caller(buf),
+            BlockFrom::Allocator(alloc) => BlockFrom::Allocator(*alloc),
+        }
+    }
+}
+
 /// The one restore: open the source, plan, fill `memory`.
 pub(crate) fn restore_from(
     source: Source<'_>,
@@ -346,8 +357,8 @@ impl std::io::Seek for PositionalReader<'_> {
     }
 }
 
-/// A directory archive: its index lists the members (see [`npy_dir::members`]); each is read
-/// from its own file through the same plan, fill and CRC machinery.
+/// A directory archive: its index lists the members (see [`npy_dir::read_consistently`]); each
+/// is read from its own file through the same plan, fill and CRC machinery.
 fn restore_dir(
     dir: &Path,
     opts: &RestoreOptions,
@@ -355,22 +366,33 @@ fn restore_dir(
     memory: BlockFrom<'_>,
 ) -> Result<Archive> {
     let shown = dir.display().to_string();
-    let members = npy_dir::members(dir)?.ok_or_else(|| {
+    let nothing = Memory(&[]);
+    let reader = Reader::new(&nothing, 0, None, &shown, opts);
+    let (mut progress, mut memory) = (progress, memory);
+    // Again if a save replaced the index meanwhile (files may be of another version).
+    npy_dir::read_consistently(dir, |members| {
+        if members.len() as u64 > opts.max_members {
+            return Err(Error::limit(format!(
+                "{shown}: {} arrays exceed the limit of {}",
+                members.len(),
+                opts.max_members
+            )));
+        }
+        finish(
+            &reader,
+            members,
+            None,
+            Some(dir),
+            progress.as_deref_mut(),
+            memory.reborrow(),
+        )
+    })?
+    .ok_or_else(|| {
         Error::format(format!(
             "{shown} is a directory without {}: not a psv archive",
             npy_dir::INDEX_NAME
         ))
-    })?;
-    if members.len() as u64 > opts.max_members {
-        return Err(Error::limit(format!(
-            "{shown}: {} arrays exceed the limit of {}",
-            members.len(),
-            opts.max_members
-        )));
-    }
-    let nothing = Memory(&[]);
-    let reader = Reader::new(&nothing, 0, None, &shown, opts);
-    finish(&reader, &members, None, Some(dir), progress, memory)
+    })
 }
 
 /// Plans the restore of `members`, then fills the block (unless metadata only) in `memory`.

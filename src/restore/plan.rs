@@ -163,7 +163,9 @@ impl Reader<'_> {
                 end = offset
                     .checked_add(loc.header.nbytes)
                     .filter(|&e| {
-                        (e as u64 <= limit || opts.metadata_only) && e <= isize::MAX as usize
+                        (memory::align_up(e).is_some_and(|padded| padded as u64 <= limit)
+                            || opts.metadata_only)
+                            && e <= isize::MAX as usize
                     })
                     .ok_or_else(|| {
                         Error::limit(format!(
@@ -195,7 +197,7 @@ impl Reader<'_> {
                 nbytes: loc.header.nbytes,
                 mapped,
                 file_offset,
-                compressed: loc.method == Method::Deflated,
+                compressed: loc.method != Method::Stored,
             });
             located.push((i, loc));
         }

@@ -1737,11 +1737,15 @@ static void test_handmade_zips(void)
         RESTORE_FAILS(PSV_ERR_UNSUPPORTED, P("object.npz"), NULL);
         free(obj.p);
     }
-    /* compression other than stored/deflate, and encryption */
+    /* a method not read (93, Zstandard), a bzip2 claim on data that is not bzip2, and
+       encryption */
     {
+        const struct member zs[] = {{"a.npy", NULL, a_npy.p, a_npy.len, 93, 0, 0, 0, 0}};
+        write_zip(P("zstd.npz"), zs, 1, 0);
+        RESTORE_FAILS(PSV_ERR_UNSUPPORTED, P("zstd.npz"), NULL);
         const struct member bz[] = {{"a.npy", NULL, a_npy.p, a_npy.len, 12, 0, 0, 0, 0}};
         write_zip(P("bzip2.npz"), bz, 1, 0);
-        RESTORE_FAILS(PSV_ERR_UNSUPPORTED, P("bzip2.npz"), NULL);
+        RESTORE_FAILS(PSV_ERR_FORMAT, P("bzip2.npz"), NULL);
         const struct member enc[] = {{"a.npy", NULL, a_npy.p, a_npy.len, 0, 1, 0, 0, 0}};
         write_zip(P("encrypted.npz"), enc, 1, 0);
         RESTORE_FAILS(PSV_ERR_UNSUPPORTED, P("encrypted.npz"), NULL);

@@ -85,6 +85,13 @@ def deflate(data: bytes, level: int = 6) -> bytes:
     return c.compress(data) + c.flush()
 
 
+def lzma_zip(data: bytes) -> bytes:
+    """An LZMA member's payload as Python's zipfile writes it (header, properties, raw LZMA1
+    with an end marker)."""
+    c = zipfile.LZMACompressor()
+    return c.compress(data) + c.flush()
+
+
 # ---------------------------------------------------------------------------------------------
 # A ZIP builder in which every field can be overridden
 # ---------------------------------------------------------------------------------------------
@@ -413,8 +420,13 @@ add("flip_central_flag_strong_encryption.npz",
 add("flip_central_method_77.npz", build([xm(central={"method": 77}), ym()])[0], UNSUP)
 # Method 99 is WinZip AES encryption.
 add("flip_central_method_99_aes.npz", build([xm(central={"method": 99}), ym()])[0], UNSUP)
-add("method_bzip2.npz", one(X_NPY, method=12, comp=bz2.compress(X_NPY)), UNSUP)
-add("method_deflate64_claimed.npz", one(X_NPY, method=9, comp=deflate(X_NPY)), UNSUP)
+# bzip2 (12), LZMA (14) and Deflate64 (9) members: numpy reads the first two (7-Zip all three).
+add("ok_method_bzip2.npz", one(X_NPY, method=12, comp=bz2.compress(X_NPY)), OK)
+add("ok_method_lzma.npz", one(X_NPY, method=14, comp=lzma_zip(X_NPY)), OK)
+# A deflate stream is a Deflate64 stream when it never uses length code 285 (258 in deflate, a
+# 16-bit extra length in Deflate64): this one's longest match is shorter.
+add("ok_method_deflate64_plain_deflate.npz",
+    one(X_NPY, method=9, comp=deflate(X_NPY)), OK)
 add("flip_central_crc.npz", build([xm(central={"crc": zlib.crc32(X_NPY) ^ 0x10}), ym()])[0], CRC)
 add("flip_central_csize_sentinel_no_zip64.npz", build([xm(central={"csize": U32})])[0], FORMAT)
 add("flip_central_name_len_plus_1.npz", build([xm(central={"nlen": 6}), ym()])[0], FORMAT)
@@ -525,6 +537,24 @@ add("zip64_extra_size_2_63.npz",
 bomb_payload = X_NPY + b"\0" * (16 << 20)
 add("bomb_inflates_past_declared_size.npz",
     one(bomb_payload, method=8, central={"usize": n, "crc": zlib.crc32(X_NPY)}), FORMAT)
+# The same for bzip2.
+add("bomb_bzip2_decodes_past_declared_size.npz",
+    one(bomb_payload, method=12, comp=bz2.compress(bomb_payload),
+        central={"usize": n, "crc": zlib.crc32(X_NPY)}), FORMAT)
+# LZMA: the decoder is told the declared size and stops there; a stream that goes on (neither
+# an end marker nor the end of the data there) is an error.
+add("bomb_lzma_decodes_past_declared_size.npz",
+    one(bomb_payload, method=14, comp=lzma_zip(bomb_payload),
+        central={"usize": n, "crc": zlib.crc32(X_NPY)}), FORMAT)
+# LZMA properties of 4 bytes instead of 5; a stream cut inside the properties.
+add("lzma_properties_length_4.npz",
+    one(X_NPY, method=14, comp=lzma_zip(X_NPY)[:2] + b"\x04\x00" + lzma_zip(X_NPY)[4:]), FORMAT)
+add("lzma_cut_in_properties.npz", one(X_NPY, method=14, comp=lzma_zip(X_NPY)[:6]), FORMAT)
+add("bzip2_stream_cut.npz",
+    one(X_NPY, method=12, comp=bz2.compress(X_NPY)[:-20]), FORMAT)
+add("bzip2_bitflip.npz",
+    one(X_NPY, method=12, comp=poke(bz2.compress(X_NPY), 60, "<B",
+                                    bz2.compress(X_NPY)[60] ^ 0x08)), FORMAT)
 # Claims 1 TiB of float64 (ZIP64 sizes); the block limit stops it before any allocation.
 tb_hdr = npy_header(hdr_dict("'<f8'", "(137438953472,)"))
 tb_payload = tb_hdr + b"\0" * (1 << 20)

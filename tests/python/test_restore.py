@@ -235,8 +235,6 @@ ERROR_FIXTURES = {
     "trailing_bad_crc_stored": ["PSV_ERR_CRC"],
     "trailing_bad_crc_deflated": ["PSV_ERR_CRC"],
     "truncated_member": ["PSV_ERR_FORMAT"],
-    "bzip2": ["PSV_ERR_UNSUPPORTED"],
-    "lzma": ["PSV_ERR_UNSUPPORTED"],
     "encrypted_flag": ["PSV_ERR_UNSUPPORTED"],
     "duplicate_names": ["PSV_ERR_FORMAT"],
     "a_and_a_npy": ["PSV_ERR_FORMAT"],

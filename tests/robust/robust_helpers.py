@@ -71,7 +71,7 @@ def listing(directory: Path) -> List[str]:
 
 
 def temp_files(directory: Path) -> List[str]:
-    """libpsv temporary files (`.<target>.<pid>-<n>.psv-tmp`) in a directory."""
+    """libpsv temporary files (`.<16 hex digits>.psv-tmp`) in a directory."""
     return sorted(n for n in os.listdir(directory) if n.endswith(".psv-tmp"))
 
 
