@@ -90,10 +90,14 @@ impl TempFile {
             .create_new(true)
             .open(&path)
             .map_err(|e| {
-                Error::io(
-                    format!("cannot create a temporary file beside {}", target.display()),
-                    e,
-                )
+                let context = match target.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    Some(dir) if e.kind() == std::io::ErrorKind::NotFound && !dir.is_dir() => {
+                        let (t, d) = (target.display(), dir.display());
+                        format!("cannot save {t}: directory {d} does not exist")
+                    }
+                    _ => format!("cannot create a temporary file beside {}", target.display()),
+                };
+                Error::io(context, e)
             })?;
         Ok(TempFile {
             path,
