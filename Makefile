@@ -10,6 +10,8 @@ LIBDIR  := target/release
 BUILD   := build
 CFLAGS_STRICT := -std=c99 -Wall -Wextra -Wpedantic -Werror -O2 -Iinclude
 LDLIBS_PSV    := -L$(LIBDIR) -lpsv -Wl,-rpath,$(abspath $(LIBDIR)) -pthread
+# apt-get runs as root, or through sudo (mk/luajit.mk, mk/install.mk install Debian packages).
+PSV_SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: all lib header check-header demo test test-slow test-rust test-c test-python lint venv clean
 
@@ -37,9 +39,10 @@ $(BUILD):
 $(BUILD)/psv_example: examples/c/psv_example.c include/psv.h lib | $(BUILD)
 	$(CC) $(CFLAGS_STRICT) $< -o $@ $(LDLIBS_PSV)
 
+# The Python half imports the package installed into .venv (mk/python.mk: venv-pkg).
 demo: lib $(BUILD)/psv_example venv
 	$(BUILD)/psv_example $(BUILD)/demo_c
-	PSV_LIBRARY=$(abspath $(LIBDIR))/libpsv.so $(VPY) examples/python_ctypes/demo.py
+	$(VPY) examples/python_ctypes/demo.py
 
 -include $(sort $(wildcard mk/*.mk))
 
@@ -78,13 +81,11 @@ test-c: $(BUILD)/test_api_asan $(BUILD)/test_api $(BUILD)/psv_example
 	tests/c/run_valgrind.sh $(BUILD)/test_api $(BUILD)/c_valgrind
 	$(BUILD)/psv_example $(BUILD)/c_example
 
-# The > 4 GiB cases (about a minute and 13 GiB of disk in all); .ci/run runs them too.
-test-slow: lib venv
-	PSV_TEST_LARGE=1 PSV_LIBRARY=$(abspath $(LIBDIR))/libpsv.so $(VPY) -m pytest -q tests/python -k 4gib
-
-test-python: lib venv
-	PSV_LIBRARY=$(abspath $(LIBDIR))/libpsv.so $(VPY) -m pytest -q tests/python
+# The > 4 GiB cases (about a minute and 13 GiB of disk in all), against the installed wheel;
+# .ci/run runs them too. `make test-python` runs the Python tests against the wheel (mk/python.mk).
+test-slow: wheel-venv
+	env -u PSV_LIBRARY PSV_TEST_LARGE=1 $(WPY) -m pytest -q -p no:cacheprovider tests/python -k 4gib
 
 clean:
 	$(CARGO) clean
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) python/parallel_saver.egg-info

@@ -1,0 +1,53 @@
+# mk/python.mk — the Python package as users install it (pyproject.toml, setup.py,
+# python/parallel_saver/), and `cargo package`.
+#
+#   make wheel        `pip wheel .` into build/wheel/: the package with libpsv.so inside, built by
+#                     setuptools-rust from the same cargo build as `make lib` (nothing recompiles)
+#   make test-wheel   a fresh venv (build/wheel-venv) with the wheel, numpy, pytest and cffi from
+#                     PyPI; checks the import from another directory with no PSV_LIBRARY, the
+#                     console script, then runs tests/python against it (part of `make test`;
+#                     `make test-python` is the same)
+#   make venv-pkg     installs the wheel into .venv, for the tools that import parallel_saver
+#                     there (make demo, bench, test-robust)
+#   make test-package `cargo package`: the crate packages and builds from its own sources, and
+#                     its build writes nothing into the source tree
+
+PY_PLATFORM = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_platform().replace("-", "_").replace(".", "_"))')
+WHEEL_DIR   := $(BUILD)/wheel
+WHEEL        = $(WHEEL_DIR)/parallel_saver-$(PSV_PKG_VERSION)-py3-none-$(PY_PLATFORM).whl
+WVENV       := $(BUILD)/wheel-venv
+WPY         := $(WVENV)/bin/python
+
+.PHONY: wheel wheel-venv test-wheel venv-pkg test-package
+
+# pip builds in an isolated environment with the build requirements of pyproject.toml; setuptools'
+# own scratch space (build/python) is emptied first, so no stale module reaches the wheel.
+wheel: lib venv
+	rm -rf $(BUILD)/python $(WHEEL_DIR) python/parallel_saver.egg-info
+	$(VPY) -m pip wheel --quiet --no-deps --wheel-dir $(WHEEL_DIR) .
+	@test -f $(WHEEL) || { echo "wheel: expected $(WHEEL); got:" >&2; ls $(WHEEL_DIR) >&2; exit 1; }
+	@echo "wheel: $(WHEEL) ($$(du -k $(WHEEL) | cut -f1) KiB)"
+
+wheel-venv: wheel
+	rm -rf $(WVENV)
+	$(PYTHON) -m venv $(WVENV)
+	$(WPY) -m pip install --quiet $(WHEEL) -r tests/python/requirements.txt
+
+test-wheel: wheel-venv
+	cd / && env -u PSV_LIBRARY $(abspath $(WPY)) -c 'import parallel_saver as p, sys; \
+		print("test-wheel: parallel_saver", p.version(), "from", p.library_path()); \
+		sys.exit(p.library_path().parent != __import__("pathlib").Path(p.__file__).parent)'
+	env -u PSV_LIBRARY $(WVENV)/bin/psv-py --help > /dev/null
+	env -u PSV_LIBRARY PSV_EXPECT_INSTALLED=1 $(WPY) -m pytest -q -p no:cacheprovider tests/python
+
+test-python: test-wheel
+
+venv-pkg: wheel venv
+	$(VPY) -m pip install --quiet --no-deps --force-reinstall $(WHEEL)
+
+demo bench bench-smoke test-robust: venv-pkg
+
+test-package:
+	$(CARGO) package --quiet --allow-dirty
+
+TEST_TARGETS += test-package
