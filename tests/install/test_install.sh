@@ -121,7 +121,7 @@ readelf -d "$use/prog" | grep -q "R.*PATH.*\[$lib\]" || fail "the README's dynam
 if readelf -d "$use/prog-static" | grep -q 'Shared library: \[libpsv'; then
     fail "the README's static prog-static needs libpsv.so"
 fi
-env -u LD_LIBRARY_PATH "$use/prog-static" > /dev/null || fail "prog-static does not run"
+(cd "$use" && env -u LD_LIBRARY_PATH ./prog-static > /dev/null) || fail "prog-static does not run"
 [ -x "$use/build/cpp/psv_example" ] || fail "the README's CMake lines built no build/cpp/psv_example"
 readelf -d "$use/build/cpp/psv_example" | grep -q "Shared library: \[libpsv.so.$PSV_SOVER\]" \
     || fail "the CMake-built example does not link libpsv.so.$PSV_SOVER (psv::psv)"
