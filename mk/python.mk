@@ -5,8 +5,8 @@
 #                     setuptools-rust from the same cargo build as `make lib` (nothing recompiles)
 #   make test-wheel   a fresh venv (build/wheel-venv) with the wheel, numpy, pytest and cffi from
 #                     PyPI; checks the import from another directory with no PSV_LIBRARY, the
-#                     console script, then runs tests/python against it (part of `make test`;
-#                     `make test-python` is the same)
+#                     console script and examples/python_ctypes/demo.py (small), then runs
+#                     tests/python against it (part of `make test`; `make test-python` is the same)
 #   make venv-pkg     installs the wheel into .venv, for the tools that import parallel_saver
 #                     there (make demo, bench, test-robust)
 #   make test-package `cargo package`: the crate packages and builds from its own sources, and
@@ -38,6 +38,7 @@ test-wheel: wheel-venv
 		print("test-wheel: parallel_saver", p.version(), "from", p.library_path()); \
 		sys.exit(p.library_path().parent != __import__("pathlib").Path(p.__file__).parent)'
 	env -u PSV_LIBRARY $(WVENV)/bin/psv-py --help > /dev/null
+	env -u PSV_LIBRARY $(WPY) examples/python_ctypes/demo.py --mb 16 --small 20 --repeat 1 > /dev/null
 	env -u PSV_LIBRARY PSV_EXPECT_INSTALLED=1 $(WPY) -m pytest -q -p no:cacheprovider tests/python
 
 test-python: test-wheel
