@@ -31,9 +31,10 @@ from __future__ import annotations
 
 from ._api import ArrayInfo, ParallelSaver, RestoredArrays, RestoredBlock, block_of, ls, restore
 
-# The private names below are for low-level use of the raw library (as tests/python does):
-# _lib() is the ctypes.CDLL with prototypes and no errcheck.
-from ._binding import (
+# The package's namespace (hence no "unused import" here). The private names are for low-level
+# use of the raw library, as tests/python does: _lib() is the ctypes.CDLL with prototypes and no
+# errcheck.
+from ._binding import (  # noqa: F401
     DTYPE_CODES,
     PSV_ABI_VERSION,
     PSV_DTYPE_INVALID,

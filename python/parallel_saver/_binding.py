@@ -392,8 +392,10 @@ def _checked(fn: Any, name: str, restype: Any, argtypes: List[Any]) -> Any:
     ``errcheck``: PsvError for a ``psv_status`` other than PSV_OK, MemoryError for a NULL
     from a ``*_new`` constructor."""
     address = ctypes.cast(fn, ctypes.c_void_p).value
+    if not address:
+        raise OSError(f"libpsv: {name} has no address")
     real_restype = _c_status if restype is _STATUS else restype
-    checked = ctypes.CFUNCTYPE(real_restype, *argtypes)(address)
+    checked: Any = ctypes.CFUNCTYPE(real_restype, *argtypes)(address)
     if restype is _STATUS:
 
         def errcheck(result: int, _func: Any, _args: Tuple[Any, ...]) -> int:

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import parallel_saver
 from parallel_saver import _binding
 
 INSTALLED = os.environ.get("PSV_EXPECT_INSTALLED") == "1"
