@@ -498,9 +498,3 @@ def _error(lib: ctypes.CDLL, status: int, function: str) -> PsvError:
     os_code = int(os_code_fn()) if os_code_fn is not None else 0
     name = lib.psv_status_str(status).decode("ascii", "replace")
     return PsvError(status, name, message, function, os_code)
-
-
-def _check(lib: ctypes.CDLL, status: int, function: str) -> None:
-    if status != PSV_OK:
-        raise _error(lib, status, function)
-
