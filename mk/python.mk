@@ -3,8 +3,8 @@
 #
 #   make wheel        `pip wheel .` into build/wheel/: the package with libpsv.so inside, built by
 #                     setuptools-rust from the same cargo build as `make lib` (nothing recompiles)
-#   make test-wheel   a fresh venv (build/wheel-venv) with the wheel, numpy, pytest and cffi from
-#                     PyPI; checks the import from another directory with no PSV_LIBRARY, the
+#   make test-wheel   `pip install .` into a fresh venv (build/wheel-venv), with numpy, pytest and
+#                     cffi from PyPI; checks the import from another directory with no PSV_LIBRARY, the
 #                     console script and examples/python_ctypes/demo.py (small), then runs
 #                     tests/python against it (part of `make test`; `make test-python` is the same)
 #   make test-wheel-oldest   the same wheel with the oldest supported numpy (1.24) and, when
@@ -33,10 +33,13 @@ wheel: lib venv
 	@test -f $(WHEEL) || { echo "wheel: expected $(WHEEL); got:" >&2; ls $(WHEEL_DIR) >&2; exit 1; }
 	@echo "wheel: $(WHEEL) ($$(du -k $(WHEEL) | cut -f1) KiB)"
 
+# What a user does: `pip install .` into a fresh venv (pip builds the wheel again, in its
+# isolated environment; cargo has nothing to recompile). It runs after `wheel`, which checks the
+# wheel's name and platform tag.
 wheel-venv: wheel
-	rm -rf $(WVENV)
+	rm -rf $(WVENV) $(BUILD)/python python/parallel_saver.egg-info
 	$(PYTHON) -m venv $(WVENV)
-	$(WPY) -m pip install --quiet $(WHEEL) -r tests/python/requirements.txt
+	$(WPY) -m pip install --quiet . -r tests/python/requirements.txt
 
 test-wheel: wheel-venv
 	cd / && env -u PSV_LIBRARY $(abspath $(WPY)) -c 'import parallel_saver as p, sys; \
