@@ -1,24 +1,21 @@
-//! Generates `include/psv.h` from `src/ffi/` with cbindgen (the header is committed, and CI
-//! fails if it is stale), and gives the shared library its SONAME.
+//! Gives the shared library its SONAME, and makes the SONAME name resolve in the build
+//! directory.
+//!
+//! The header `include/psv.h` is not generated here: a build script must not write into the
+//! source tree (`cargo package` refuses that). `make header` generates it (tools/gen_header.rs).
 
 use std::env;
-use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn main() {
-    let dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let major: u32 = env::var("CARGO_PKG_VERSION_MAJOR")
-        .unwrap()
+        .expect("cargo sets CARGO_PKG_VERSION_MAJOR")
         .parse()
-        .unwrap();
+        .expect("numeric major version");
     let minor: u32 = env::var("CARGO_PKG_VERSION_MINOR")
-        .unwrap()
+        .expect("cargo sets CARGO_PKG_VERSION_MINOR")
         .parse()
-        .unwrap();
-    let patch: u32 = env::var("CARGO_PKG_VERSION_PATCH")
-        .unwrap()
-        .parse()
-        .unwrap();
+        .expect("numeric minor version");
 
     // SONAME as cargo-c computes it: 0.y.z -> libpsv.so.0.y, x.y.z -> libpsv.so.x.
     let sover = if major == 0 {
@@ -27,44 +24,42 @@ fn main() {
         major.to_string()
     };
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libpsv.so.{sover}");
+        let soname = format!("libpsv.so.{sover}");
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{soname}");
+        if let Some(dir) = artifact_dir() {
+            soname_link(&dir, &soname);
+        }
     }
-
-    let abi = if major == 0 {
-        minor * 100
-    } else {
-        major * 10000
-    };
-    let macros = format!(
-        "\n/* Version of this header; psv_version() and psv_abi_version() report the library's. */\n\
-         #define PSV_VERSION_MAJOR {major}\n\
-         #define PSV_VERSION_MINOR {minor}\n\
-         #define PSV_VERSION_PATCH {patch}\n\
-         /* MAJOR * 10000 + MINOR * 100 + PATCH */\n\
-         #define PSV_VERSION_NUMBER {}\n\
-         /* Equal to psv_abi_version() of every library this header is ABI-compatible with. */\n\
-         #define PSV_ABI_VERSION {abi}\n",
-        major * 10000 + minor * 100 + patch
-    );
-    let preamble = fs::read_to_string(dir.join("include/psv_preamble.h"))
-        .expect("include/psv_preamble.h holds the header's opening documentation");
-
-    let mut config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
-    config.header = Some(preamble.trim_end().to_string());
-    config.after_includes = Some(macros);
-    let mut out = Vec::new();
-    cbindgen::Builder::new()
-        .with_config(config)
-        .with_src(dir.join("src/ffi/mod.rs"))
-        .generate()
-        .expect("cbindgen could not generate include/psv.h")
-        .write(&mut out);
-    let target = dir.join("include/psv.h");
-    if fs::read(&target).ok().as_deref() != Some(&out[..]) {
-        fs::write(&target, &out).expect("cannot write include/psv.h");
-    }
-    println!("cargo:rerun-if-changed=src/ffi");
-    println!("cargo:rerun-if-changed=cbindgen.toml");
-    println!("cargo:rerun-if-changed=include/psv_preamble.h");
     println!("cargo:rerun-if-changed=build.rs");
 }
+
+/// The directory cargo puts this package's final artifacts in (`target/<profile>`, or
+/// `target/<triple>/<profile>`): OUT_DIR is `<that>/build/<package>-<hash>/out`.
+fn artifact_dir() -> Option<PathBuf> {
+    let out = PathBuf::from(env::var_os("OUT_DIR")?);
+    let dir = out.parent()?.parent()?.parent()?;
+    (dir.join("build").is_dir()).then(|| dir.to_path_buf())
+}
+
+/// Creates `<dir>/<soname> -> libpsv.so`, so that a program linked with `-Ltarget/release
+/// -lpsv` (whose NEEDED entry is the SONAME) runs with `-Wl,-rpath,target/release` or
+/// `LD_LIBRARY_PATH=target/release`, as an installed lib/ has it. The link may dangle until
+/// the library is linked, right after this script. Best effort: a failure only warns.
+#[cfg(unix)]
+fn soname_link(dir: &Path, soname: &str) {
+    let link = dir.join(soname);
+    if std::fs::read_link(&link).is_ok_and(|t| t == Path::new("libpsv.so")) {
+        return;
+    }
+    let _ = std::fs::remove_file(&link);
+    if let Err(e) = std::os::unix::fs::symlink("libpsv.so", &link) {
+        println!(
+            "cargo:warning=cannot create {}: {e} (programs linked against target/ need it)",
+            link.display()
+        );
+    }
+}
+
+/// Symbolic links need a Unix build host; elsewhere the SONAME link is left to the user.
+#[cfg(not(unix))]
+fn soname_link(_dir: &Path, _soname: &str) {}

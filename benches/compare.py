@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """benches/compare.py: the benchmark behind `make bench` (issue 5).
 
-Saves and restores four workloads with libpsv (through the ctypes wrapper
-examples/python_ctypes/parallel_saver.py), numpy and safetensors (torch-free:
+Saves and restores four workloads with libpsv (through the installed ctypes package
+parallel_saver, python/parallel_saver/), numpy and safetensors (torch-free:
 ``safetensors.numpy``), and measures this machine's limits in the same run:
 
   W1  8 float32 arrays of 64 MiB            (also np.savez_compressed / psv deflate-6)
@@ -59,8 +59,21 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
-WRAPPER = REPO / "examples" / "python_ctypes" / "parallel_saver.py"
-sys.path.insert(0, str(WRAPPER.parent))
+
+
+def wrapper_dir() -> Path:
+    """The installed parallel_saver package that the psv runs go through."""
+    import parallel_saver
+
+    return Path(parallel_saver.__file__).resolve().parent
+
+
+def wrapper_sha256() -> str:
+    """One hash over the package's Python files (name and content, in name order)."""
+    h = hashlib.sha256()
+    for f in sorted(wrapper_dir().glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -1031,8 +1044,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "warmup": args.warmup,
         "threads": args.threads,
         "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "wrapper": str(WRAPPER),
-        "wrapper_sha256": hashlib.sha256(WRAPPER.read_bytes()).hexdigest(),
+        "wrapper": str(wrapper_dir()),
+        "wrapper_sha256": wrapper_sha256(),
         "rust_bench": "cargo run --release --example bench (examples/rust/bench.rs): the same through the C ABI, no Python",
         "workloads": {},
         "rss": [],

@@ -5,7 +5,6 @@
 #                      examples/luajit/psv_example.lua (save, restore, check every value).
 
 LUAJIT ?= luajit
-PSV_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: luajit-installed test-luajit
 luajit-installed:

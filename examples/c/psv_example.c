@@ -7,6 +7,13 @@
  *   ./psv_example build/demo_c          # writes build/demo_c.npz
  *
  * The .npz is an ordinary NumPy archive: np.load("build/demo_c.npz") reads it.
+ *
+ * Timing: the save and the restore run ROUNDS times and each round prints its GB/s. The first
+ * round is slow (typically 0.2-0.5 GB/s here against 2-7 GB/s for later ones): it is the first
+ * touch of fresh memory, not libpsv's speed. The kernel must zero (and on a virtual machine the
+ * host must first back) every page of the new file's page cache and of the new restore block;
+ * later rounds get pages that were just freed. `make demo` and `make bench` report the best of
+ * several runs after pre-touching memory, so compare them with the best round.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -20,6 +27,7 @@
 #include <time.h>
 
 #define BIG_COUNT ((size_t)64 * 1024 * 1024) /* 64 Mi float32 = 256 MiB */
+#define ROUNDS 3                              /* timed save + restore rounds (see above) */
 
 static double now_seconds(void)
 {
@@ -146,30 +154,46 @@ int main(int argc, char **argv)
 
     char path[4096];
     snprintf(path, sizeof path, "%s.npz", argv[1]);
-    double t0 = now_seconds();
-    psv_status st = psv_saver_save(saver, path, NULL); /* NULL options = all cores */
-    double save_s = now_seconds() - t0;
-    if (st != PSV_OK) {
-        return fail("psv_saver_save", st);
-    }
-
-    /* --- restore: every array lands in one aligned block owned by the archive --- */
+    const double mb = (double)total_bytes / 1e6;
+    double best_save = 0.0, best_restore = 0.0;
     psv_archive *archive = NULL;
-    t0 = now_seconds();
-    st = psv_restore(path, NULL, &archive);
-    double restore_s = now_seconds() - t0;
-    if (st != PSV_OK) {
-        return fail("psv_restore", st);
-    }
-
     int errors = 0;
-    if (psv_archive_count(archive) != n_arrays) {
-        fprintf(stderr, "psv_example: restored %zu arrays, expected %zu\n",
-                psv_archive_count(archive), n_arrays);
-        errors++;
-    }
-    for (size_t k = 0; k < n_arrays; k++) {
-        errors += check_array(archive, &arrays[k]);
+    for (int round = 1; round <= ROUNDS; round++) {
+        psv_free(archive); /* the previous round's archive (NULL is a no-op) */
+        archive = NULL;
+        double t0 = now_seconds();
+        psv_status st = psv_saver_save(saver, path, NULL); /* NULL options = all cores */
+        double save_s = now_seconds() - t0;
+        if (st != PSV_OK) {
+            return fail("psv_saver_save", st);
+        }
+
+        /* --- restore: every array lands in one aligned block owned by the archive --- */
+        t0 = now_seconds();
+        st = psv_restore(path, NULL, &archive);
+        double restore_s = now_seconds() - t0;
+        if (st != PSV_OK) {
+            return fail("psv_restore", st);
+        }
+        printf("round %d: saved %zu arrays, %.1f MB to %s in %.3f s: %.2f GB/s; restored in %.3f s: "
+               "%.2f GB/s%s\n",
+               round, n_arrays, mb, path, save_s, mb / 1e3 / save_s, restore_s,
+               mb / 1e3 / restore_s, round == 1 ? " (first touch of fresh memory)" : "");
+        if (best_save == 0.0 || save_s < best_save) {
+            best_save = save_s;
+        }
+        if (best_restore == 0.0 || restore_s < best_restore) {
+            best_restore = restore_s;
+        }
+
+        if (psv_archive_count(archive) != n_arrays) {
+            fprintf(stderr, "psv_example: restored %zu arrays, expected %zu\n",
+                    psv_archive_count(archive), n_arrays);
+            errors++;
+        }
+        for (size_t k = 0; k < n_arrays; k++) {
+            errors += check_array(archive, &arrays[k]);
+        }
     }
 
     /* Typed access: the data pointer is an ordinary C array. */
@@ -178,12 +202,8 @@ int main(int argc, char **argv)
         const float *restored = psv_archive_data(archive, i_big);
         printf("big[123456789 %% n] = %g\n", (double)restored[123456789 % BIG_COUNT]);
     }
-
-    const double mb = (double)total_bytes / 1e6;
-    printf("saved    %zu arrays, %.1f MB to %s in %.3f s: %.2f GB/s\n", n_arrays, mb, path,
-           save_s, mb / 1e3 / save_s);
-    printf("restored %zu arrays, %.1f MB in %.3f s: %.2f GB/s\n", psv_archive_count(archive), mb,
-           restore_s, mb / 1e3 / restore_s);
+    printf("best of %d rounds: save %.2f GB/s, restore %.2f GB/s\n", ROUNDS, mb / 1e3 / best_save,
+           mb / 1e3 / best_restore);
 
     psv_free(archive);     /* releases the block: the data pointers are now invalid */
     psv_saver_free(saver); /* the saver no longer borrows our arrays */

@@ -29,11 +29,9 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
+import parallel_saver as psv  # the installed package: `pip install .` (or `make demo`)
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import parallel_saver as psv  # noqa: E402
-
 REPO = HERE.parents[1]
 GB = 1e9
 

@@ -383,10 +383,14 @@ fn create_file(path: &Path, private: bool) -> std::io::Result<File> {
 }
 
 fn create_error(target: &Path, e: std::io::Error) -> Error {
-    Error::io(
-        format!("cannot create a temporary file beside {}", target.display()),
-        e,
-    )
+    let context = match target.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if e.kind() == std::io::ErrorKind::NotFound && !dir.is_dir() => {
+            let (t, d) = (target.display(), dir.display());
+            format!("cannot save {t}: directory {d} does not exist")
+        }
+        _ => format!("cannot create a temporary file beside {}", target.display()),
+    };
+    Error::io(context, e)
 }
 
 /// Extended attributes copied from the replaced file: the user's own, and the POSIX ACL (which

@@ -1,10 +1,14 @@
 #!/bin/sh
 # tests/install/test_install.sh WORKDIR — the install test behind `make test-install` (STYLE rule 38).
 #
-# Installs libpsv into a scratch prefix, checks the file list, SONAME and symlinks, then builds the
-# C example dynamically and statically and the C++ example with nothing but
-# `pkg-config ... psv` (no -I/-L into the source tree) and runs all three. Also checks that DESTDIR
-# stages the same files under a foreign PREFIX and that `make uninstall` removes exactly them.
+# Runs the README's install blocks exactly as written (README.md: install, install-use,
+# install-cmake, uninstall; extracted by tests/readme/readme_blocks.py) with HOME set to a scratch
+# directory, so that `make install PREFIX=$HOME/.local` installs there: pkg-config builds of the
+# README's prog.c, dynamic and static (psv-static), and examples/cpp through find_package(psv).
+# Then checks the installed tree: the file list, SONAME and symlinks, debug info stripped with the
+# symbols kept, the static program free of libpsv.so, the C and C++ examples built with nothing
+# but pkg-config. Also checks that the README's uninstall removes exactly those files and that
+# DESTDIR stages the same files under a foreign PREFIX.
 #
 # Environment (set by mk/install.mk): MAKE, CC, CXX, PSV_VERSION (e.g. 0.1.0), PSV_SOVER (e.g. 0.1).
 set -eu
@@ -13,6 +17,7 @@ work=${1:?usage: test_install.sh WORKDIR}
 : "${MAKE:=make}" "${CC:=cc}" "${CXX:=c++}"
 : "${PSV_VERSION:?}" "${PSV_SOVER:?}"
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+blocks="$repo/tests/readme/readme_blocks.py"
 
 fail() {
     echo "test-install: FAIL: $*" >&2
@@ -24,7 +29,6 @@ step() {
 
 rm -rf "$work"
 mkdir -p "$work"
-prefix="$work/prefix"
 cd "$repo"
 
 # Files `make install` must produce, relative to the prefix, and nothing else.
@@ -32,10 +36,13 @@ expected_files() {
     {
         echo "include/psv.h"
         echo "include/psv.hpp"
+        echo "lib/cmake/psv/psvConfig.cmake"
+        echo "lib/cmake/psv/psvConfigVersion.cmake"
         echo "lib/libpsv.a"
         echo "lib/libpsv.so"
         echo "lib/libpsv.so.$PSV_SOVER"
         echo "lib/libpsv.so.$PSV_VERSION"
+        echo "lib/pkgconfig/psv-static.pc"
         echo "lib/pkgconfig/psv.pc"
         if [ -f target/release/psv ]; then echo "bin/psv"; fi
     } | LC_ALL=C sort
@@ -48,15 +55,37 @@ check_file_list() { # ROOT WHAT
     installed_files "$1" > "$work/installed.txt"
     diff -u "$work/expected.txt" "$work/installed.txt" || fail "$2 installed a different set of files"
 }
-check_empty() { # ROOT WHAT
+check_empty() { # ROOT WHAT: no file or symlink left under ROOT
     left=$(cd "$1" && find . \( -type f -o -type l \) | head -n 20)
     [ -z "$left" ] || fail "$2 left files behind: $left"
 }
+block() { # NAME: the README block NAME
+    python3 "$blocks" "$repo/README.md" "$1" || fail "README.md has no block $1"
+}
 
-# --- install into the scratch prefix --------------------------------------------------------
-step "make install PREFIX=$prefix"
-$MAKE --no-print-directory -s install PREFIX="$prefix" > "$work/install.log" 2>&1 \
-    || { cat "$work/install.log"; fail "make install"; }
+# --- the README's lines, verbatim, with HOME in the scratch directory ----------------------------
+# HOME moves, so cargo and rustup are told where they live.
+home="$work/home"
+use="$work/use"
+mkdir -p "$home" "$use"
+block prog.c > "$use/prog.c"
+ln -s "$repo/examples" "$use/examples"
+{
+    echo "set -eux"
+    echo "export HOME='$home'"
+    echo "export CARGO_HOME='${CARGO_HOME:-$HOME/.cargo}' RUSTUP_HOME='${RUSTUP_HOME:-$HOME/.rustup}'"
+    echo "unset PKG_CONFIG_PATH PKG_CONFIG_SYSROOT_DIR LD_LIBRARY_PATH"
+    echo "cd '$repo'"
+    block install
+    echo "cd '$use'"
+    block install-use
+    block install-cmake
+} > "$work/readme-install.sh"
+step "README blocks install, install-use, install-cmake (HOME=$home)"
+env -u MAKE -u MAKEFLAGS -u MFLAGS -u MAKELEVEL bash "$work/readme-install.sh" > "$work/readme-install.log" 2>&1 \
+    || { cat "$work/readme-install.log"; fail "the README's install lines"; }
+grep '^+ \(make\|cc\|cmake\|\./\|build/\)' "$work/readme-install.log" | sed 's/^/    /'
+prefix="$home/.local"
 check_file_list "$prefix" "make install"
 
 lib="$prefix/lib"
@@ -71,16 +100,43 @@ soname=$(readelf -d "$lib/libpsv.so.$PSV_VERSION" | sed -n 's/.*Library soname: 
 step "SONAME $soname, symlinks libpsv.so -> libpsv.so.$PSV_SOVER -> libpsv.so.$PSV_VERSION"
 cmp -s include/psv.h "$prefix/include/psv.h" || fail "installed psv.h differs from include/psv.h"
 
-# --- pkg-config -------------------------------------------------------------------------------
+# --- stripped: no debug sections, symbols kept (backtraces name functions) -----------------------
+for f in "lib/libpsv.so.$PSV_VERSION" lib/libpsv.a bin/psv; do
+    [ -e "$prefix/$f" ] || continue
+    case $f in lib/libpsv.a) built=target/release/libpsv.a ;; bin/psv) built=target/release/psv ;;
+        *) built=target/release/libpsv.so ;; esac
+    # (.debug_gdb_scripts is allocated, loaded with the program: strip keeps it, and so do we)
+    if readelf -S -W "$prefix/$f" 2>/dev/null | grep -Eq ' \.debug_(info|line|str|abbrev|ranges|loc)'; then
+        fail "$f still has debug info"
+    fi
+    readelf -S -W "$prefix/$f" 2>/dev/null | grep -q ' \.symtab ' || fail "$f lost its symbol table"
+    step "$f stripped of debug info: $(du -k "$built" | cut -f1) KiB built -> $(du -k "$prefix/$f" | cut -f1) KiB installed"
+done
+nm "$lib/libpsv.so.$PSV_VERSION" | grep -q ' t .*psv.*restore' || fail "libpsv.so lost its local symbols"
+
+# --- what the README's lines built -------------------------------------------------------------
+readelf -d "$use/prog" | grep -q "Shared library: \[libpsv.so.$PSV_SOVER\]" \
+    || fail "the README's dynamic prog does not record NEEDED libpsv.so.$PSV_SOVER"
+readelf -d "$use/prog" | grep -q "R.*PATH.*\[$lib\]" || fail "the README's dynamic prog has no rpath to $lib"
+if readelf -d "$use/prog-static" | grep -q 'Shared library: \[libpsv'; then
+    fail "the README's static prog-static needs libpsv.so"
+fi
+(cd "$use" && env -u LD_LIBRARY_PATH ./prog-static > /dev/null) || fail "prog-static does not run"
+[ -x "$use/build/cpp/psv_example" ] || fail "the README's CMake lines built no build/cpp/psv_example"
+readelf -d "$use/build/cpp/psv_example" | grep -q "Shared library: \[libpsv.so.$PSV_SOVER\]" \
+    || fail "the CMake-built example does not link libpsv.so.$PSV_SOVER (psv::psv)"
+step "README: dynamic prog (rpath), static prog-static (no libpsv.so), CMake find_package(psv) OK"
+
+# --- pkg-config ---------------------------------------------------------------------------------
 PKG_CONFIG_PATH="$lib/pkgconfig"
 export PKG_CONFIG_PATH
 unset PKG_CONFIG_SYSROOT_DIR 2>/dev/null || true
 [ "$(pkg-config --modversion psv)" = "$PSV_VERSION" ] || fail "pkg-config --modversion psv"
-cflags=$(pkg-config --cflags psv)
+[ "$(pkg-config --modversion psv-static)" = "$PSV_VERSION" ] || fail "pkg-config --modversion psv-static"
 libs=$(pkg-config --cflags --libs psv)
 static_libs=$(pkg-config --static --libs psv)
 step "pkg-config --cflags --libs psv: $libs"
-step "pkg-config --static --libs psv: $static_libs"
+step "pkg-config --static --cflags --libs psv-static: $(pkg-config --static --cflags --libs psv-static)"
 case " $static_libs " in
     *" -lpthread "* | *" -lm "* | *" -ldl "*) ;;
     *) fail "Libs.private (native-static-libs) is missing from psv.pc" ;;
@@ -104,18 +160,6 @@ LD_LIBRARY_PATH="$lib" "$work/example_dyn" "$work/out_dyn" > "$work/example_dyn.
     || { cat "$work/example_dyn.log"; fail "dynamic C example"; }
 [ -s "$work/out_dyn.npz" ] || fail "dynamic C example wrote no $work/out_dyn.npz"
 
-# --- static: pkg-config --static; -lpsv becomes -l:libpsv.a so ld takes the archive, not the .so --
-step "C example, static"
-static_link=$(printf '%s\n' "$static_libs" | sed 's/\(^\|[[:space:]]\)-lpsv\([[:space:]]\|$\)/\1-l:libpsv.a\2/')
-case " $static_link " in *" -l:libpsv.a "*) ;; *) fail "no -lpsv in: $static_libs" ;; esac
-# shellcheck disable=SC2086
-$CC -std=c99 $strict $cflags "$work/example.c" -o "$work/example_static" $static_link
-if readelf -d "$work/example_static" | grep -q 'Shared library: \[libpsv'; then
-    fail "example_static still needs libpsv.so"
-fi
-env -u LD_LIBRARY_PATH "$work/example_static" "$work/out_static" > "$work/example_static.log" 2>&1 \
-    || { cat "$work/example_static.log"; fail "static C example"; }
-
 # --- C++: psv.hpp from the prefix ---------------------------------------------------------------
 step "C++ example (psv.hpp), dynamic"
 # shellcheck disable=SC2086
@@ -123,11 +167,19 @@ $CXX -std=c++17 $strict "$work/example.cpp" -o "$work/example_cpp" $libs
 LD_LIBRARY_PATH="$lib" "$work/example_cpp" "$work/out_cpp" > "$work/example_cpp.log" 2>&1 \
     || { cat "$work/example_cpp.log"; fail "C++ example"; }
 
-# --- uninstall removes exactly what install put there -------------------------------------------
-step "make uninstall PREFIX=$prefix"
-$MAKE --no-print-directory -s uninstall PREFIX="$prefix" > "$work/uninstall.log" 2>&1 \
-    || { cat "$work/uninstall.log"; fail "make uninstall"; }
+# --- the README's uninstall removes exactly what install put there ------------------------------
+step "README block uninstall"
+{
+    echo "set -eux"
+    echo "export HOME='$home'"
+    echo "export CARGO_HOME='${CARGO_HOME:-$HOME/.cargo}' RUSTUP_HOME='${RUSTUP_HOME:-$HOME/.rustup}'"
+    echo "cd '$repo'"
+    block uninstall
+} > "$work/readme-uninstall.sh"
+env -u MAKE -u MAKEFLAGS -u MFLAGS -u MAKELEVEL bash "$work/readme-uninstall.sh" > "$work/readme-uninstall.log" 2>&1 \
+    || { cat "$work/readme-uninstall.log"; fail "make uninstall"; }
 check_empty "$prefix" "make uninstall"
+[ ! -e "$prefix/lib/cmake/psv" ] || fail "make uninstall left lib/cmake/psv"
 
 # --- DESTDIR stages under a foreign prefix; the .pc file names the final prefix ------------------
 stage="$work/stage"
@@ -143,4 +195,4 @@ $MAKE --no-print-directory -s uninstall DESTDIR="$stage" PREFIX=/opt/psv-test > 
 check_empty "$stage" "make uninstall DESTDIR=..."
 
 rm -f "$work"/out_*.npz
-echo "test-install: install, SONAME, pkg-config (dynamic and static C, C++), uninstall and DESTDIR OK"
+echo "test-install: the README's install, pkg-config (dynamic, static) and CMake lines; SONAME, stripping, C and C++ via pkg-config, uninstall and DESTDIR OK"

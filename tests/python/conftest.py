@@ -1,24 +1,15 @@
 """pytest setup for the libpsv Python tests.
 
-Makes `examples/python_ctypes/parallel_saver.py` and `tests/python/make_fixtures.py`
-importable, and fails early with a clear message when libpsv.so cannot be loaded
-(set PSV_LIBRARY or run `cargo build --release`).
+The tests import the installed package `parallel_saver` (`make test-wheel` installs the wheel
+into a fresh venv; see mk/python.mk) and this directory's helpers (pytest puts the directory
+of a conftest.py on sys.path). Fails early with a clear message when libpsv cannot be loaded.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-for p in (REPO / "examples" / "python_ctypes", HERE):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-import parallel_saver  # noqa: E402
+import parallel_saver
 
 
 def pytest_configure(config: pytest.Config) -> None:

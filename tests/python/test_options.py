@@ -30,7 +30,6 @@ from psv_checks import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-WRAPPER_DIR = REPO / "examples" / "python_ctypes"
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -635,12 +634,9 @@ def test_ls_reads_no_data(psv, tmp_path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(WRAPPER_DIR) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return subprocess.run(
         [sys.executable, "-m", "parallel_saver", *args],
         cwd=REPO,
-        env=env,
         capture_output=True,
         text=True,
         timeout=60,

@@ -497,8 +497,8 @@ def test_strided_views_match_numpy(psv, tmp_path, monkeypatch, mixed_ndim, mmap)
         arrays["scalar"] = np.array(2.5)  # a 0-d array: every array takes the one-by-one path
     path = psv.ParallelSaver(arrays).save(tmp_path / "g")
     grouped = []
-    real = psv._strided_groups
-    monkeypatch.setattr(psv, "_strided_groups", lambda *a: grouped.append(real(*a)) or grouped[-1])
+    real = psv._api._strided_groups
+    monkeypatch.setattr(psv._api, "_strided_groups", lambda *a: grouped.append(real(*a)) or grouped[-1])
     got = psv.restore(path, mmap=mmap)
     rows = sum(len(members) for g in grouped for members, _ in g)
     assert rows == (0 if mixed_ndim else 60), rows

@@ -335,7 +335,7 @@ def test_bulk_add_matches_one_by_one(psv, tmp_path, monkeypatch):
         "f": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
         **{f"k{i}": np.full(i % 7 + 1, i, dtype=np.int32 if i % 2 else np.complex64) for i in range(300)},
     }
-    real_optional = psv._optional
+    real_optional = psv._api._optional
     batched = []
 
     def counting_optional(lib, name):
@@ -344,12 +344,12 @@ def test_bulk_add_matches_one_by_one(psv, tmp_path, monkeypatch):
             return fn
         return lambda handle, n, *rest: (batched.append(n), fn(handle, n, *rest))[1]
 
-    monkeypatch.setattr(psv, "_optional", counting_optional)
+    monkeypatch.setattr(psv._api, "_optional", counting_optional)
     bulk = psv.ParallelSaver(arrays).save(tmp_path / "bulk")
     # a, ro, empty, scalar in one call; b alone (one by one); the 300 k* in another.
     assert batched == [4, 300]
     monkeypatch.setattr(
-        psv, "_optional", lambda lib, name: None if name == "psv_saver_add_many" else real_optional(lib, name)
+        psv._api, "_optional", lambda lib, name: None if name == "psv_saver_add_many" else real_optional(lib, name)
     )
     single = psv.ParallelSaver(arrays).save(tmp_path / "single")
     assert Path(bulk).read_bytes() == Path(single).read_bytes()

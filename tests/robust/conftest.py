@@ -1,25 +1,17 @@
 """pytest setup for the robustness tests (tests/robust): SIGKILL during saves, OS failure paths,
 memory exhaustion and fork.
 
-Makes `examples/python_ctypes/parallel_saver.py` and this directory's modules
-(`robust_helpers.py`, `robust_child.py`) importable, and fails early when libpsv.so cannot be
-loaded (set PSV_LIBRARY or run `cargo build --release`).
+Imports the installed package `parallel_saver` (mk/python.mk installs the wheel into .venv);
+this directory's modules (`robust_helpers.py`, `robust_child.py`) are importable because pytest
+puts the directory of a conftest.py on sys.path. Fails early when libpsv cannot be loaded (set
+PSV_LIBRARY or reinstall the package).
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-for p in (REPO / "examples" / "python_ctypes", HERE):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-import parallel_saver  # noqa: E402
+import parallel_saver
 
 
 @pytest.fixture(scope="session")

@@ -36,12 +36,9 @@ import zlib
 from pathlib import Path
 from typing import Dict
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1] / "examples" / "python_ctypes"))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import parallel_saver as ps  # noqa: E402
+import parallel_saver as ps
 
 MAGIC = 0x5053562D4B494C4C  # "PSV-KILL"
 

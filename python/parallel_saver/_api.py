@@ -1,25 +1,6 @@
-"""ctypes binding of libpsv with the API of the ``parallel-saver`` Python tool.
-
-``ParallelSaver(*args, **kwds).save(path)`` writes every array into one ``.npz``
-(numpy's own format, loadable by ``numpy.load``) in parallel, and
-``restore(path)`` reads any ``.npz`` into one 64-byte-aligned block and returns a
-dict of zero-copy, writable views into it.
-
-Options: ``save(..., compress=1..9)`` deflates members (as ``numpy.savez_compressed``);
-``restore(..., keys=[...])`` restores a subset in the given order; ``restore(bytes)``
-restores an archive held in memory; ``restore(..., mmap=True)`` maps the file instead of
-reading it; ``restore(..., native_endian=True)`` byte-swaps big-endian arrays; both take
-``progress=callable(done, total)`` (return False to cancel) or ``progress=True`` for a bar
-on stderr.  :func:`ls` lists an archive from its headers only.
-
-Command line (with this directory on ``sys.path``)::
-
-    python -m parallel_saver ls FILE       # key, dtype, shape, bytes per array
-    python -m parallel_saver verify FILE   # full restore with CRC checks; exit 1 if corrupt
-
-The shared library is found through the ``PSV_LIBRARY`` environment variable,
-else at ``<repo root>/target/release/libpsv.so`` (the repo root is two levels
-above this file).
+"""The Python API of libpsv: :class:`ParallelSaver` (save many arrays into one ``.npz``),
+:func:`restore` (any ``.npz`` into one 64-byte-aligned block, as zero-copy views) and
+:func:`ls` (list an archive from its headers).
 
 Lifetimes
 ---------
@@ -34,22 +15,15 @@ Lifetimes
 
 from __future__ import annotations
 
-import argparse
 import ast
 import collections
-import collections.abc
 import ctypes
 import itertools
-import math
 import os
-import sys
 import threading
-import time
 import weakref
-from pathlib import Path
 from typing import (
     Any,
-    Callable,
     Dict,
     Iterable,
     List,
@@ -58,389 +32,29 @@ from typing import (
     NamedTuple,
     Optional,
     Sequence,
-    TextIO,
     Tuple,
     Union,
 )
 
 import numpy as np
 
-__all__ = [
-    "ParallelSaver",
-    "restore",
-    "ls",
-    "ArrayInfo",
-    "main",
-    "PsvError",
-    "RestoredArrays",
-    "RestoredBlock",
-    "block_of",
-    "library_path",
-    "version",
-    "abi_version",
-    "STATUS_NAMES",
-    "DTYPE_CODES",
-]
+from ._binding import (
+    _LAYOUTS,
+    _NATIVE_BY_DTYPE,
+    PsvError,
+    _ArchiveP,
+    _c_size,
+    _functions,
+    _lib,
+    _optional,
+)
+from ._progress import ProgressArg, _make_progress
 
 PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 #: What :func:`restore` and :func:`ls` accept: a path (str or os.PathLike) or the archive's
 #: bytes in memory (bytes, bytearray, memoryview).
 Source = Union[str, "os.PathLike[str]", "os.PathLike[bytes]", bytes, bytearray, memoryview]
-#: A progress callback: ``(done_bytes, total_bytes) -> bool | None``; False cancels.
-ProgressCallback = Callable[[int, int], Optional[bool]]
-ProgressArg = Union[None, bool, ProgressCallback]
 
-# ---------------------------------------------------------------------------
-# Status and dtype codes (psv.h)
-# ---------------------------------------------------------------------------
-#: Success: 0 by definition (psv.h).  The error codes and every status name are not written
-#: here but read from the library's one status table through ``psv_status_str`` when it is
-#: loaded: :data:`STATUS_NAMES` maps code -> name, and ``PSV_ERR_IO`` & co. are module
-#: attributes resolved on first use (see :func:`__getattr__`).
-PSV_OK = 0
-
-#: psv_status_str's answer for a code the library does not have.
-_UNKNOWN_STATUS = "PSV_ERR_UNKNOWN"
-#: Codes asked of psv_status_str at load time: they are small, append-only integers.
-_STATUS_SCAN = 256
-
-
-class _StatusNames(collections.abc.Mapping):
-    """status code -> name as the header spells it (``"PSV_ERR_IO"``), read from the library's
-    ``psv_status_str`` when the library is loaded (first use of this mapping loads it)."""
-
-    def _table(self) -> Dict[int, str]:
-        _lib()
-        return _status_by_code
-
-    def __getitem__(self, code: int) -> str:
-        return self._table()[code]
-
-    def __iter__(self):
-        return iter(self._table())
-
-    def __len__(self) -> int:
-        return len(self._table())
-
-    def __repr__(self) -> str:
-        return f"STATUS_NAMES({self._table()!r})"
-
-
-#: status code -> name, from the library (psv_status_str); read-only.
-STATUS_NAMES: Mapping[int, str] = _StatusNames()
-_status_by_code: Dict[int, str] = {}
-_status_by_name: Dict[str, int] = {}
-
-
-def _read_statuses(lib: ctypes.CDLL) -> None:
-    """Fill the status tables from the library's psv_status_str (under the load lock)."""
-    by_code = {}
-    for code in range(_STATUS_SCAN):
-        name = lib.psv_status_str(code).decode("ascii")
-        if name != _UNKNOWN_STATUS:
-            by_code[code] = name
-    if by_code.get(PSV_OK) != "PSV_OK":
-        raise OSError(f"libpsv's psv_status_str({PSV_OK}) is {by_code.get(PSV_OK)!r}, not 'PSV_OK'")
-    _status_by_code.clear()
-    _status_by_code.update(by_code)
-    _status_by_name.clear()
-    _status_by_name.update({name: code for code, name in by_code.items()})
-
-
-def __getattr__(name: str) -> int:
-    """``PSV_ERR_*`` status codes (``parallel_saver.PSV_ERR_IO``), taken from the library's
-    status table; the first use loads the library."""
-    if name.startswith("PSV_ERR_"):
-        _lib()
-        if name in _status_by_name:
-            return _status_by_name[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-#: psv.h PSV_ABI_VERSION this binding matches (checked when the library is loaded).
-PSV_ABI_VERSION = 100
-
-PSV_DTYPE_INVALID = -1
-PSV_DTYPE_OTHER = 15
-
-#: psv_save_options_set_layout values (newer libraries only; see ParallelSaver.save).
-PSV_LAYOUT_NPZ = 0
-PSV_LAYOUT_DIR = 1
-_LAYOUTS: Dict[str, int] = {"npz": PSV_LAYOUT_NPZ, "dir": PSV_LAYOUT_DIR}
-
-#: numpy type -> PSV_DTYPE code (native byte order only; see _NATIVE_CODES).
-DTYPE_CODES: Dict[type, int] = {
-    np.bool_: 1,
-    np.int8: 2,
-    np.int16: 3,
-    np.int32: 4,
-    np.int64: 5,
-    np.uint8: 6,
-    np.uint16: 7,
-    np.uint32: 8,
-    np.uint64: 9,
-    np.float16: 10,
-    np.float32: 11,
-    np.float64: 12,
-    np.complex64: 13,
-    np.complex128: 14,
-}
-
-# dtype.str of the native-byte-order numeric types -> code ('<f8' -> 12 on x86-64).
-# A '>f8' array on a little-endian machine is not in here and goes through add_descr.
-_NATIVE_CODES: Dict[str, int] = {np.dtype(t).str: c for t, c in DTYPE_CODES.items()}
-#: The same keyed by dtype (a dict lookup by dtype costs a third of one by ``dtype.str``).
-_NATIVE_BY_DTYPE: Dict[np.dtype, int] = {np.dtype(t): c for t, c in DTYPE_CODES.items()}
-
-
-# ---------------------------------------------------------------------------
-# Library loading
-# ---------------------------------------------------------------------------
-class _Saver(ctypes.Structure):
-    """Opaque ``psv_saver``."""
-
-
-class _Archive(ctypes.Structure):
-    """Opaque ``psv_archive``."""
-
-
-class _SaveOptions(ctypes.Structure):
-    """Opaque ``psv_save_options``."""
-
-
-class _RestoreOptions(ctypes.Structure):
-    """Opaque ``psv_restore_options``."""
-
-
-_SaverP = ctypes.POINTER(_Saver)
-_ArchiveP = ctypes.POINTER(_Archive)
-_SaveOptionsP = ctypes.POINTER(_SaveOptions)
-_RestoreOptionsP = ctypes.POINTER(_RestoreOptions)
-
-_c_status = ctypes.c_int32
-_c_dtype = ctypes.c_int32
-_c_size = ctypes.c_size_t
-_c_i64p = ctypes.POINTER(ctypes.c_int64)
-
-#: psv_progress_cb: int (*)(void *userdata, uint64_t done, uint64_t total)
-_ProgressCB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
-
-# name -> (restype, argtypes). Every exported function of psv.h.
-_PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
-    # save
-    "psv_saver_new": (_SaverP, []),
-    "psv_saver_add": (
-        _c_status,
-        [_SaverP, ctypes.c_char_p, ctypes.c_void_p, _c_dtype, _c_i64p, _c_size],
-    ),
-    "psv_saver_add_descr": (
-        _c_status,
-        [
-            _SaverP,
-            ctypes.c_char_p,
-            ctypes.c_void_p,
-            _c_size,
-            ctypes.c_char_p,
-            _c_i64p,
-            _c_size,
-            ctypes.c_bool,
-        ],
-    ),
-    "psv_saver_count": (_c_size, [_SaverP]),
-    "psv_saver_save": (_c_status, [_SaverP, ctypes.c_char_p, _SaveOptionsP]),
-    "psv_saver_free": (None, [_SaverP]),
-    "psv_save_options_new": (_SaveOptionsP, []),
-    "psv_save_options_set_threads": (_c_status, [_SaveOptionsP, _c_size]),
-    "psv_save_options_set_fsync": (_c_status, [_SaveOptionsP, ctypes.c_bool]),
-    "psv_save_options_set_compression": (_c_status, [_SaveOptionsP, ctypes.c_int]),
-    "psv_save_options_set_progress": (_c_status, [_SaveOptionsP, _ProgressCB, ctypes.c_void_p]),
-    "psv_save_options_free": (None, [_SaveOptionsP]),
-    # restore
-    "psv_restore_options_new": (_RestoreOptionsP, []),
-    "psv_restore_options_set_threads": (_c_status, [_RestoreOptionsP, _c_size]),
-    "psv_restore_options_set_verify_crc": (_c_status, [_RestoreOptionsP, ctypes.c_bool]),
-    "psv_restore_options_set_limits": (
-        _c_status,
-        [_RestoreOptionsP, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64],
-    ),
-    "psv_restore_options_set_progress": (
-        _c_status,
-        [_RestoreOptionsP, _ProgressCB, ctypes.c_void_p],
-    ),
-    "psv_restore_options_set_keys": (
-        _c_status,
-        [_RestoreOptionsP, ctypes.POINTER(ctypes.c_char_p), _c_size],
-    ),
-    "psv_restore_options_set_metadata_only": (_c_status, [_RestoreOptionsP, ctypes.c_bool]),
-    "psv_restore_options_set_native_endian": (_c_status, [_RestoreOptionsP, ctypes.c_bool]),
-    "psv_restore_options_set_mmap": (_c_status, [_RestoreOptionsP, ctypes.c_bool]),
-    "psv_restore_options_free": (None, [_RestoreOptionsP]),
-    "psv_restore": (
-        _c_status,
-        [ctypes.c_char_p, _RestoreOptionsP, ctypes.POINTER(_ArchiveP)],
-    ),
-    "psv_restore_from_memory": (
-        _c_status,
-        [ctypes.c_void_p, _c_size, _RestoreOptionsP, ctypes.POINTER(_ArchiveP)],
-    ),
-    "psv_archive_count": (_c_size, [_ArchiveP]),
-    "psv_archive_find": (
-        _c_status,
-        [_ArchiveP, ctypes.c_char_p, ctypes.POINTER(_c_size)],
-    ),
-    "psv_archive_key": (ctypes.c_char_p, [_ArchiveP, _c_size]),
-    "psv_archive_data": (ctypes.c_void_p, [_ArchiveP, _c_size]),
-    "psv_archive_nbytes": (_c_size, [_ArchiveP, _c_size]),
-    "psv_archive_dtype": (_c_dtype, [_ArchiveP, _c_size]),
-    "psv_archive_descr": (ctypes.c_char_p, [_ArchiveP, _c_size]),
-    "psv_archive_itemsize": (_c_size, [_ArchiveP, _c_size]),
-    "psv_archive_ndim": (_c_size, [_ArchiveP, _c_size]),
-    "psv_archive_shape": (_c_i64p, [_ArchiveP, _c_size]),
-    "psv_archive_fortran_order": (ctypes.c_bool, [_ArchiveP, _c_size]),
-    "psv_archive_block": (ctypes.c_void_p, [_ArchiveP, ctypes.POINTER(_c_size)]),
-    "psv_archive_skipped_count": (_c_size, [_ArchiveP]),
-    "psv_archive_skipped_name": (ctypes.c_char_p, [_ArchiveP, _c_size]),
-    # bulk accessors: one call for every array (a ctypes call costs ~0.5 us; 20000 arrays
-    # with eight accessor calls each would cost more than the restore itself)
-    "psv_archive_describe": (
-        _c_status,
-        [_ArchiveP] + [ctypes.c_void_p] * 6,
-    ),
-    "psv_archive_total_ndim": (_c_size, [_ArchiveP]),
-    "psv_archive_mapping": (ctypes.c_void_p, [_ArchiveP, ctypes.POINTER(_c_size)]),
-    "psv_archive_key_list": (ctypes.c_void_p, [_ArchiveP, ctypes.POINTER(_c_size)]),
-    "psv_archive_descr_list": (ctypes.c_void_p, [_ArchiveP, ctypes.POINTER(_c_size)]),
-    "psv_free": (None, [_ArchiveP]),
-    # errors / version
-    "psv_status_str": (ctypes.c_char_p, [_c_status]),
-    "psv_last_error_message": (_c_size, [ctypes.c_char_p, _c_size]),
-    "psv_version": (ctypes.c_char_p, []),
-    "psv_abi_version": (ctypes.c_uint32, []),
-}
-
-# Functions newer than the ABI this binding requires: looked up when first used, so an older
-# library still loads (the caller gets a clear error only when it asks for the feature).
-_OPTIONAL_PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
-    "psv_save_options_set_layout": (_c_status, [_SaveOptionsP, ctypes.c_int32]),
-    # keys, data, dtypes, shapes, ndims: addresses of arrays built with numpy
-    "psv_saver_add_many": (_c_status, [_SaverP, _c_size] + [ctypes.c_void_p] * 5),
-    # the errno behind the calling thread's last error (0 when it did not come from the OS)
-    "psv_last_error_os_code": (ctypes.c_int32, []),
-}
-
-_lib_lock = threading.Lock()
-_lib_handle: Optional[ctypes.CDLL] = None
-
-
-def library_path() -> Path:
-    """Where libpsv is loaded from: ``$PSV_LIBRARY`` or ``<repo>/target/release/libpsv.so``."""
-    env = os.environ.get("PSV_LIBRARY")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "target" / "release" / "libpsv.so"
-
-
-def _lib() -> ctypes.CDLL:
-    """Load libpsv once (lazily, so importing this module never fails) and declare prototypes."""
-    global _lib_handle
-    if _lib_handle is not None:
-        return _lib_handle
-    with _lib_lock:
-        if _lib_handle is None:
-            path = library_path()
-            try:
-                lib = ctypes.CDLL(str(path))
-            except OSError as exc:
-                raise OSError(
-                    f"cannot load libpsv from {str(path)!r} (set PSV_LIBRARY or run "
-                    f"`cargo build --release`): {exc}"
-                ) from exc
-            for name, (restype, argtypes) in _PROTOTYPES.items():
-                fn = getattr(lib, name)
-                fn.restype = restype
-                fn.argtypes = argtypes
-            abi = lib.psv_abi_version()
-            if abi != PSV_ABI_VERSION:
-                raise OSError(
-                    f"{str(path)!r} has ABI version {abi}, this binding was written for "
-                    f"{PSV_ABI_VERSION} (psv.h PSV_ABI_VERSION)"
-                )
-            _read_statuses(lib)
-            _lib_handle = lib
-    return _lib_handle
-
-
-def _optional(lib: Any, name: str) -> Optional[Any]:
-    """The optional function ``name`` of ``lib`` with its prototype declared, or None when the
-    loaded library does not export it."""
-    if not hasattr(lib, name):
-        return None
-    fn = getattr(lib, name)
-    restype, argtypes = _OPTIONAL_PROTOTYPES[name]
-    fn.restype = restype
-    fn.argtypes = argtypes
-    return fn
-
-
-def version() -> str:
-    """The library version string, e.g. ``"0.1.0"``."""
-    return _lib().psv_version().decode("ascii")
-
-
-def abi_version() -> int:
-    """``psv_abi_version()``."""
-    return int(_lib().psv_abi_version())
-
-
-# ---------------------------------------------------------------------------
-# Errors
-# ---------------------------------------------------------------------------
-class PsvError(Exception):
-    """A libpsv call failed.
-
-    Attributes:
-        status: the ``psv_status`` code (int).
-        status_name: its name from ``psv_status_str`` (e.g. ``"PSV_ERR_IO"``).
-        message: the thread's ``psv_last_error_message`` right after the failing call.
-        function: the C function that failed.
-        os_code: the thread's ``psv_last_error_os_code`` right after the failing call: the OS
-            error number (e.g. ``errno.ENOENT``) when the operating system reported the error,
-            else 0.
-    """
-
-    def __init__(
-        self, status: int, status_name: str, message: str, function: str = "", os_code: int = 0
-    ) -> None:
-        self.status = int(status)
-        self.status_name = status_name
-        self.message = message
-        self.function = function
-        self.os_code = int(os_code)
-        where = f" in {function}" if function else ""
-        super().__init__(f"{status_name}{where}: {message}")
-
-
-def _last_error_message(lib: ctypes.CDLL) -> str:
-    n = lib.psv_last_error_message(None, 0)
-    if n == 0:
-        return ""
-    buf = ctypes.create_string_buffer(n + 1)
-    lib.psv_last_error_message(buf, n + 1)
-    return buf.value.decode("utf-8", "replace")
-
-
-def _error(lib: ctypes.CDLL, status: int, function: str) -> PsvError:
-    """Build the exception; must run right after the failing call, on the same thread."""
-    message = _last_error_message(lib)
-    os_code_fn = _optional(lib, "psv_last_error_os_code")
-    os_code = int(os_code_fn()) if os_code_fn is not None else 0
-    name = lib.psv_status_str(status).decode("ascii", "replace")
-    return PsvError(status, name, message, function, os_code)
-
-
-def _check(lib: ctypes.CDLL, status: int, function: str) -> None:
-    if status != PSV_OK:
-        raise _error(lib, status, function)
 
 
 # ---------------------------------------------------------------------------
@@ -520,107 +134,6 @@ def _positive_limit(name: str, value: Optional[int]) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Progress callbacks
-# ---------------------------------------------------------------------------
-class _ProgressRelay:
-    """Adapts a Python ``progress(done, total)`` callable to a ``psv_progress_cb``.
-
-    libpsv calls it on the thread that made the save/restore call (ctypes takes the GIL for
-    it).  Nothing may unwind through the C frames, so any exception raised by the callable is
-    stored, the operation is cancelled (non-zero return), and :meth:`reraise` raises it once
-    the C call has returned.  The CFUNCTYPE object lives as long as this relay: keep the relay
-    referenced until the C call returns.
-    """
-
-    def __init__(self, fn: ProgressCallback) -> None:
-        self.fn = fn
-        self.error: Optional[BaseException] = None
-        self.c_func = _ProgressCB(self._call)
-
-    def _call(self, _userdata: Optional[int], done: int, total: int) -> int:
-        if self.error is not None:
-            return 1
-        try:
-            result = self.fn(int(done), int(total))
-        except BaseException as exc:  # noqa: BLE001 - includes KeyboardInterrupt: cancel, re-raise later
-            self.error = exc
-            return 1
-        return 1 if (result is not None and not result) else 0
-
-    def reraise(self) -> None:
-        """Raise the exception the callable raised, if any (once)."""
-        exc, self.error = self.error, None
-        if exc is not None:
-            raise exc
-
-
-class _StderrBar:
-    """A minimal progress bar drawn on ``sys.stderr`` with carriage returns."""
-
-    WIDTH = 30
-
-    def __init__(self, label: str, stream: Optional[TextIO] = None) -> None:
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.drawn = False
-        self._last = 0.0
-        self._start = time.monotonic()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if self.drawn and done < total and now - self._last < 0.1:
-            return
-        self._last = now
-        frac = 1.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
-        filled = int(round(frac * self.WIDTH))
-        mib = 1024.0 * 1024.0
-        elapsed = max(now - self._start, 1e-9)
-        line = (
-            f"\r{self.label} [{'#' * filled}{'-' * (self.WIDTH - filled)}] {frac * 100:5.1f}% "
-            f"{done / mib:,.1f}/{total / mib:,.1f} MiB {done / mib / elapsed:,.0f} MiB/s"
-        )
-        try:
-            self.stream.write(line)
-            self.stream.flush()
-        except (OSError, ValueError):  # closed or broken stderr: drawing is best effort
-            return
-        self.drawn = True
-
-    def close(self) -> None:
-        """End the bar's line (if anything was drawn)."""
-        if self.drawn:
-            try:
-                self.stream.write("\n")
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass
-            self.drawn = False
-
-
-def _stderr_is_tty() -> bool:
-    try:
-        return bool(sys.stderr is not None and sys.stderr.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
-
-
-def _make_progress(progress: ProgressArg, label: str) -> Tuple[Optional[_ProgressRelay], Optional[_StderrBar]]:
-    """(relay to install, bar to close afterwards) for a ``progress=`` argument."""
-    if progress is None or progress is False:
-        return None, None
-    if progress is True:
-        if not _stderr_is_tty():
-            return None, None
-        bar = _StderrBar(label)
-        return _ProgressRelay(bar), bar
-    if not callable(progress):
-        raise TypeError(
-            f"progress must be None, True or a callable(done, total), not {type(progress).__name__}"
-        )
-    return _ProgressRelay(progress), None
-
-
-# ---------------------------------------------------------------------------
 # Save
 # ---------------------------------------------------------------------------
 # ctypes array types for shapes, one per ndim (building the type per call costs more than the call).
@@ -662,7 +175,9 @@ class ParallelSaver:
     """
 
     def __init__(self, *args: Any, **kwds: Any) -> None:
+        # The raw library (optional functions are looked up on it) and its checked functions.
         self._lib = _lib()
+        self._fns = _functions()
         self._keys: List[str] = []
         self._arrays: List[np.ndarray] = []  # the exact buffers the C saver borrows
         self._handle: Optional[Any] = None
@@ -678,11 +193,9 @@ class ParallelSaver:
         # Validate and prepare in Python before touching C.
         prepared = [(k, _encode_key(k)) + self._prepare(k, v) for k, v in items]
 
-        handle = self._lib.psv_saver_new()
-        if not handle:
-            raise MemoryError("psv_saver_new returned NULL")
+        handle = self._fns.psv_saver_new()  # MemoryError on NULL
         self._handle = handle
-        self._finalizer = weakref.finalize(self, self._lib.psv_saver_free, handle)
+        self._finalizer = weakref.finalize(self, self._fns.psv_saver_free, handle)
         try:
             self._add_all(prepared)
         except BaseException:
@@ -773,7 +286,7 @@ class ParallelSaver:
         shapes = np.fromiter(
             itertools.chain.from_iterable(a.shape for a in arrs), dtype=np.int64, count=int(ndims.sum())
         )
-        st = add_many(
+        add_many(  # raises PsvError (naming the failing index) on failure
             self._handle,
             n,
             key_ptrs.ctypes.data,
@@ -782,28 +295,20 @@ class ParallelSaver:
             shapes.ctypes.data if shapes.size else None,
             ndims.ctypes.data,
         )
-        if st != PSV_OK:
-            raise _error(self._lib, st, "psv_saver_add_many")
         self._keys.extend(keys)
         self._arrays.extend(arrs)
 
     def _add_prepared(self, key: str, bkey: bytes, arr: np.ndarray, fortran: bool, code: Optional[int]) -> None:
-        lib = self._lib
+        fns = self._fns
         ndim = arr.ndim
         # libpsv copies the shape during the call; the data stays borrowed (kept in _arrays).
         shape = _SHAPE_TYPES[ndim](*arr.shape) if ndim else None
         data = _data_address(arr)
         if code is not None:
-            st = lib.psv_saver_add(self._handle, bkey, data, code, shape, ndim)
-            if st != PSV_OK:
-                raise _error(lib, st, "psv_saver_add")
+            fns.psv_saver_add(self._handle, bkey, data, code, shape, ndim)
         else:
             descr = _descr_of(arr.dtype).encode("utf-8")
-            st = lib.psv_saver_add_descr(
-                self._handle, bkey, data, arr.nbytes, descr, shape, ndim, fortran
-            )
-            if st != PSV_OK:
-                raise _error(lib, st, "psv_saver_add_descr")
+            fns.psv_saver_add_descr(self._handle, bkey, data, arr.nbytes, descr, shape, ndim, fortran)
         self._keys.append(key)
         self._arrays.append(arr)
 
@@ -824,7 +329,7 @@ class ParallelSaver:
     def __len__(self) -> int:
         with self._lock:
             self._require_open()
-            return int(self._lib.psv_saver_count(self._handle))
+            return int(self._fns.psv_saver_count(self._handle))
 
     def save(
         self,
@@ -867,7 +372,7 @@ class ParallelSaver:
         The arrays are read while this runs: do not modify them from another thread
         meanwhile.  Calls on one saver are serialised by a lock.
         """
-        lib = self._lib
+        fns = self._fns
         nthreads = _threads_arg(threads)
         level = _compress_arg(compress)
         if layout not in _LAYOUTS:
@@ -875,33 +380,31 @@ class ParallelSaver:
         bpath = _encode_path(path)
         set_layout = None
         if layout != "npz":
-            set_layout = _optional(lib, "psv_save_options_set_layout")
+            set_layout = _optional(self._lib, "psv_save_options_set_layout")
             if set_layout is None:
                 raise RuntimeError(f"libpsv too old for layout={layout!r}")
         relay, bar = _make_progress(progress, "save")
         with self._lock:
             self._require_open()
-            opts = lib.psv_save_options_new()
-            if not opts:
-                raise MemoryError("psv_save_options_new returned NULL")
+            opts = fns.psv_save_options_new()  # MemoryError on NULL
             self._busy = True
+            err: Optional[PsvError] = None
             try:
-                _check(lib, lib.psv_save_options_set_threads(opts, nthreads), "psv_save_options_set_threads")
-                _check(lib, lib.psv_save_options_set_fsync(opts, bool(fsync)), "psv_save_options_set_fsync")
-                _check(lib, lib.psv_save_options_set_compression(opts, level), "psv_save_options_set_compression")
+                # Each checked call raises PsvError on failure.
+                fns.psv_save_options_set_threads(opts, nthreads)
+                fns.psv_save_options_set_fsync(opts, bool(fsync))
+                fns.psv_save_options_set_compression(opts, level)
                 if set_layout is not None:
-                    _check(lib, set_layout(opts, _LAYOUTS[layout]), "psv_save_options_set_layout")
+                    set_layout(opts, _LAYOUTS[layout])
                 if relay is not None:
-                    _check(
-                        lib,
-                        lib.psv_save_options_set_progress(opts, relay.c_func, None),
-                        "psv_save_options_set_progress",
-                    )
-                st = lib.psv_saver_save(self._handle, bpath, opts)
-                err = _error(lib, st, "psv_saver_save") if st != PSV_OK else None
+                    fns.psv_save_options_set_progress(opts, relay.c_func, None)
+                try:
+                    fns.psv_saver_save(self._handle, bpath, opts)
+                except PsvError as exc:
+                    err = exc  # raised below, unless the progress callback raised first
             finally:
                 self._busy = False
-                lib.psv_save_options_free(opts)
+                fns.psv_save_options_free(opts)
                 if bar is not None:
                     bar.close()
             if relay is not None:
@@ -1040,7 +543,6 @@ def _keys_arg(keys: Optional[Sequence[str]]) -> Optional[List[bytes]]:
 
 
 def _restore_handle(
-    lib: ctypes.CDLL,
     source: Source,
     *,
     threads: Optional[int],
@@ -1070,47 +572,46 @@ def _restore_handle(
     else:
         bpath = _encode_path(source)
     relay, bar = _make_progress(progress, "restore")
-    opts = lib.psv_restore_options_new()
-    if not opts:
-        raise MemoryError("psv_restore_options_new returned NULL")
+    fns = _functions()
+    opts = fns.psv_restore_options_new()  # MemoryError on NULL
     handle = _ArchiveP()
     err: Optional[PsvError] = None
     try:
-        _check(lib, lib.psv_restore_options_set_threads(opts, nthreads), "psv_restore_options_set_threads")
-        _check(lib, lib.psv_restore_options_set_verify_crc(opts, bool(verify)), "psv_restore_options_set_verify_crc")
+        # Each checked call raises PsvError on failure.
+        fns.psv_restore_options_set_threads(opts, nthreads)
+        fns.psv_restore_options_set_verify_crc(opts, bool(verify))
         if any(limits):
-            _check(lib, lib.psv_restore_options_set_limits(opts, *limits), "psv_restore_options_set_limits")
+            fns.psv_restore_options_set_limits(opts, *limits)
         if keys:
             arr = (ctypes.c_char_p * len(keys))(*keys)
-            _check(lib, lib.psv_restore_options_set_keys(opts, arr, len(keys)), "psv_restore_options_set_keys")
+            fns.psv_restore_options_set_keys(opts, arr, len(keys))
         if metadata_only:
-            _check(lib, lib.psv_restore_options_set_metadata_only(opts, True), "psv_restore_options_set_metadata_only")
+            fns.psv_restore_options_set_metadata_only(opts, True)
         if native_endian:
-            _check(lib, lib.psv_restore_options_set_native_endian(opts, True), "psv_restore_options_set_native_endian")
+            fns.psv_restore_options_set_native_endian(opts, True)
         if mmap and not from_memory:
-            _check(lib, lib.psv_restore_options_set_mmap(opts, True), "psv_restore_options_set_mmap")
+            fns.psv_restore_options_set_mmap(opts, True)
         if relay is not None:
-            _check(
-                lib,
-                lib.psv_restore_options_set_progress(opts, relay.c_func, None),
-                "psv_restore_options_set_progress",
-            )
+            fns.psv_restore_options_set_progress(opts, relay.c_func, None)
         if from_memory:
-            st = lib.psv_restore_from_memory(pinned.ctypes.data if nbytes else None, nbytes, opts, ctypes.byref(handle))
-            del pinned  # libpsv keeps no reference to the buffer after the call
-            if st != PSV_OK:
-                err = _error(lib, st, "psv_restore_from_memory")
+            try:
+                fns.psv_restore_from_memory(pinned.ctypes.data if nbytes else None, nbytes, opts, ctypes.byref(handle))
+            except PsvError as exc:
+                err = exc  # raised below, unless the progress callback raised first
                 if err.status_name == "PSV_ERR_FORMAT" and isinstance(source, bytes) and 0 < nbytes < 4096 and b"\0" not in source:
                     err.args = (
                         err.args[0] + " (bytes are restored as an in-memory archive; pass a str or "
                         "os.PathLike to name a file)",
                     )
+            finally:
+                del pinned  # libpsv keeps no reference to the buffer after the call
         else:
-            st = lib.psv_restore(bpath, opts, ctypes.byref(handle))
-            if st != PSV_OK:
-                err = _error(lib, st, "psv_restore")
+            try:
+                fns.psv_restore(bpath, opts, ctypes.byref(handle))
+            except PsvError as exc:
+                err = exc  # raised below, unless the progress callback raised first
     finally:
-        lib.psv_restore_options_free(opts)
+        fns.psv_restore_options_free(opts)
         if bar is not None:
             bar.close()
     if relay is not None:
@@ -1118,7 +619,7 @@ def _restore_handle(
             relay.reraise()  # the callback's own exception beats PSV_ERR_ABORTED
         except BaseException:
             if handle:
-                lib.psv_free(handle)
+                fns.psv_free(handle)
             raise
     if err is not None:
         raise err
@@ -1190,7 +691,6 @@ def restore(
     # keys=[]: the C API reads an empty key list as "every key"; restore the headers only.
     metadata_only = bkeys is not None and not bkeys
     handle = _restore_handle(
-        lib,
         path,
         threads=threads,
         verify=verify,
@@ -1226,7 +726,6 @@ def ls(path: Source) -> Dict[str, ArrayInfo]:
     """
     lib = _lib()
     handle = _restore_handle(
-        lib,
         path,
         threads=None,
         verify=False,
@@ -1285,18 +784,14 @@ def _metadata(lib: ctypes.CDLL, handle: Any) -> _Metadata:
     fortran = np.zeros(n, dtype=np.bool_)
     total_ndim = int(lib.psv_archive_total_ndim(handle))
     dims = np.zeros(max(total_ndim, 1), dtype=np.int64)
-    _check(
-        lib,
-        lib.psv_archive_describe(
-            handle,
-            address.ctypes.data,
-            nbytes.ctypes.data,
-            None,
-            ndims.ctypes.data,
-            fortran.ctypes.data,
-            dims.ctypes.data,
-        ),
-        "psv_archive_describe",
+    _functions().psv_archive_describe(  # raises PsvError on failure
+        handle,
+        address.ctypes.data,
+        nbytes.ctypes.data,
+        None,
+        ndims.ctypes.data,
+        fortran.ctypes.data,
+        dims.ctypes.data,
     )
     dims = dims[:total_ndim]
     keys = _string_list(lib.psv_archive_key_list, handle)
@@ -1448,52 +943,3 @@ class _Region:
             "typestr": "|u1",
             "data": (address, False),
         }
-
-
-
-# ---------------------------------------------------------------------------
-# Command line: python -m parallel_saver {ls,verify} FILE
-# ---------------------------------------------------------------------------
-def _format_dtype(dt: np.dtype) -> str:
-    return _descr_of(dt)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The command line: ``ls FILE`` lists arrays, ``verify FILE`` restores with CRC checks.
-
-    ``ls`` prints one tab-separated line per array: key, dtype (numpy descr), shape, bytes.
-    ``verify`` prints ``OK ...`` and returns 0 if every array restores and every CRC-32
-    matches; otherwise prints the error (naming the member) to stderr and returns 1.
-    Returns 2 for usage errors (argparse) and when libpsv cannot be loaded.
-    """
-    parser = argparse.ArgumentParser(
-        prog="python -m parallel_saver", description="Inspect .npz archives with libpsv."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_ls = sub.add_parser("ls", help="list arrays: key, dtype, shape, bytes (headers only)")
-    p_ls.add_argument("file")
-    p_verify = sub.add_parser("verify", help="restore every array and check CRC-32s")
-    p_verify.add_argument("file")
-    p_verify.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
-    p_verify.add_argument("--progress", action="store_true", help="progress bar on stderr (if a terminal)")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "ls":
-            for key, info in ls(args.file).items():
-                print(f"{key}\t{_format_dtype(info.dtype)}\t{info.shape}\t{info.nbytes}")
-            return 0
-        got = restore(args.file, threads=args.threads, verify=True, progress=args.progress or None)
-        total = sum(a.nbytes for a in got.values())
-        extra = f", {len(got.skipped)} non-array members skipped" if got.skipped else ""
-        print(f"OK {args.file}: {len(got)} arrays, {total} bytes, CRC-32 verified{extra}")
-        return 0
-    except PsvError as exc:
-        print(f"{args.file}: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # libpsv not loadable
-        print(f"parallel_saver: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
