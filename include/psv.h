@@ -456,6 +456,12 @@ const char *psv_archive_descr_list(const psv_archive *a, size_t *len);
 void psv_free(psv_archive *a);
 
 /**
+ * The name of a status code (`"PSV_OK"`, `"PSV_ERR_IO"`, ...), or `"PSV_ERR_UNKNOWN"`.
+ * Static, never NULL, thread-safe.
+ */
+const char *psv_status_str(psv_status s);
+
+/**
  * Copies the calling thread's last error message into `buf` (NUL-terminated, truncated to
  * `len - 1` bytes) and returns the message's full length, like `snprintf`. `buf` may be NULL
  * when `len` is 0 (to ask for the length). Every status-returning call clears the message on
@@ -901,12 +907,6 @@ psv_status psv_saver_save(psv_saver *s, const char *path, const psv_save_options
  * Frees a saver (and releases its borrows of the arrays' memory). NULL is a no-op.
  */
 void psv_saver_free(psv_saver *s);
-
-/**
- * The name of a status code (`"PSV_OK"`, `"PSV_ERR_IO"`, ...), or `"PSV_ERR_UNKNOWN"`.
- * Static, never NULL, thread-safe.
- */
-const char *psv_status_str(psv_status s);
 
 /**
  * The library version, e.g. `"0.1.0"` (static, never NULL); compare with `PSV_VERSION_*`.

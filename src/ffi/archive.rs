@@ -5,8 +5,9 @@
 
 use std::ffi::{c_char, c_void};
 
-use super::boundary::{null_arg, status, value};
+use super::boundary::{status, value};
 use super::ptr;
+use super::ptr::null_arg;
 use super::types::*;
 use crate::archive::Archive;
 use crate::dtype::{Dtype, DTYPE_OTHER_CODE};

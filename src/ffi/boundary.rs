@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use super::last_error;
 use super::ptr;
 use super::status::{psv_status, status_of, PSV_ERR_PANIC, PSV_OK};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 
 /// The last-error message for a caught panic, with its payload when that is a string.
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
@@ -60,11 +60,6 @@ pub(crate) fn set_option<T>(o: *mut T, f: impl FnOnce(&mut T) -> Result<()>) -> 
         let o = unsafe { ptr::handle_mut(o, "opts") }?;
         f(o)
     })
-}
-
-/// The error for a NULL pointer argument named `what`.
-pub(crate) fn null_arg(what: &str) -> Error {
-    Error::new(ErrorKind::NullArg, format!("argument {what} is NULL"))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 
 mod archive;
 mod boundary;
+mod errors;
 mod last_error;
 mod ptr;
 mod restore;
@@ -31,7 +32,7 @@ pub mod types;
 mod version;
 
 pub use self::archive::*;
-pub use self::last_error::*;
+pub use self::errors::*;
 pub use self::restore::*;
 pub use self::restore_options::*;
 pub use self::save_options::*;

@@ -9,8 +9,12 @@ use std::ffi::{c_char, CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::boundary::null_arg;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
+
+/// The error for a NULL pointer argument named `what`.
+pub(crate) fn null_arg(what: &str) -> Error {
+    Error::new(ErrorKind::NullArg, format!("argument {what} is NULL"))
+}
 
 /// A shared reference to a handle, or `PSV_ERR_NULL_ARG`.
 ///

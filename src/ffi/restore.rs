@@ -9,8 +9,9 @@ use std::os::fd::FromRawFd;
 use std::ptr::NonNull;
 
 use super::archive::wrap_archive;
-use super::boundary::{null_arg, status};
+use super::boundary::status;
 use super::ptr;
+use super::ptr::null_arg;
 use super::types::*;
 use crate::archive::Archive;
 use crate::error::{Error, Result};

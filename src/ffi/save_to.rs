@@ -5,8 +5,9 @@ use std::ffi::{c_int, c_void};
 use std::mem::ManuallyDrop;
 use std::os::fd::FromRawFd;
 
-use super::boundary::{null_arg, status, value};
+use super::boundary::{status, value};
 use super::ptr;
+use super::ptr::null_arg;
 use super::types::*;
 use crate::error::{Error, Result};
 use crate::memory::AnonMap;

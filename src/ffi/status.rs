@@ -6,9 +6,8 @@
 //! which [`ErrorKind`] produces it) is written once, in the [`status_table!`] invocation below,
 //! and [`status_of`], [`name_of`] and `psv_status_str` are derived from it.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::CStr;
 
-use super::boundary::value;
 use crate::error::ErrorKind;
 
 /// A status code: `PSV_OK` (0) or one of the `PSV_ERR_*` codes (> 0). Codes are append-only.
@@ -103,25 +102,17 @@ status_table! {
 }
 
 /// What `psv_status_str` returns for a code that is not in the table.
-const UNKNOWN: &CStr = c"PSV_ERR_UNKNOWN";
+pub(crate) const UNKNOWN: &CStr = c"PSV_ERR_UNKNOWN";
 
 /// The name of status `code` (`"PSV_ERR_IO"`), or `None` for a code that does not exist.
 pub(crate) fn name_of(code: psv_status) -> Option<&'static CStr> {
     STATUSES.iter().find(|s| s.code == code).map(|s| s.name)
 }
 
-/// The name of a status code (`"PSV_OK"`, `"PSV_ERR_IO"`, ...), or `"PSV_ERR_UNKNOWN"`.
-/// Static, never NULL, thread-safe.
-#[no_mangle]
-pub extern "C" fn psv_status_str(s: psv_status) -> *const c_char {
-    value(UNKNOWN.as_ptr(), || {
-        Ok(name_of(s).unwrap_or(UNKNOWN).as_ptr())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ffi::errors::psv_status_str;
 
     /// Every error kind. The `match` below stops compiling when a kind is added, so this list
     /// cannot silently fall behind.
