@@ -227,7 +227,9 @@ impl Target for MemoryTarget<'_> {
     }
 }
 
-impl Destination for &MemoryTarget<'_> {
+/// A shared reference writes where its target does (targets that are their own destination
+/// hand out `&self`).
+impl<D: Destination + ?Sized> Destination for &D {
     fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()> {
         (**self).write_at(bytes, offset)
     }

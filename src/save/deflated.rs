@@ -94,9 +94,10 @@ pub(crate) fn compress(
 }
 
 impl Deflated {
-    /// Member `i`'s deflate stream, as its segments in order.
-    pub(crate) fn segments(&self, i: usize) -> &[Vec<u8>] {
-        &self.segments[i]
+    /// The plan, the CRCs and the segments, taken apart (for a prepared save, which keeps
+    /// each once).
+    pub(crate) fn into_parts(self) -> (Plan, Vec<u32>, Vec<Vec<Vec<u8>>>) {
+        (self.plan, self.crcs, self.segments)
     }
 
     /// Writes every member (local header and deflate stream) at its planned offset, in

@@ -685,12 +685,6 @@ mod tests {
         }
     }
 
-    impl Destination for &MemoryDestination {
-        fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()> {
-            (**self).write_at(bytes, offset)
-        }
-    }
-
     fn arrays() -> Vec<Vec<u8>> {
         // Small ones packed together, large ones cut into pieces, an empty one.
         [100usize, 3 << 20, 0, 70_000, 5, (2 << 20) + 3]

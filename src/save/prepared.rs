@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crc32fast::Hasher;
 use rayon::prelude::*;
 
-use super::deflated::{self, Deflated};
+use super::deflated;
 use super::{Member, Saver};
 use crate::dest::WRITE_PIECE_LEN;
 use crate::error::{Error, ErrorKind, Result};
@@ -28,8 +28,8 @@ pub struct Prepared<'s, 'a> {
     saver: &'s Saver<'a>,
     plan: Plan,
     crcs: Vec<u32>,
-    /// The deflate segments of each member (compressed saves).
-    deflated: Option<Deflated>,
+    /// Each member's deflate segments, in order (compressed saves).
+    segments: Option<Vec<Vec<Vec<u8>>>>,
     /// The central directory and end records.
     records: Vec<u8>,
 }
@@ -66,7 +66,7 @@ impl<'s, 'a> Prepared<'s, 'a> {
         }
         super::check_compression(opts.compression)?;
         let pool = pool::get(opts.threads)?;
-        let (plan, crcs, deflated) = if opts.compression == 0 {
+        let (plan, crcs, segments) = if opts.compression == 0 {
             let plan = super::plan(&saver.members)?;
             let total: u64 = saver.members.iter().map(Member::payload_len).sum();
             let crcs = progress::run(&pool, total, progress.as_deref_mut(), |tracker| {
@@ -85,7 +85,8 @@ impl<'s, 'a> Prepared<'s, 'a> {
                 opts.compression,
                 progress,
             )?;
-            (d.plan.clone(), d.crcs.clone(), Some(d))
+            let (plan, crcs, segments) = d.into_parts();
+            (plan, crcs, Some(segments))
         };
         let mut records = Vec::new();
         records
@@ -100,7 +101,7 @@ impl<'s, 'a> Prepared<'s, 'a> {
             saver,
             plan,
             crcs,
-            deflated,
+            segments,
             records,
         })
     }
@@ -205,8 +206,8 @@ impl<'s, 'a> Prepared<'s, 'a> {
             emit(at.header_offset, Piece::Built(head))?;
         }
         let mut offset = at.payload_offset;
-        let parts: Vec<&[u8]> = match &self.deflated {
-            Some(d) => d.segments(i).iter().map(Vec::as_slice).collect(),
+        let parts: Vec<&[u8]> = match &self.segments {
+            Some(segments) => segments[i].iter().map(Vec::as_slice).collect(),
             None => vec![&m.header[..], self.saver.data[i]],
         };
         for part in parts {
