@@ -269,6 +269,24 @@ impl PathTarget {
     }
 }
 
+/// True for a file that takes positional writes (a regular file or a block device); pipes,
+/// sockets and character devices take bytes in order.
+pub(crate) fn is_seekable(file: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    let kind = meta.file_type();
+    (kind.is_file() || kind.is_block_device())
+        && std::io::Seek::stream_position(&mut &*file).is_ok()
+}
+
+/// How messages name a caller's file: `fd N`.
+pub(crate) fn fd_name(file: &std::fs::File) -> String {
+    use std::os::fd::AsRawFd;
+    format!("fd {}", file.as_raw_fd())
+}
+
 /// How to write `len` bytes that start at file offset `start`: ranges of them, in order, each
 /// ending where the file offset is a multiple of [`WRITE_PIECE_LEN`] (or at the end), so that
 /// pieces fill whole page-cache folios.

@@ -245,8 +245,7 @@ pub(crate) fn restore_from(
             finish(&reader, &index.members, None, None, progress, memory)
         }
         Source::File(file) => {
-            use std::os::fd::AsRawFd;
-            let shown = format!("fd {}", file.as_raw_fd());
+            let shown = crate::dest::fd_name(file);
             restore_file(file, &shown, opts, progress, memory)
         }
         Source::Path(path) if path.is_dir() => restore_dir(&path, opts, progress, memory),

@@ -410,8 +410,8 @@ impl<'a> Saver<'a> {
                 "only an .npz save can go to a file descriptor",
             ));
         }
-        let shown = describe_file(file);
-        if is_seekable(file) {
+        let shown = crate::dest::fd_name(file);
+        if crate::dest::is_seekable(file) {
             let written =
                 self.write_npz(opts, progress, |len| FileTarget::create(file, len, shown))?;
             return written.commit(opts.fsync);
@@ -596,24 +596,6 @@ pub(crate) fn write_records(
     }
     records::end_records(&mut central, plan);
     dest.write_at(&central, plan.central_offset)
-}
-
-/// True for a file that takes positional writes (a regular file or a block device); pipes,
-/// sockets and character devices take bytes in order.
-fn is_seekable(file: &std::fs::File) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    let Ok(meta) = file.metadata() else {
-        return false;
-    };
-    let kind = meta.file_type();
-    (kind.is_file() || kind.is_block_device())
-        && std::io::Seek::stream_position(&mut &*file).is_ok()
-}
-
-/// How messages name a caller's file: `fd N`.
-fn describe_file(file: &std::fs::File) -> String {
-    use std::os::fd::AsRawFd;
-    format!("fd {}", file.as_raw_fd())
 }
 
 fn check_compression(level: u32) -> Result<()> {
