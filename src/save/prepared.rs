@@ -382,50 +382,20 @@ fn member_crc(m: &Member, data: &[u8]) -> u32 {
 }
 
 /// Each stored member's CRC-32 (of its `.npy` header and data), computed in parallel on the
-/// current pool in pieces of at most [`WRITE_PIECE_LEN`]; `advance` sees each piece's bytes.
+/// current pool (members side by side, a large member in pieces: see [`member_crc`]);
+/// `advance` sees each member's bytes.
 fn stored_crcs(
     members: &[Member],
     data: &[&[u8]],
     advance: &(dyn Fn(u64) -> Result<()> + Sync),
 ) -> Result<Vec<u32>> {
-    let pieces: Vec<(usize, std::ops::Range<usize>)> = data
-        .iter()
-        .enumerate()
-        .flat_map(|(i, d)| {
-            (0..d.len().div_ceil(WRITE_PIECE_LEN).max(1)).map(move |k| {
-                let start = k * WRITE_PIECE_LEN;
-                (i, start..(start + WRITE_PIECE_LEN).min(d.len()))
-            })
-        })
-        .collect();
-    let hashed: Vec<Hasher> = pieces
+    members
         .par_iter()
-        .map(|(i, range)| {
-            let mut h = Hasher::new();
-            if range.start == 0 {
-                h.update(&members[*i].header);
-            }
-            h.update(&data[*i][range.clone()]);
-            advance(
-                range.len() as u64
-                    + if range.start == 0 {
-                        members[*i].header.len() as u64
-                    } else {
-                        0
-                    },
-            )?;
-            Ok(h)
+        .zip(data)
+        .map(|(m, bytes)| {
+            let crc = member_crc(m, bytes);
+            advance(m.payload_len())?;
+            Ok(crc)
         })
-        .collect::<Result<_>>()?;
-    let mut crcs: Vec<Option<Hasher>> = vec![None; members.len()];
-    for ((i, _), h) in pieces.iter().zip(hashed) {
-        match &mut crcs[*i] {
-            Some(acc) => acc.combine(&h),
-            slot => *slot = Some(h),
-        }
-    }
-    Ok(crcs
-        .into_iter()
-        .map(|h| h.unwrap_or_default().finalize())
-        .collect())
+        .collect()
 }
