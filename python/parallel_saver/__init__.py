@@ -29,7 +29,18 @@ The package is split by job: ``_binding`` (library lookup, prototypes, status co
 
 from __future__ import annotations
 
-from ._api import ArrayInfo, ParallelSaver, RestoredArrays, RestoredBlock, block_of, ls, restore
+from ._api import (
+    ArrayInfo,
+    Listing,
+    ParallelSaver,
+    PreparedSave,
+    RestoredArrays,
+    RestoredBlock,
+    block_of,
+    ls,
+    restore,
+    views,
+)
 
 # The package's namespace (hence no "unused import" here). The private names are for low-level
 # use of the raw library, as tests/python does: _lib() is the ctypes.CDLL with prototypes and no
@@ -60,6 +71,9 @@ __all__ = [
     "restore",
     "ls",
     "ArrayInfo",
+    "Listing",
+    "PreparedSave",
+    "views",
     "main",
     "PsvError",
     "RestoredArrays",
