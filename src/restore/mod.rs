@@ -35,6 +35,7 @@ mod inflate;
 mod inspect;
 mod plan;
 mod source;
+mod stream;
 
 use source::{Memory, Reader};
 
@@ -50,8 +51,10 @@ pub enum Source<'a> {
     Path(Cow<'a, Path>),
     /// A whole `.npz` held in memory (e.g. downloaded). The mmap option does not apply.
     Memory(&'a [u8]),
-    /// A caller's open file (any seekable descriptor), read with positional reads; the caller
-    /// keeps it, and its offset does not move.
+    /// A caller's open file, which the caller keeps. A seekable one (a regular file or a
+    /// block device) is read with positional reads and its offset does not move; any other
+    /// (a pipe, a socket) is read once, front to back, as [`restore_stream`] reads, up to the
+    /// archive's end record.
     File(&'a File),
 }
 
@@ -201,6 +204,83 @@ pub fn restore_into<'a>(
     restore_from(source.into(), opts, None, BlockFrom::Caller(buf))
 }
 
+/// Restores the archive that `reader` streams (a pipe, a socket, a download), reading it
+/// once, front to back, without seeking: the same arrays and checks as [`restore`], each
+/// array 64-byte aligned in one block.
+///
+/// Members are read from their local headers; the central directory and end records that
+/// follow them are checked against what the stream held (a mismatch is
+/// [`crate::ErrorKind::Format`]). Reading stops right after the end record (and its
+/// comment): bytes after the archive are left in `reader`. Memory: the block, reserved as
+/// address space up to the block limit ([`RestoreOptions::max_total_bytes`]) and committed as
+/// it fills, plus a 256 KiB buffer. The mmap option does not apply.
+///
+/// Members with a data descriptor (what Python's `zipfile`, and so `numpy.savez`, writes into
+/// a pipe) are read when their end can be found in one pass: deflated members (the stream
+/// ends itself) and stored `.npy` members holding exactly their header and array data (what
+/// numpy writes). Any other stored member with a data descriptor is
+/// [`crate::ErrorKind::Unsupported`] (restore such a file from a path or memory).
+///
+/// ```
+/// # use psv::{restore_stream, Dtype, RestoreOptions, SaveOptions, Saver};
+/// let mut saver = Saver::new();
+/// saver.add("a", &[1, 2, 3], Dtype::U8, &[3])?;
+/// let bytes = saver.to_vec(&SaveOptions::default())?;
+/// let archive = restore_stream(&bytes[..], &RestoreOptions::default())?;
+/// assert_eq!(archive.data(0), Some(&[1u8, 2, 3][..]));
+/// # Ok::<(), psv::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`restore`]; `Format` for a stream that ends early (at any byte); `Io` when `reader`
+/// fails; `Unsupported` as above.
+pub fn restore_stream(mut reader: impl std::io::Read, opts: &RestoreOptions) -> Result<Archive> {
+    stream::restore_stream_from(&mut reader, "the stream", opts, None, BlockFrom::Own)
+}
+
+/// [`restore_stream`] with a progress callback `(done, total) -> continue?`, run on the
+/// calling thread: `done` counts the bytes read from the stream; `total` is 0 (not known)
+/// until the last call, which gets `(done, done)`. Returning `false` cancels
+/// ([`crate::ErrorKind::Aborted`]).
+///
+/// # Errors
+/// As [`restore_stream`], and `Aborted` when the callback cancels.
+pub fn restore_stream_with_progress(
+    mut reader: impl std::io::Read,
+    opts: &RestoreOptions,
+    progress: &mut ProgressFn<'_>,
+) -> Result<Archive> {
+    stream::restore_stream_from(
+        &mut reader,
+        "the stream",
+        opts,
+        Some(progress),
+        BlockFrom::Own,
+    )
+}
+
+/// [`restore_stream`] into the caller's `buf`, as [`restore_into`]: `buf` must be 64-byte
+/// aligned and hold [`Archive::required_bytes`] of a metadata-only restore of the same archive
+/// and keys. The arrays are read straight into `buf`; when it turns out too small the rest of
+/// the stream is still read (to name the size needed) and the restore fails.
+///
+/// # Errors
+/// As [`restore_stream`], and [`crate::ErrorKind::InvalidArg`] when `buf` is misaligned or too
+/// small (the message names the size needed).
+pub fn restore_stream_into(
+    mut reader: impl std::io::Read,
+    opts: &RestoreOptions,
+    buf: &mut [u8],
+) -> Result<Archive> {
+    stream::restore_stream_from(
+        &mut reader,
+        "the stream",
+        opts,
+        None,
+        BlockFrom::Caller(buf),
+    )
+}
+
 /// Where a restore's block comes from.
 pub(crate) enum BlockFrom<'m> {
     /// The library's own huge-page block.
@@ -246,7 +326,11 @@ pub(crate) fn restore_from(
         }
         Source::File(file) => {
             let shown = crate::dest::fd_name(file);
-            restore_file(file, &shown, opts, progress, memory)
+            if crate::dest::is_seekable(file) {
+                restore_file(file, &shown, opts, progress, memory)
+            } else {
+                stream::restore_stream_from(&mut &*file, &shown, opts, progress, memory)
+            }
         }
         Source::Path(path) if path.is_dir() => restore_dir(&path, opts, progress, memory),
         Source::Path(path) => {
