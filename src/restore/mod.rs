@@ -37,6 +37,8 @@ mod plan;
 mod source;
 mod stream;
 
+pub(crate) use stream::restore_stream_from;
+
 use source::{Memory, Reader};
 
 /// Stored array data is read (and CRC'd) in chunks of this size, so one large array uses every
