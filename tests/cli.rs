@@ -482,7 +482,11 @@ fn dash_reads_stdin_and_writes_stdout() {
     bad[at] ^= 0x40;
     let o = psv_stdin(&["verify", "-"], &bad);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
-    assert!(stdout(&o).contains("BAD") && stdout(&o).contains("CRC"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("BAD") && stdout(&o).contains("CRC"),
+        "{}",
+        stdout(&o)
+    );
     // A file redirected to standard input is read like a path (one batch per key).
     let status = Command::new(env!("CARGO_BIN_EXE_psv"))
         .args(["verify", "-"])

@@ -67,14 +67,23 @@ fn assert_same(got: &Archive, want: &Archive, what: &str) {
         assert_eq!(g.offset % 64, 0, "{what}: {}", g.key);
         if !got.is_metadata_only() {
             assert_eq!(got.data(i), want.data(i), "{what}: data of {}", g.key);
-            assert_eq!(got.data_ptr(i).unwrap() as usize % 64, 0, "{what}: {}", g.key);
+            assert_eq!(
+                got.data_ptr(i).unwrap() as usize % 64,
+                0,
+                "{what}: {}",
+                g.key
+            );
         }
     }
     assert_eq!(got.skipped(), want.skipped(), "{what}: skipped members");
     if want.is_metadata_only() {
         // (A path restore of a psv file into its own block may use an image of the file,
         // larger than the packed size.)
-        assert_eq!(got.required_bytes(), want.required_bytes(), "{what}: required bytes");
+        assert_eq!(
+            got.required_bytes(),
+            want.required_bytes(),
+            "{what}: required bytes"
+        );
     }
 }
 
@@ -177,11 +186,16 @@ fn numpy_files_restore_from_a_pipe_as_from_their_path() {
     assert_eq!(a.data(be).unwrap(), &want[..]);
     let grid = a.find("grid").unwrap();
     assert_eq!(a.arrays()[grid].shape, vec![10, 20]);
-    let want: Vec<u8> = (0..200).flat_map(|i| (i as f64 / 7.0).to_le_bytes()).collect();
+    let want: Vec<u8> = (0..200)
+        .flat_map(|i| (i as f64 / 7.0).to_le_bytes())
+        .collect();
     assert_eq!(a.data(grid).unwrap(), &want[..]);
     let f = a.find("fortran").unwrap();
     assert!(a.arrays()[f].fortran_order);
-    assert_eq!(a.arrays()[a.find("scalar").unwrap()].shape, Vec::<u64>::new());
+    assert_eq!(
+        a.arrays()[a.find("scalar").unwrap()].shape,
+        Vec::<u64>::new()
+    );
     assert_eq!(a.arrays()[a.find("empty").unwrap()].nbytes, 0);
 }
 
@@ -210,7 +224,10 @@ fn keys_metadata_only_and_caller_memory() {
     let s = saver(&arrays);
     for level in [0u32, 6] {
         let path = s
-            .save(dir.join(format!("k{level}")), &SaveOptions::default().compression(level))
+            .save(
+                dir.join(format!("k{level}")),
+                &SaveOptions::default().compression(level),
+            )
             .unwrap();
         let bytes = std::fs::read(&path).unwrap();
         // Keys: in the order asked, the others read past.
@@ -245,7 +262,11 @@ fn keys_metadata_only_and_caller_memory() {
         assert_eq!(a.block_ptr() as usize, base);
         for (k, data, _) in &arrays {
             let info = &a.arrays()[a.find(k).unwrap()];
-            assert_eq!(&buf[info.offset..info.offset + info.nbytes], &data[..], "{k}");
+            assert_eq!(
+                &buf[info.offset..info.offset + info.nbytes],
+                &data[..],
+                "{k}"
+            );
         }
         // Too small: the rest is read, and the message names the size needed.
         let e = through_pipe(&bytes, |rx| {
@@ -274,17 +295,17 @@ fn progress_reports_and_cancels() {
     let arrays = arrays();
     let bytes = saver(&arrays).to_vec(&SaveOptions::default()).unwrap();
     let mut calls = Vec::new();
-    let a = psv::restore_stream_with_progress(
-        &bytes[..],
-        &RestoreOptions::default(),
-        &mut |d, t| {
+    let a =
+        psv::restore_stream_with_progress(&bytes[..], &RestoreOptions::default(), &mut |d, t| {
             calls.push((d, t));
             true
-        },
-    )
-    .unwrap();
+        })
+        .unwrap();
     assert_eq!(a.len(), arrays.len());
-    assert_eq!(calls.last(), Some(&(bytes.len() as u64, bytes.len() as u64)));
+    assert_eq!(
+        calls.last(),
+        Some(&(bytes.len() as u64, bytes.len() as u64))
+    );
     let e = through_pipe(&bytes, |rx| {
         psv::restore_stream_with_progress(rx, &RestoreOptions::default(), &mut |_, _| false)
     })
@@ -331,7 +352,10 @@ fn a_stream_cut_at_any_byte_is_a_format_error() {
     ];
     let s = saver(&small);
     let mut files = vec![
-        ("psv stored".to_string(), s.to_vec(&SaveOptions::default()).unwrap()),
+        (
+            "psv stored".to_string(),
+            s.to_vec(&SaveOptions::default()).unwrap(),
+        ),
         (
             "psv deflated".to_string(),
             s.to_vec(&SaveOptions::default().compression(6)).unwrap(),
@@ -400,7 +424,9 @@ fn corruption_and_reader_errors() {
     let at = listing.arrays()[1].file_offset.unwrap() as usize + 100;
     let mut bad = bytes.clone();
     bad[at] ^= 1;
-    let e = restore_stream(&bad[..], &RestoreOptions::default()).err().unwrap();
+    let e = restore_stream(&bad[..], &RestoreOptions::default())
+        .err()
+        .unwrap();
     assert_eq!(e.kind(), ErrorKind::Crc, "{}", e.message());
     assert!(restore_stream(&bad[..], &RestoreOptions::default().verify_crc(false)).is_ok());
     // A central directory that disagrees with the local header (its CRC): FORMAT.
@@ -408,7 +434,9 @@ fn corruption_and_reader_errors() {
     assert_eq!(&bytes[central..central + 4], b"PK\x01\x02");
     let mut bad = bytes.clone();
     bad[central + 16] ^= 1;
-    let e = restore_stream(&bad[..], &RestoreOptions::default()).err().unwrap();
+    let e = restore_stream(&bad[..], &RestoreOptions::default())
+        .err()
+        .unwrap();
     assert_eq!(e.kind(), ErrorKind::Format, "{}", e.message());
     assert!(e.message().contains("CRC-32"), "{}", e.message());
     // Not a zip at all, empty, a .npy.
@@ -417,7 +445,9 @@ fn corruption_and_reader_errors() {
         (&b""[..], "empty"),
         (&b"\x93NUMPY\x01\x00"[..], "single .npy"),
     ] {
-        let e = restore_stream(input, &RestoreOptions::default()).err().unwrap();
+        let e = restore_stream(input, &RestoreOptions::default())
+            .err()
+            .unwrap();
         assert_eq!(e.kind(), ErrorKind::Format);
         assert!(e.message().contains(words), "{}", e.message());
     }
@@ -508,7 +538,9 @@ fn hostile_corpus_gives_the_path_status_or_the_documented_stream_one() {
         checked += 1;
         match got {
             Ok((status, _)) if status == want => {}
-            Ok((status, msg)) => failures.push(format!("{file}: want {want}, got {status} ({msg:?})")),
+            Ok((status, msg)) => {
+                failures.push(format!("{file}: want {want}, got {status} ({msg:?})"))
+            }
             Err(_) => failures.push(format!("{file}: PANIC")),
         }
     }

@@ -205,9 +205,8 @@ impl std::io::Read for CallbackReader {
         // SAFETY: the caller registered `read_fn` for `userdata`; `buf` is writable for
         // `buf.len()` bytes during the call, which runs on this thread.
         let rc = unsafe { (self.read_fn)(self.userdata, buf.as_mut_ptr().cast(), buf.len()) };
-        let fail = |what: String| {
-            std::io::Error::other(Error::new(crate::error::ErrorKind::Io, what))
-        };
+        let fail =
+            |what: String| std::io::Error::other(Error::new(crate::error::ErrorKind::Io, what));
         match usize::try_from(rc) {
             Ok(n) if n <= buf.len() => Ok(n),
             Ok(n) => Err(fail(format!(
@@ -232,7 +231,13 @@ fn run_restore_stream(
     run_restore_with(out, opts, caller, |opts, progress, memory| {
         let read_fn = read_fn.ok_or_else(|| null_arg("read_fn"))?;
         let mut reader = CallbackReader { read_fn, userdata };
-        restore_stream_from(&mut reader, "the read callback's stream", opts, progress, memory)
+        restore_stream_from(
+            &mut reader,
+            "the read callback's stream",
+            opts,
+            progress,
+            memory,
+        )
     })
 }
 

@@ -13,7 +13,9 @@
 //!    with the central directory.
 //!
 //! Where bytes come from is [`source`]: a file, a caller's buffer, or a directory archive's
-//! files (listed by [`crate::npy_dir`]).
+//! files (listed by [`crate::npy_dir`]). A sequential stream (a pipe, a socket, a read
+//! callback) cannot be planned first: [`stream`] reads it once, front to back, from its local
+//! headers, placing each array as it arrives, and checks the central directory at the end.
 
 use std::borrow::Cow;
 use std::fs::File;

@@ -168,13 +168,15 @@ pub(crate) fn restore_stream_from(
     let arrays: Vec<ArrayInfo> = match &opts.keys {
         None => arrays.into_iter().map(|(_, a)| a).collect(),
         Some(keys) => {
-            let mut by_key: HashMap<String, ArrayInfo> =
-                arrays.into_iter().map(|(_, a)| (a.key.clone(), a)).collect();
+            let mut by_key: HashMap<String, ArrayInfo> = arrays
+                .into_iter()
+                .map(|(_, a)| (a.key.clone(), a))
+                .collect();
             keys.iter()
                 .map(|k| {
-                    by_key.remove(k).ok_or_else(|| {
-                        Error::not_found(format!("{shown}: no array named {k:?}"))
-                    })
+                    by_key
+                        .remove(k)
+                        .ok_or_else(|| Error::not_found(format!("{shown}: no array named {k:?}")))
                 })
                 .collect::<Result<_>>()?
         }
@@ -654,7 +656,12 @@ impl<'b> Run<'b, '_, '_> {
                 self.shown
             )));
         }
-        let wanted = |key: &str| self.opts.keys.as_ref().is_none_or(|k| k.iter().any(|k| k == key));
+        let wanted = |key: &str| {
+            self.opts
+                .keys
+                .as_ref()
+                .is_none_or(|k| k.iter().any(|k| k == key))
+        };
         let role = match npz::key_of(&name) {
             Some(key) if key.contains('\0') => {
                 return Err(Error::format(format!(
@@ -694,7 +701,10 @@ impl<'b> Run<'b, '_, '_> {
             if e.message().starts_with(self.shown) {
                 e
             } else {
-                e.context(format!("{}: member {:?}", self.shown, self.members[slot].name))
+                e.context(format!(
+                    "{}: member {:?}",
+                    self.shown, self.members[slot].name
+                ))
             }
         })
     }
@@ -713,7 +723,8 @@ impl<'b> Run<'b, '_, '_> {
             (records::get64(&b, 0), records::get64(&b, 8))
         } else {
             let b = self.s.array::<8>(what)?;
-            let word = |at: usize| u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]));
+            let word =
+                |at: usize| u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]));
             (word(0), word(4))
         };
         if (csize, size) != measured {
@@ -1235,12 +1246,20 @@ impl<'b> Run<'b, '_, '_> {
                 ))
             };
             if raw_name != m.raw_name {
-                return Err(differs("name", format!("{name:?}"), format!("{:?}", m.name)));
+                return Err(differs(
+                    "name",
+                    format!("{name:?}"),
+                    format!("{:?}", m.name),
+                ));
             }
             // Members that are not arrays are listed, never decoded: their method matters
             // only when known.
             if c.method != m.method && (is_array || known_method) {
-                return Err(differs("method", c.method.to_string(), m.method.to_string()));
+                return Err(differs(
+                    "method",
+                    c.method.to_string(),
+                    m.method.to_string(),
+                ));
             }
             if c.crc32 != m.crc32 {
                 return Err(differs(
