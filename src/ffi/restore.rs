@@ -149,7 +149,9 @@ pub extern "C" fn psv_restore_fd_into(
 /// new archive the caller frees with `psv_free`; on failure `*out` is NULL.
 ///
 /// Members are read from their local headers; the central directory and end records after
-/// them are checked against what the stream held. Reading stops right after the end record's
+/// them are checked against what the stream held. Reads never ask for more than the records so
+/// far say the archive holds (except up to 256 KiB ahead while a deflated member with a data
+/// descriptor is decoded), so reading stops right after the end record's
 /// comment. Memory: the block (address space up to the block limit of
 /// `psv_restore_options_set_limits` is reserved and committed as it fills) plus a 256 KiB
 /// buffer. Members with a data descriptor (`numpy.savez` into a pipe) are read when their end

@@ -90,7 +90,7 @@ impl<'a> Inflater<'a> {
     fn over(method: Method, input: Input<'a>, size: u64) -> Result<Inflater<'a>> {
         let codec = match method {
             Method::Deflated => Codec::Deflate {
-                input,
+                input: Box::new(input),
                 z: Decompress::new(false),
             },
             Method::Bzip2 => Codec::Stream {
@@ -240,8 +240,12 @@ impl BufRead for Input<'_> {
 
 /// How a member's bytes are decoded.
 enum Codec<'a> {
-    /// Raw deflate through zlib-rs, fed from the input's buffer directly.
-    Deflate { input: Input<'a>, z: Decompress },
+    /// Raw deflate through zlib-rs, fed from the input's buffer directly (boxed: the input is
+    /// larger than the other variant).
+    Deflate {
+        input: Box<Input<'a>>,
+        z: Decompress,
+    },
     /// A decoder that reads its input itself (bzip2, LZMA, Deflate64).
     Stream {
         decoder: Box<dyn Read + 'a>,

@@ -215,7 +215,9 @@ pub fn restore_into<'a>(
 /// Members are read from their local headers; the central directory and end records that
 /// follow them are checked against what the stream held (a mismatch is
 /// [`crate::ErrorKind::Format`]). Reading stops right after the end record (and its
-/// comment): bytes after the archive are left in `reader`. Memory: the block, reserved as
+/// comment): bytes after the archive are left in `reader` (reads never ask for more than the
+/// records read so far say the archive holds; only while a deflated member with a data
+/// descriptor is decoded, up to 256 KiB may be read ahead). Memory: the block, reserved as
 /// address space up to the block limit ([`RestoreOptions::max_total_bytes`]) and committed as
 /// it fills, plus a 256 KiB buffer. The mmap option does not apply.
 ///

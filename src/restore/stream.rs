@@ -17,7 +17,9 @@
 //! After the last member come the central directory and the end records; every one of their
 //! facts is checked against what the stream held (names, offsets, methods, CRCs, sizes,
 //! count, the directory's offset and size): a mismatch is `Format`. The stream is read up to
-//! the end record's comment and no further.
+//! the end record's comment and no further: buffered reads never ask for more than the records
+//! read so far say the archive holds (except while a deflated member with a data descriptor is
+//! decoded: its end is found only by decoding it).
 //!
 //! The block's size is known only at the end: the library's own block is reserved as address
 //! space up to the block limit (`max_total_bytes`, by default physical memory) and touched as
@@ -116,6 +118,8 @@ pub(crate) fn restore_stream_from(
             shown,
             progress,
             reported: (0, Instant::now()),
+            // The smallest archive is an end record of 22 bytes.
+            horizon: 22,
         },
         opts,
         shown,
@@ -236,6 +240,10 @@ struct StreamIn<'r, 'p> {
     progress: Option<&'r mut ProgressFn<'p>>,
     /// Bytes and time of the last progress report.
     reported: (u64, Instant),
+    /// Stream offset up to which the bytes are known to belong to the archive (the records
+    /// read so far say so): buffered reads ask for no more. `u64::MAX` while a deflated member
+    /// of unknown size (data descriptor) is decoded.
+    horizon: u64,
 }
 
 impl StreamIn<'_, '_> {
@@ -275,8 +283,17 @@ impl StreamIn<'_, '_> {
 
     /// The buffered bytes, read from the stream first when none are (empty at its end).
     fn fill(&mut self) -> Result<&[u8]> {
+        self.fill_need(1)
+    }
+
+    /// [`StreamIn::fill`] for a caller that needs `need` bytes: a read asks for at least that
+    /// many (when none are buffered) and otherwise for no more than the archive is known to
+    /// hold from here (`horizon`), so that nothing after the archive is taken from the stream.
+    fn fill_need(&mut self, need: usize) -> Result<&[u8]> {
         if self.pos == self.filled {
-            let n = Self::read_some(self.inner, self.shown, &mut self.buf)?;
+            let room = usize::try_from(self.horizon.saturating_sub(self.offset)).unwrap_or(BUF_LEN);
+            let ask = room.max(need).clamp(1, BUF_LEN);
+            let n = Self::read_some(self.inner, self.shown, &mut self.buf[..ask])?;
             self.tick(n)?;
             (self.pos, self.filled) = (0, n);
         }
@@ -313,7 +330,7 @@ impl StreamIn<'_, '_> {
                 self.offset += n as u64;
                 done += n;
             } else {
-                let got = self.fill()?;
+                let got = self.fill_need(dest.len() - done)?;
                 if got.is_empty() {
                     return Err(self.truncated(what));
                 }
@@ -337,7 +354,7 @@ impl StreamIn<'_, '_> {
     fn skip(&mut self, n: u64, mut hasher: Option<&mut Hasher>, what: &str) -> Result<()> {
         let mut left = n;
         while left > 0 {
-            let got = self.fill()?;
+            let got = self.fill_need(usize::try_from(left).unwrap_or(BUF_LEN).min(BUF_LEN))?;
             if got.is_empty() {
                 return Err(self.truncated(what));
             }
@@ -533,7 +550,7 @@ impl<'b> Run<'b, '_, '_> {
     where
         'b: 's,
     {
-        let first = self.s.fill()?.to_vec();
+        let first = self.s.fill_need(4)?.to_vec();
         if first.is_empty() {
             return Err(Error::format(format!(
                 "{}: not a zip/.npz stream: it is empty",
@@ -588,6 +605,9 @@ impl<'b> Run<'b, '_, '_> {
         fixed[..4].copy_from_slice(&records::LOCAL_SIG.to_le_bytes());
         self.s.read_exact(&mut fixed[4..], what)?;
         let fields = LocalFields::parse(&fixed).expect("the signature was checked");
+        let payload_start =
+            self.s.offset + u64::from(fields.name_len) + u64::from(fields.extra_len);
+        self.s.horizon = payload_start;
         let mut raw_name = vec![0u8; usize::from(fields.name_len)];
         self.s.read_exact(&mut raw_name, what)?;
         let mut extra = vec![0u8; usize::from(fields.extra_len)];
@@ -618,6 +638,14 @@ impl<'b> Run<'b, '_, '_> {
                 self.shown, fields.flags
             )));
         }
+        // The next record (a local header, or a central one of 46 bytes) takes at least 30.
+        self.s.horizon = match (descriptor, fields.method) {
+            (false, _) => payload_start.saturating_add(csize).saturating_add(30),
+            // A stored member with a data descriptor: its .npy prefix first (see `stored`).
+            (true, 0) => payload_start + header::PREFIX_LEN as u64,
+            // A deflated one ends where its stream does.
+            (true, _) => u64::MAX,
+        };
         let method = match fields.method {
             0 => Ok(Method::Stored),
             8 => Ok(Method::Deflated),
@@ -892,6 +920,9 @@ impl<'b> Run<'b, '_, '_> {
             return Ok((size, size));
         }
         let total = self.header_len(&head, known)?;
+        if known.is_none() {
+            self.s.horizon = self.s.offset - head.len() as u64 + total as u64;
+        }
         if head.len() < total {
             let have = head.len();
             head.resize(total, 0);
@@ -908,6 +939,10 @@ impl<'b> Run<'b, '_, '_> {
             )));
         }
         let size = known.unwrap_or(used);
+        if known.is_none() {
+            // The data, then the data descriptor (at most 24 bytes), then a record.
+            self.s.horizon = self.s.offset + npy.nbytes as u64 + 24 + 30;
+        }
         let verify = self.opts.verify_crc && role == Role::Wanted && !self.opts.metadata_only;
         let mut part = 0;
         if verify {
@@ -1165,8 +1200,15 @@ impl<'b> Run<'b, '_, '_> {
             }
             let mut fixed = [0u8; CENTRAL_HEADER_LEN as usize];
             fixed[..4].copy_from_slice(&records::CENTRAL_SIG.to_le_bytes());
+            self.s.horizon = record_at + CENTRAL_HEADER_LEN;
             self.s.read_exact(&mut fixed[4..], what)?;
             let c = CentralFields::parse(&fixed).expect("the signature was checked");
+            // The name, extra field and comment, then a record of at least 22 bytes.
+            self.s.horizon = self.s.offset
+                + u64::from(c.name_len)
+                + u64::from(c.extra_len)
+                + u64::from(c.comment_len)
+                + 22;
             let mut raw_name = vec![0u8; usize::from(c.name_len)];
             self.s.read_exact(&mut raw_name, what)?;
             let mut extra = vec![0u8; usize::from(c.extra_len)];
@@ -1281,13 +1323,16 @@ impl<'b> Run<'b, '_, '_> {
         let dir_size = self.s.offset - 4 - at;
         let what = "the end records";
         if sig == records::DIGITAL_SIG {
+            self.s.horizon = self.s.offset + 2;
             let len = u16::from_le_bytes(self.s.array::<2>(what)?);
+            self.s.horizon = self.s.offset + u64::from(len) + 22;
             self.s.skip(u64::from(len), None, what)?;
             sig = u32::from_le_bytes(self.s.array::<4>(what)?);
         }
         let mut zip64 = None;
         if sig == records::ZIP64_END_SIG {
             let record_at = self.s.offset - 4;
+            self.s.horizon = record_at + 56;
             let b = self.s.array::<52>(what)?;
             // Offsets in `b` are the record's minus the 4 signature bytes.
             let rest = records::get64(&b, 0);
@@ -1310,6 +1355,8 @@ impl<'b> Run<'b, '_, '_> {
                 records::get64(&b, 36),
                 records::get64(&b, 44),
             ));
+            // The extensible data, the locator (20 bytes), the end record (22).
+            self.s.horizon = self.s.offset + (rest - 44) + 20 + 22;
             self.s.skip(rest - 44, None, what)?;
             if u32::from_le_bytes(self.s.array::<4>(what)?) != records::ZIP64_LOCATOR_SIG {
                 return Err(bad(format!(
@@ -1332,6 +1379,7 @@ impl<'b> Run<'b, '_, '_> {
                 self.s.offset - 4
             )));
         }
+        self.s.horizon = self.s.offset + 18;
         let e = self.s.array::<18>(what)?;
         let word = |at: usize| u16::from_le_bytes([e[at], e[at + 1]]);
         let dword = |at: usize| u32::from_le_bytes([e[at], e[at + 1], e[at + 2], e[at + 3]]);
@@ -1367,6 +1415,7 @@ impl<'b> Run<'b, '_, '_> {
                  {declared_size} bytes; it is at byte {at} with {dir_size}"
             )));
         }
+        self.s.horizon = self.s.offset + u64::from(word(16));
         self.s
             .skip(u64::from(word(16)), None, "the archive comment")?;
         Ok(order)
