@@ -500,6 +500,54 @@ fn corruption_and_reader_errors() {
     assert_eq!(e.os_code(), Some(5));
 }
 
+#[test]
+fn compressed_members_decoded_on_the_pool_or_as_they_arrive() {
+    // Members up to 16 MiB compressed are read whole and decoded on the pool; a larger one
+    // (random bytes do not compress) is decoded on the calling thread as it arrives.
+    let big = pattern(20 << 20, 99);
+    let small: Vec<(String, Vec<u8>, Vec<u64>)> = (0..40)
+        .map(|i| {
+            (
+                format!("s{i}"),
+                pattern(1000 + 4 * i, i as u64),
+                vec![250 + i as u64],
+            )
+        })
+        .collect();
+    let mut s = Saver::new();
+    for (k, d, shape) in &small {
+        s.add(k, d, Dtype::F32, shape).unwrap();
+    }
+    s.add("big", &big, Dtype::U8, &[big.len() as u64]).unwrap();
+    let bytes = s.to_vec(&SaveOptions::default().compression(1)).unwrap();
+    let want = restore(&bytes[..], &RestoreOptions::default()).unwrap();
+    for threads in [1usize, 2] {
+        let o = RestoreOptions::default()
+            .threads(threads)
+            .native_endian(true);
+        let got = through_pipe(&bytes, |rx| restore_stream(rx, &o)).unwrap();
+        assert_same(&got, &want, "compressed");
+        assert_eq!(got.data(got.find("big").unwrap()).unwrap(), &big[..]);
+    }
+    // A flipped bit inside a small member's deflate stream: CRC or FORMAT, never success.
+    let small_bytes = saver(&small[..3])
+        .to_vec(&SaveOptions::default().compression(6))
+        .unwrap();
+    let listing = restore(&small_bytes[..], &RestoreOptions::default()).unwrap();
+    assert!(listing.arrays()[0].compressed);
+    let mut bad = small_bytes.clone();
+    bad[200] ^= 0x10;
+    let e = restore_stream(&bad[..], &RestoreOptions::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e.kind(), ErrorKind::Crc | ErrorKind::Format),
+        "{:?}: {}",
+        e.kind(),
+        e.message()
+    );
+}
+
 /// The status name of an error kind, as tests/corpus/expected.txt spells it.
 fn status_name(r: &psv::Result<Archive>) -> &'static str {
     match r {

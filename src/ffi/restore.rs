@@ -154,7 +154,8 @@ pub extern "C" fn psv_restore_fd_into(
 /// descriptor is decoded), so reading stops right after the end record's
 /// comment. Memory: the block (address space up to the block limit of
 /// `psv_restore_options_set_limits` is reserved and committed as it fills) plus a 256 KiB
-/// buffer. Members with a data descriptor (`numpy.savez` into a pipe) are read when their end
+/// buffer and at most 48 MiB of compressed members (of up to 16 MiB each) waiting to be
+/// decoded on the pool. Members with a data descriptor (`numpy.savez` into a pipe) are read when their end
 /// can be found in one pass: deflated members, and stored `.npy` members holding exactly their
 /// header and array data; any other stored member with one is UNSUPPORTED. The mmap option
 /// does not apply. An allocator set in `opts` cannot be used (it needs the size before the

@@ -219,7 +219,9 @@ pub fn restore_into<'a>(
 /// records read so far say the archive holds; only while a deflated member with a data
 /// descriptor is decoded, up to 256 KiB may be read ahead). Memory: the block, reserved as
 /// address space up to the block limit ([`RestoreOptions::max_total_bytes`]) and committed as
-/// it fills, plus a 256 KiB buffer. The mmap option does not apply.
+/// it fills, plus a 256 KiB buffer and at most 48 MiB of compressed members waiting to be
+/// decoded on the pool (those of up to 16 MiB; larger ones are decoded as they arrive). The
+/// mmap option does not apply.
 ///
 /// Members with a data descriptor (what Python's `zipfile`, and so `numpy.savez`, writes into
 /// a pipe) are read when their end can be found in one pass: deflated members (the stream

@@ -4,8 +4,10 @@
 //! Members are read from their local headers: the method, CRC-32 and sizes come from there (or
 //! the ZIP64 extra field), so psv's and numpy's files stream as they are. Each array's bytes
 //! are read straight into their place in the block, packed at 64-byte-aligned offsets in
-//! stream order; stored chunks are CRC'd on the pool while the next chunk is read, compressed
-//! members are decoded on the calling thread as their bytes arrive.
+//! stream order; stored chunks are CRC'd on the pool while the next chunk is read. Compressed
+//! members of known size up to 16 MiB are read whole (at most 48 MiB of them held at once) and
+//! decoded straight into the block on the pool while the stream goes on; larger ones, and
+//! those with a data descriptor, are decoded on the calling thread as their bytes arrive.
 //!
 //! Members with a data descriptor (flag bit 3: the CRC and sizes follow the data; Python's
 //! `zipfile` writes these to unseekable streams, and so does `numpy.savez` into a pipe) are
@@ -24,12 +26,12 @@
 //! The block's size is known only at the end: the library's own block is reserved as address
 //! space up to the block limit (`max_total_bytes`, by default physical memory) and touched as
 //! it fills; a caller's buffer works as given; a caller's allocator, which needs the size
-//! first, is `Unsupported`. Memory beyond the block: a 256 KiB read buffer, the `.npy` headers,
-//! and a decoder's state.
+//! first, is `Unsupported`. Memory beyond the block: a 256 KiB read buffer, at most 48 MiB of
+//! compressed members waiting for the pool, the `.npy` headers, and the decoders' state.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use crc32fast::Hasher;
@@ -58,6 +60,49 @@ const MAX_DESCRIPTOR_TAIL: u64 = 64 << 20;
 const MAX_ZIP64_EXTENSIBLE: u64 = 64 << 10;
 /// The smallest own block reserved when the full limit cannot be (strict overcommit).
 const MIN_RESERVE: usize = 64 << 20;
+/// Compressed members up to this size are read whole, then decoded on the pool while the
+/// stream goes on; larger ones are decoded on the calling thread as their bytes arrive.
+const SPILL_MEMBER_MAX: u64 = 16 << 20;
+/// Most compressed bytes held at once for members decoded on the pool.
+const SPILL_BUDGET: u64 = 48 << 20;
+
+/// The compressed bytes held for decoding on the pool: at most [`SPILL_BUDGET`].
+struct Spill {
+    used: Mutex<u64>,
+    freed: Condvar,
+}
+
+impl Spill {
+    /// Waits until `n` more bytes fit the budget (or nothing else is held), then takes them.
+    fn acquire(&self, n: u64) {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *used > 0 && *used + n > SPILL_BUDGET {
+            used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += n;
+    }
+
+    fn release(&self, n: u64) {
+        *self.used.lock().unwrap_or_else(|p| p.into_inner()) -= n;
+        self.freed.notify_all();
+    }
+}
+
+/// A member's compressed bytes held in memory, as a decoder's input.
+struct MemFeed<'m> {
+    bytes: &'m [u8],
+    pos: usize,
+}
+
+impl Feed for MemFeed<'_> {
+    fn fill(&mut self) -> Result<&[u8]> {
+        Ok(&self.bytes[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+    }
+}
 
 /// Restores the archive that `input` streams, named `shown` in messages.
 pub(crate) fn restore_stream_from(
@@ -107,6 +152,11 @@ pub(crate) fn restore_stream_from(
     };
     let (addr, room) = (block.as_ptr() as usize, block.len());
     let results = Mutex::new(Vec::new());
+    let failed = Mutex::new(None);
+    let spill = Spill {
+        used: Mutex::new(0),
+        freed: Condvar::new(),
+    };
     let mut run = Run {
         s: StreamIn {
             inner: input,
@@ -141,8 +191,16 @@ pub(crate) fn restore_stream_from(
         },
         headers: header::ParseCache::default(),
         results: &results,
+        failed: &failed,
+        spill: &spill,
     };
-    let order = pool.in_place_scope(|scope| run.read_all(scope))?;
+    let order = pool.in_place_scope(|scope| run.read_all(scope));
+    // A member decoded on the pool failed: its error first (the reading may have stopped
+    // because of it).
+    if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
+    }
+    let order = order?;
     let Run {
         s,
         mut members,
@@ -520,6 +578,9 @@ struct Run<'b, 'r, 'p> {
     out: Out<'b>,
     headers: header::ParseCache,
     results: &'b Mutex<Vec<Part>>,
+    /// The first error of a member decoded on the pool.
+    failed: &'b Mutex<Option<Error>>,
+    spill: &'b Spill,
 }
 
 /// What a member is to this restore.
@@ -676,6 +737,9 @@ impl<'b> Run<'b, '_, '_> {
                 self.shown, self.opts.max_members
             )));
         }
+        if let Some(e) = self.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
         let (local, raw_name) = self.local_header()?;
         let name = records::decode_name(&raw_name);
         if !self.names.insert(raw_name.clone()) {
@@ -827,8 +891,16 @@ impl<'b> Run<'b, '_, '_> {
                 method.name()
             )));
         }
-        match method {
-            Method::Stored => self.stored(scope, slot, local, role),
+        match (method, local.sizes) {
+            (Method::Stored, _) => self.stored(scope, slot, local, role),
+            (_, Some((csize, size)))
+                if role == Role::Wanted
+                    && !self.opts.metadata_only
+                    && !self.out.overflow
+                    && csize <= SPILL_MEMBER_MAX =>
+            {
+                self.compressed_on_pool(scope, slot, method, (csize, size))
+            }
             _ => self.compressed(slot, local, role, method),
         }
     }
@@ -1013,6 +1085,146 @@ impl<'b> Run<'b, '_, '_> {
             self.members[slot].hashed = true;
         }
         Ok((size, size))
+    }
+
+    /// A wanted compressed member of known size: its bytes are read whole (within the spill
+    /// budget), its `.npy` header decoded here to place the array, and the rest decoded
+    /// straight into the block on the pool while the stream goes on.
+    fn compressed_on_pool<'s>(
+        &mut self,
+        scope: &Scope<'s>,
+        slot: usize,
+        method: Method,
+        (csize, size): (u64, u64),
+    ) -> Result<(u64, u64)>
+    where
+        'b: 's,
+    {
+        let spill = self.spill;
+        spill.acquire(csize);
+        // Held until the decoding task (or this function, on every early return) ends.
+        struct Held<'a>(&'a Spill, u64);
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                self.0.release(self.1);
+            }
+        }
+        let held = Held(spill, csize);
+        let mut bytes = memory::zeroed(csize as usize)?;
+        self.s.read_exact(&mut bytes, "member data")?;
+        let max_header = self.max_header();
+        let verify = self.opts.verify_crc;
+        // The header, decoded here: the array's place depends on it.
+        let mut feed = MemFeed {
+            bytes: &bytes,
+            pos: 0,
+        };
+        let mut inflater = Inflater::over_feed(method, &mut feed, size)?;
+        let what = inflater.name();
+        let mut prefix = vec![0u8; size.min(header::PREFIX_LEN as u64) as usize];
+        let got = inflater.read(&mut prefix)?;
+        prefix.truncate(got);
+        if !header::has_magic(&prefix) {
+            self.not_an_array(slot, Role::Wanted)?;
+            if self.check_raw() {
+                let mut h = Hasher::new();
+                h.update(&prefix);
+                let rest = drain(&mut inflater, &mut h, true, size - got as u64)?;
+                if got as u64 + rest != size {
+                    return Err(Error::format(format!(
+                        "truncated: the {what} stream ends before the declared size {size}"
+                    )));
+                }
+                inflater.expect_end(size)?;
+                self.part(slot, 0, h);
+                self.members[slot].hashed = true;
+            }
+            return Ok((csize, size));
+        }
+        let total = self.header_len(&prefix, Some(size))?;
+        let mut header_bytes = memory::zeroed(total)?;
+        let have = prefix.len().min(total);
+        header_bytes[..have].copy_from_slice(&prefix[..have]);
+        if inflater.read(&mut header_bytes[have..])? != total - have {
+            return Err(Error::format(format!(
+                "truncated: the {what} stream ends inside the .npy header"
+            )));
+        }
+        drop(inflater);
+        let npy = self.headers.parse(&header_bytes, max_header)?;
+        let used = (npy.header_len as u64)
+            .checked_add(npy.nbytes as u64)
+            .ok_or_else(|| Error::overflow("array size overflows"))?;
+        if used > size {
+            return Err(Error::format(format!(
+                "truncated: header and data need {used} bytes but the member holds {size}"
+            )));
+        }
+        let item = npy.descr.itemsize().max(1);
+        let key = npz::key_of(&self.members[slot].name)
+            .unwrap_or_default()
+            .to_owned();
+        let Some((dest, units)) = self.out.place(slot, &key, npy, None)? else {
+            // A caller's buffer turned out too small: the restore fails at the end.
+            return Ok((csize, size));
+        };
+        if verify {
+            self.members[slot].hashed = true;
+        }
+        let (results, failed) = (self.results, self.failed);
+        let context = format!("{}: member {:?}", self.shown, self.members[slot].name);
+        scope.spawn(move |_| {
+            let _held = held;
+            let decoded = (|| -> Result<Option<Hasher>> {
+                let mut feed = MemFeed {
+                    bytes: &bytes,
+                    pos: 0,
+                };
+                let mut inflater = Inflater::over_feed(method, &mut feed, size)?;
+                let mut again = vec![0u8; header_bytes.len()];
+                if inflater.read(&mut again)? != again.len() || again != header_bytes {
+                    return Err(Error::format(format!(
+                        "the {what} stream changed while reading"
+                    )));
+                }
+                if inflater.read(dest)? != dest.len() {
+                    return Err(Error::format(format!(
+                        "truncated: the {what} stream ends inside the array data"
+                    )));
+                }
+                let mut h = Hasher::new();
+                if verify {
+                    h.update(&header_bytes);
+                    h.update(dest);
+                }
+                swap_in_place(dest, &units, item);
+                if !verify {
+                    return Ok(None);
+                }
+                let tail = size - used;
+                if drain(&mut inflater, &mut h, true, tail)? != tail {
+                    return Err(Error::format(format!(
+                        "truncated: the {what} stream ends before the declared size {size}"
+                    )));
+                }
+                inflater.expect_end(size)?;
+                Ok(Some(h))
+            })();
+            match decoded {
+                Ok(Some(h)) => results
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((slot, 0, h)),
+                Ok(None) => {}
+                Err(e) => {
+                    failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e.context(context));
+                }
+            }
+        });
+        Ok((csize, size))
     }
 
     /// A compressed member, decoded on this thread as its bytes arrive.
