@@ -101,6 +101,16 @@ typedef int32_t psv_status;
 typedef int32_t psv_dtype;
 
 /**
+ * A sequential read callback for `psv_restore_stream`: copy up to `len` bytes of the stream
+ * into `buf` (writable, valid only during the call) and return how many (> 0, at most `len`),
+ * 0 at the end of the stream, or a negative value for an error, which fails the restore with
+ * `PSV_ERR_IO` naming the callback's value. Called on the thread that called the restore,
+ * never concurrently, in stream order. Must not call back into libpsv with the same handles
+ * and must not unwind.
+ */
+typedef int64_t (*psv_read_fn)(void *userdata, void *buf, size_t len);
+
+/**
  * A progress callback: called on the thread that called save or restore (never on a worker,
  * never concurrently) with the bytes done so far and the total, at least every 64 MiB or
  * 100 ms and once at the end. Return 0 to continue, anything else to cancel: the operation
@@ -505,12 +515,15 @@ psv_status psv_restore(const char *path, const psv_restore_options *opts, psv_ar
 psv_status psv_restore_from_memory(const void *buf, size_t len, const psv_restore_options *opts, psv_archive **out);
 
 /**
- * Restores the archive in the caller's open file descriptor `fd` (a regular file or a block
- * device) exactly as `psv_restore` restores a path. Reads are positional: the fd's offset does
- * not move, and the caller keeps the fd (it is not closed). In mmap mode the archive maps the
- * file, which stays mapped after the fd is closed.
+ * Restores the archive in the caller's open file descriptor `fd` exactly as `psv_restore`
+ * restores a path; the caller keeps the fd (it is not closed). A regular file or a block
+ * device is read with positional reads: the fd's offset does not move; in mmap mode the
+ * archive maps the file, which stays mapped after the fd is closed. Any other fd (a pipe, a
+ * socket) is read once, front to back, as `psv_restore_stream` reads, up to the archive's end
+ * record (bytes after it stay unread in the fd).
  *
- * Errors: as `psv_restore`, and INVALID_ARG for a negative fd.
+ * Errors: as `psv_restore` (for a pipe or socket: as `psv_restore_stream`), and INVALID_ARG
+ * for a negative fd.
  */
 psv_status psv_restore_fd(int fd, const psv_restore_options *opts, psv_archive **out);
 
@@ -542,6 +555,47 @@ psv_status psv_restore_from_memory_into(const void *src, size_t src_len, const p
  * Errors: as `psv_restore_into`, and INVALID_ARG for a negative fd.
  */
 psv_status psv_restore_fd_into(int fd, const psv_restore_options *opts, void *buf, size_t len, psv_archive **out);
+
+/**
+ * Restores the archive that `read_fn` streams (a pipe, a socket, a download, a Python file
+ * object), reading it once, front to back, without seeking: the same arrays and checks as
+ * `psv_restore`, each array 64-byte aligned in one block. `read_fn` runs on the calling thread
+ * only, in order (see `psv_read_fn`); `userdata` is passed to it as is. On success `*out` is a
+ * new archive the caller frees with `psv_free`; on failure `*out` is NULL.
+ *
+ * Members are read from their local headers; the central directory and end records after
+ * them are checked against what the stream held. Reads never ask for more than the records so
+ * far say the archive holds (except up to 256 KiB ahead while a deflated member with a data
+ * descriptor is decoded), so reading stops right after the end record's
+ * comment. Memory: the block (address space up to the block limit of
+ * `psv_restore_options_set_limits` is reserved and committed as it fills) plus a 256 KiB
+ * buffer and at most 48 MiB of compressed members (of up to 16 MiB each) waiting to be
+ * decoded on the pool. Members with a data descriptor (`numpy.savez` into a pipe) are read when their end
+ * can be found in one pass: deflated members, and stored `.npy` members holding exactly their
+ * header and array data; any other stored member with one is UNSUPPORTED. The mmap option
+ * does not apply. An allocator set in `opts` cannot be used (it needs the size before the
+ * data): UNSUPPORTED; restore into caller memory with `psv_restore_stream_into` instead. The
+ * progress callback gets the bytes read so far and a total of 0 (not known) until its last
+ * call, which gets (done, done).
+ *
+ * Errors: NULL_ARG (`read_fn`, `out`), IO (`read_fn` returned a negative value, or more than
+ * `len`), FORMAT (not an archive, a stream that ends early at any byte, records that disagree
+ * with the members), UNSUPPORTED (as above, and as `psv_restore`), CRC, LIMIT, NOMEM,
+ * NOT_FOUND, ABORTED.
+ */
+psv_status psv_restore_stream(psv_read_fn read_fn, void *userdata, const psv_restore_options *opts, psv_archive **out);
+
+/**
+ * `psv_restore_stream` into the caller's memory, as `psv_restore_into`: every array lands in
+ * `buf` (`len` bytes, 64-byte aligned), which must hold `psv_archive_required_bytes` of a
+ * metadata-only restore of the same archive with the same options (keys). When `buf` turns
+ * out too small, the rest of the stream is still read (to name the size needed) and the
+ * restore fails with INVALID_ARG. `psv_free` frees the descriptions only, never `buf`.
+ *
+ * Errors: as `psv_restore_stream`; INVALID_ARG when `buf` is too small (the message names the
+ * size needed) or not 64-byte aligned; NULL_ARG for a NULL `buf` with a non-zero `len`.
+ */
+psv_status psv_restore_stream_into(psv_read_fn read_fn, void *userdata, const psv_restore_options *opts, void *buf, size_t len, psv_archive **out);
 
 /**
  * Creates restore options with the defaults (all cores, CRC checked, default limits). Free

@@ -212,8 +212,9 @@ fn fuzz_corpus_restore_from_memory_never_panics() {
         .threads(1)
         .max_total_bytes(Some(64 << 20));
     replay_fuzz_corpus("restore_from_memory", |bytes| {
-        // Ok or Err are both fine; only a panic fails.
+        // Ok or Err are both fine; only a panic fails. The same bytes as a stream, too.
         let _ = outcome(psv::restore(bytes, &fuzz_opts));
+        let _ = outcome(psv::restore_stream(bytes, &fuzz_opts));
     });
 }
 
