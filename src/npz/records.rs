@@ -471,6 +471,43 @@ mod tests {
     }
 
     #[test]
+    fn stream_fields_names_and_zip64_values_decode() {
+        let p = plan(&[MemberSpec {
+            name_len: 5,
+            payload_len: 200,
+            deflated_size: None,
+        }])
+        .unwrap();
+        let mut local = Vec::new();
+        local_header(&mut local, b"a.npy", &p.members[0], 0xDEAD_BEEF);
+        let fixed: [u8; 30] = local[..30].try_into().unwrap();
+        let f = LocalFields::parse(&fixed).unwrap();
+        assert_eq!((f.method, f.crc32, f.name_len), (0, 0xDEAD_BEEF, 5));
+        assert_eq!((f.compressed_size, f.size), (200, 200));
+        let mut central = Vec::new();
+        central_header(&mut central, b"a.npy", &p.members[0], 7);
+        let fixed: [u8; 46] = central[..46].try_into().unwrap();
+        let c = CentralFields::parse(&fixed).unwrap();
+        assert_eq!((c.crc32, c.header_offset, c.name_len), (7, 0, 5));
+        // ZIP64 values are taken only for the sentinel fields, in their fixed order.
+        let mut extra = vec![0x99, 0x99, 2, 0, 1, 2];
+        extra.extend_from_slice(&[1, 0, 16, 0]);
+        extra.extend_from_slice(&5u64.to_le_bytes());
+        extra.extend_from_slice(&9u64.to_le_bytes());
+        let data = zip64_extra(&extra).unwrap().unwrap();
+        assert_eq!(
+            zip64_values(data, [false, true, true]),
+            Some([None, Some(5), Some(9)])
+        );
+        assert_eq!(zip64_values(data, [true, true, true]), None);
+        assert!(zip64_extra(&[1, 0, 99, 0, 1]).is_err());
+        assert_eq!(zip64_extra(&[]).unwrap(), None);
+        // Names: UTF-8 as is, anything else as code page 437.
+        assert_eq!(decode_name("π.npy".as_bytes()), "π.npy");
+        assert_eq!(decode_name(b"\x80\xe3\xff.npy"), "Ç\u{3c0}\u{a0}.npy");
+    }
+
+    #[test]
     fn local_headers_decode_what_they_encode() {
         let p = plan(&[MemberSpec {
             name_len: 5,
