@@ -994,7 +994,8 @@ def restore(
             restored this way shares its pages between every process that maps it.
         progress: ``callable(done, total)`` (bytes) called on this thread; returning False
             cancels (PsvError PSV_ERR_ABORTED); an exception it raises cancels the restore
-            and is re-raised here.  ``True`` draws a bar on stderr if it is a terminal.
+            and is re-raised here.  ``True`` draws a bar on stderr if it is a terminal.  For a
+            stream source ``total`` is 0 until the last call (``(done, done)``).
         max_total_bytes: refuse (PSV_ERR_LIMIT) archives whose arrays need more memory
             (default: physical memory).
         max_header_len: largest ``.npy`` header accepted (default 1 MiB).

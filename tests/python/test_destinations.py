@@ -420,3 +420,16 @@ def test_shared_memory_example(psv):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "identical" in r.stdout
     assert "Traceback" not in r.stderr, r.stderr
+
+
+def test_stream_progress_total_is_known_at_the_end(psv, saved):
+    _, arrays, ref = saved
+    calls = []
+    got = psv.restore(io.BytesIO(ref), progress=lambda d, t: calls.append((d, t)))
+    _assert_values(got, arrays)
+    assert calls and calls[-1][0] == calls[-1][1] > 0
+    assert all(t == 0 for _, t in calls[:-1])
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    with pytest.raises(psv.PsvError) as ei:
+        psv.restore(io.BytesIO(ref), progress=lambda d, t: False)
+    expect_status(ei, ["PSV_ERR_ABORTED"])
