@@ -311,7 +311,7 @@ mod tests {
             deflated_size: None,
             header_len: 128,
         }];
-        assert_eq!(plan(&specs, 64).unwrap().members[0].payload_offset, 128);
+        assert_eq!(plan(&specs, 64).unwrap().members[0].payload_offset, 64);
         for bad in [0u64, 32, 63, 65, 96, 3 << 10, 2 << 20] {
             assert!(plan(&specs, bad).is_err(), "{bad}");
         }
