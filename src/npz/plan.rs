@@ -301,7 +301,10 @@ mod tests {
             }
             assert_eq!(p.central_offset, end);
             if align > 2 * MAX_ALIGN_FIELD {
-                assert!(p.members.iter().any(|m| m.gap_len > 0), "{align}: gaps used");
+                assert!(
+                    p.members.iter().any(|m| m.gap_len > 0),
+                    "{align}: gaps used"
+                );
             }
         }
         // 64 is the plain plan: identical to what every save wrote before the option.

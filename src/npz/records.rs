@@ -313,12 +313,15 @@ mod tests {
 
     #[test]
     fn local_headers_decode_what_they_encode() {
-        let p = plan(&[MemberSpec {
-            name_len: 5,
-            payload_len: 200,
-            deflated_size: None,
-            header_len: 128,
-        }], super::super::plan::ALIGN)
+        let p = plan(
+            &[MemberSpec {
+                name_len: 5,
+                payload_len: 200,
+                deflated_size: None,
+                header_len: 128,
+            }],
+            super::super::plan::ALIGN,
+        )
         .unwrap();
         let mut local = Vec::new();
         local_header(&mut local, b"a.npy", &p.members[0], 7);

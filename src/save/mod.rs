@@ -9,7 +9,8 @@
 //!    process holding the plan can write any members; one writes the records;
 //! 3. the commit, owned by the target ([`PathTarget`]: temporary file, rename).
 //!
-//! The directory container is saved by [`crate::npy_dir`].
+//! The directory container is saved by [`crate::npy_dir`]; N processes save one `.npz`
+//! together through [`collective`] (the blobs they exchange: [`manifest`]).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -27,10 +28,14 @@ use crate::pool;
 use crate::progress::{self, ProgressFn};
 use crate::shape;
 
+mod collective;
 pub(crate) mod deflated;
+mod manifest;
 mod prepared;
 pub(crate) mod stored;
 
+pub use collective::Collective;
+pub use manifest::PLAN_ID_LEN;
 pub use prepared::Prepared;
 
 pub use crate::npz::npz_path;
