@@ -61,9 +61,9 @@ typedef struct psv_archive psv_archive;
 /**
  * Bytes that libpsv allocated: an archive in memory (`psv_saver_save_to_alloc`), or a
  * collective save's manifest or CRC report (`psv_saver_manifest`, `psv_collective_write`).
- * Read it with
- * `psv_buffer_data` and `psv_buffer_len`, free it with `psv_buffer_free`. Immutable: its
- * accessors may run from any threads, but nothing may run concurrently with the free.
+ * Read it with `psv_buffer_data` and `psv_buffer_len`, free it with `psv_buffer_free`.
+ * Immutable: its accessors may run from any threads, but nothing may run concurrently with
+ * the free.
  */
 typedef struct psv_buffer psv_buffer;
 
