@@ -10,10 +10,11 @@
  * Rank r saves N uint32 arrays "rank<r>/a<i>" of K*256 + 13*i + 7*r elements,
  * element j = j*31 + i*1000003 + r*7 (mod 2^32): uneven sizes, data a checker can
  * rebuild. --empty-rank R gives rank R no arrays. --kill-rank R makes rank R kill
- * itself (SIGKILL) in the middle of its writes (a fault test). Rank 0 prints one
- * JSON line: ranks, bytes, each rank's write time, the commit time, the total, the
- * temporary file's name and the path written. Exit status 0 on success, 1 on failure
- * (every rank reports the same outcome).
+ * itself (SIGKILL) in the middle of its writes (a fault test). Rank 0 prints
+ * "temp: <temporary file>" before the writes, then one JSON line: ranks, bytes,
+ * each rank's write time, the commit time, the total (from the manifests to the
+ * rename) and the path written. Exit status 0 on success, 1 on failure (every rank
+ * reports the same outcome).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -164,7 +165,10 @@ int main(int argc, char **argv)
             report(rank, "add", st);
         }
     }
-    /* 2. Manifests to every rank; every rank plans; the plan ids must agree. */
+    /* 2. Manifests to every rank; every rank plans; the plan ids must agree. The timing
+     * starts here (the arrays exist, as they would in a training job). */
+    MPI_Barrier(MPI_COMM_WORLD);
+    t0 = now();
     if (st == PSV_OK && (st = psv_saver_manifest(s, &manifest)) != PSV_OK) report(rank, "manifest", st);
     if ((all = agree(st)) != PSV_OK) goto done;
     gathered = gather_blobs(psv_buffer_data(manifest), psv_buffer_len(manifest), nranks, -1, blobs, lens);
@@ -184,7 +188,6 @@ int main(int argc, char **argv)
         }
     }
     /* 3. Rank 0 creates the file; the status exchange is the barrier. */
-    t0 = now();
     if (rank == 0) {
         printf("temp: %s\n", psv_collective_temp_path(c));
         fflush(stdout);
