@@ -871,6 +871,11 @@ def markdown(results: Dict[str, Any]) -> str:
         ):
             x = b[k]
             L.append(f"| {label} | {x['median_s'] * 1e3:.2f} | {x['us_per_array']:.2f} |")
+    if results.get("collective"):
+        import collective_bench
+
+        L.append("")
+        L += collective_bench.markdown(results["collective"])
     if results.get("rss"):
         L.append("")
         L.append("Peak RSS (fresh child per op; getrusage(RUSAGE_CHILDREN).ru_maxrss). "
@@ -1002,6 +1007,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--chart", type=Path, default=REPO / "bench" / "chart.png")
     ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child processes")
     ap.add_argument("--rss-systems", default=None, help="systems for peak RSS (default psv,numpy,safetensors; --quick psv)")
+    ap.add_argument("--no-collective", action="store_true", help="skip the collective-save row (4 MPI ranks, one file)")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     ap.add_argument("--rss-reaper", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -1090,6 +1096,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         del saves, restores, arrays, lim_saves, lim_restores, lim_keep
         rm(files)
         gc.collect()
+
+    if not args.no_collective:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import collective_bench
+
+        log("collective: 4 MPI ranks writing one file vs one process (benches/collective_bench.py)")
+        results["collective"] = collective_bench.collective_row(out, args.quick, runs, log)
 
     results["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results["elapsed_s"] = time.time() - t_start

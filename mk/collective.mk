@@ -7,6 +7,7 @@
 #                           libopenmpi-dev; root or sudo) and mpi4py (PyPI, into $(VENV)) when
 #                           missing, builds examples/mpi/psv_mpi.c with mpicc, runs tests/mpi
 #                           (each mpirun bounded by `timeout`)
+#   make bench / bench-smoke also build psv_mpi for their collective-save row
 
 MPICC      ?= mpicc
 MPI_STAMP  := $(VENV)/.mpi-stamp
@@ -43,3 +44,7 @@ test-mpi: venv-pkg $(MPI_STAMP) $(BUILD)/psv_mpi
 		$(VPY) -m pytest -q -p no:cacheprovider tests/mpi
 
 TEST_TARGETS += test-collective-c test-mpi
+
+# The bench's collective row (benches/collective_bench.py) runs examples/mpi/psv_mpi.c.
+bench bench-smoke: $(BUILD)/psv_mpi
+BENCH_ENV += PSV_MPI_EXAMPLE=$(abspath $(BUILD)/psv_mpi)
