@@ -7,7 +7,7 @@ rank) write ONE checkpoint of 4 x 64 MiB uint32 arrays per rank (1 GiB in all; -
 manifest exchange to the rename (psv_mpi's "total_s"; the arrays already exist, as in a
 training job); its per-rank write times and rank 0's commit time are reported too. Timed for
 the single save: construction of the saver to the rename. Before every run: its output deleted,
-os.sync(). The two alternate; median of the runs.
+os.sync(), and compare.py's touch_and_free of the file's size (the page cache the run fills). The two alternate; median of the runs.
 
 The point on one machine: the page cache is the shared limit, so the collective should cost
 almost nothing over the single save (issue 15 asks >= 0.85x).
@@ -41,8 +41,13 @@ def _rm(path: Path) -> None:
         pass
 
 
-def collective_row(out: Path, quick: bool, runs: int, log: Callable[[str], None]) -> Dict[str, Any]:
-    """Runs the comparison; returns the row (or {"skipped": why})."""
+def collective_row(
+    out: Path, quick: bool, runs: int, log: Callable[[str], None], touch_and_free: Callable[[int], None]
+) -> Dict[str, Any]:
+    """Runs the comparison; returns the row (or {"skipped": why}). ``touch_and_free(n)`` is
+    compare.py's: it re-backs n bytes of freed memory before each run (on these VMs the first
+    touch of memory the host took back costs ~20x: a 1 GiB save right after deleting the
+    previous 1 GiB file measured 9-17 s instead of 0.6-1 s without it)."""
     exe = os.environ.get("PSV_MPI_EXAMPLE")
     mpirun = shutil.which("mpirun")
     if not exe or not Path(exe).exists() or not mpirun:
@@ -70,6 +75,7 @@ def collective_row(out: Path, quick: bool, runs: int, log: Callable[[str], None]
         for which in ("collective", "single") if k % 2 == 0 else ("single", "collective"):
             _rm((target if which == "collective" else single).with_suffix(".npz"))
             os.sync()
+            touch_and_free(nbytes + (64 << 20))  # the file's page cache
             if which == "collective":
                 p = subprocess.run(cmd, env=dict(os.environ, **ENV), capture_output=True, text=True)
                 if p.returncode != 0:

@@ -1102,7 +1102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         import collective_bench
 
         log("collective: 4 MPI ranks writing one file vs one process (benches/collective_bench.py)")
-        results["collective"] = collective_bench.collective_row(out, args.quick, runs, log)
+        results["collective"] = collective_bench.collective_row(out, args.quick, runs, log, touch_and_free)
 
     results["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results["elapsed_s"] = time.time() - t_start
