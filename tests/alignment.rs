@@ -129,3 +129,46 @@ fn a_bad_alignment_is_invalid_arg_for_every_save() {
     assert!(!dir.join("x.npz").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn gaps_before_local_headers_stay_in_the_image_block() {
+    // 128 KiB alignment: padding above the extra field's 64 KiB goes before local headers, and
+    // is small next to 2 MiB arrays, so the restore uses the image block (one common start).
+    let dir = common::scratch("align", "image");
+    let arrays: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| (format!("k{i}"), pattern((2 << 20) + 4097 * i, i as u64 + 1)))
+        .chain([("tiny".to_string(), pattern(7, 99))])
+        .collect();
+    let s = saver(&arrays);
+    let path = s
+        .save(dir.join("img"), &SaveOptions::default().alignment(1 << 17))
+        .unwrap();
+    // Gaps are there: some member's local header starts after the previous member's end.
+    let mut z = zip::ZipArchive::new(std::fs::File::open(&path).unwrap()).unwrap();
+    let spans: Vec<(u64, u64)> = (0..z.len())
+        .map(|i| {
+            let m = z.by_index_raw(i).unwrap();
+            let end = m.data_start().unwrap() + m.compressed_size();
+            (m.header_start(), end)
+        })
+        .collect();
+    assert!(spans.windows(2).any(|w| w[1].0 > w[0].1), "{spans:?}");
+    let a = restore(&path, &RestoreOptions::default()).unwrap();
+    let starts: Vec<i64> = a
+        .arrays()
+        .iter()
+        .map(|x| x.file_offset.unwrap() as i64 - x.offset as i64)
+        .collect();
+    assert!(
+        starts.iter().all(|&s| s == starts[0]),
+        "image block used: {starts:?}"
+    );
+    for (k, d) in &arrays {
+        let j = a.find(k).unwrap();
+        assert_eq!(a.data(j).unwrap(), &d[..], "{k}");
+        if d.len() >= 1 << 17 {
+            assert_eq!(a.arrays()[j].file_offset.unwrap() % (1 << 17), 0);
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
