@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import fcntl
 import gc
 import hashlib
 import json
@@ -487,6 +488,168 @@ def limit_cases(wl: str, size: int, count: int, d: Path) -> Tuple[List[Case], Li
 
 
 # ---------------------------------------------------------------------------
+# Destinations and sources (issue 13): fd, pipe, memory, caller buffer, stream
+# ---------------------------------------------------------------------------
+#: (row, reference row, target ratio, what the ratio means)
+DEST_RATIOS = [
+    ("dest_save_fd", "dest_save_path", 0.95, "save to a caller's fd (regular file) / path save"),
+    ("dest_save_pipe", "dest_write_pipe", 0.9, "save into a pipe drained by `cat` / plain os.write loop of the same bytes into the same kind of pipe"),
+    ("dest_save_memory", "dest_memcpy_2t", 0.8, "save_into a pre-touched buffer / 2-thread memcpy of the same bytes into a pre-touched buffer"),
+    ("dest_restore_into", "dest_restore_own", 1.0, "restore into a caller's pre-touched buffer (out=) / restore into psv's own block"),
+    ("dest_restore_pipe", "dest_read_pipe", 0.9, "stream restore from a pipe fed by `cat FILE` / plain read loop of the same pipe into a fresh buffer"),
+]
+
+
+def _pipe(size: int = MiB) -> Tuple[int, int]:
+    """A pipe with a ``size`` buffer (both the psv rows and their references use the same)."""
+    r, w = os.pipe()
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        try:
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, size)
+        except OSError:
+            pass
+    return r, w
+
+
+def destination_cases(arrays: Dict[str, Any], d: Path, threads: Optional[int]) -> Tuple[List[Case], Any]:
+    """Rows for every save destination and restore source against the plain OS or memory
+    operation that moves the same bytes the same way (DEST_RATIOS pairs them). Returns the
+    cases and the buffers they keep alive."""
+    import numpy as np
+    import parallel_saver as ps
+
+    saver = ps.ParallelSaver(**arrays)
+    path = d / "dest_psv.npz"
+    fdpath = d / "dest_fd.npz"
+    saver.save(path, threads=threads)
+    archive = np.frombuffer(path.read_bytes(), dtype=np.uint8)  # the bytes every save writes
+    size = archive.size
+    amv = memoryview(archive)
+    half = size // 2
+    # Pre-touched buffers, kept across rounds: written in full once here.
+    warm_save = _Fresh(size)
+    warm_save.a[:] = 0
+    warm_copy = _Fresh(size)
+    warm_copy.a[:] = 0
+    need = ps.ls(path).required_bytes
+    warm_out = _Fresh(need)
+    warm_out.a[:] = 0
+    nbytes = sum(a.nbytes for a in arrays.values())
+    count = len(arrays)
+    chk = lambda what: checker(arrays, what)  # noqa: E731
+
+    def save_path() -> None:
+        saver.save(path, threads=threads)
+
+    def save_fd() -> None:
+        fd = os.open(fdpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            saver.save(fd, threads=threads)
+        finally:
+            os.close(fd)
+
+    def drained(feed: Callable[[int], None]) -> None:
+        r, w = _pipe()
+        reader = subprocess.Popen(["cat"], stdin=r, stdout=subprocess.DEVNULL)
+        os.close(r)
+        try:
+            feed(w)
+        finally:
+            os.close(w)
+            if reader.wait() != 0:
+                raise SystemExit("cat (the pipe's reader) failed")
+
+    def save_pipe() -> None:
+        drained(lambda w: saver.save(w, threads=threads))
+
+    def write_pipe() -> None:
+        drained(lambda w: _write_all(w, amv))
+
+    def save_memory() -> None:
+        saver.save_into(warm_save.a, threads=threads)
+
+    def memcpy_2t() -> None:
+        _in_threads(range(2), lambda k: np.copyto(warm_copy.a[k * half : size if k else half], archive[k * half : size if k else half]))
+
+    def restore_own() -> Any:
+        return ps.restore(path, threads=threads)
+
+    def restore_into() -> Any:
+        return ps.restore(path, threads=threads, out=warm_out.a)
+
+    def fed(consume: Callable[[int], Any]) -> Any:
+        r, w = _pipe()
+        writer = subprocess.Popen(["cat", str(path)], stdout=w)
+        os.close(w)
+        try:
+            return consume(r)
+        finally:
+            os.close(r)
+            if writer.wait() != 0:
+                raise SystemExit("cat (the pipe's writer) failed")
+
+    def restore_pipe() -> Any:
+        return fed(lambda r: ps.restore(r, threads=threads))
+
+    def read_pipe() -> Any:
+        def consume(r: int) -> Any:
+            buf = _Fresh(size)
+            mv = memoryview(buf.m)
+            pos = 0
+            while pos < size:
+                k = os.readv(r, [mv[pos : pos + IO_CHUNK]])
+                if k <= 0:
+                    break
+                pos += k
+            mv.release()
+            if pos != size:
+                raise SystemExit(f"read loop: {pos} of {size} bytes")
+            return buf
+
+        return fed(consume)
+
+    def check_bytes(buf: Any) -> None:
+        if not np.array_equal(buf.a[:size], archive):
+            raise SystemExit("dest: the bytes read differ from the file")
+
+    def check_file(p: Path) -> Callable[[Any], None]:
+        def check(_: Any) -> None:
+            if p.read_bytes() != archive.tobytes():
+                raise SystemExit(f"dest: {p.name} differs from the path save")
+
+        return check
+
+    def check_memory(_: Any) -> None:
+        if not np.array_equal(warm_save.a[:size], archive):
+            raise SystemExit("dest: save_into wrote other bytes than the path save")
+
+    cases = [
+        Case("dest_save_path", "save", "psv save(path)", save_path, nbytes=size, count=count, mem=size, outputs=[path], check=check_file(path), kind="psv"),
+        Case("dest_save_fd", "save", "psv save(fd), regular file", save_fd, nbytes=size, count=count, mem=size, outputs=[fdpath], check=check_file(fdpath), kind="psv"),
+        Case("dest_save_pipe", "save", "psv save(fd), pipe drained by cat", save_pipe, nbytes=size, count=count, kind="psv"),
+        Case("dest_write_pipe", "save", "limit: os.write loop into a pipe drained by cat", write_pipe, nbytes=size, count=count, kind="limit"),
+        Case("dest_save_memory", "save", "psv save_into(pre-touched buffer)", save_memory, nbytes=size, count=count, check=check_memory, kind="psv"),
+        Case("dest_memcpy_2t", "save", "limit: 2-thread memcpy into a pre-touched buffer", memcpy_2t, nbytes=size, count=count, kind="limit"),
+        Case("dest_restore_own", "restore", "psv restore(path), own block", restore_own, nbytes=nbytes, count=count, mem=nbytes, check=chk("dest restore"), kind="psv"),
+        Case("dest_restore_into", "restore", "psv restore(path, out=pre-touched buffer)", restore_into, nbytes=nbytes, count=count, check=chk("dest restore into"), kind="psv"),
+        Case("dest_restore_pipe", "restore", "psv restore(pipe fd) fed by cat", restore_pipe, nbytes=nbytes, count=count, mem=nbytes, check=chk("dest stream restore"), kind="psv"),
+        Case("dest_read_pipe", "restore", "limit: read loop of a pipe fed by cat, fresh buffer", read_pipe, nbytes=size, count=count, mem=size, check=check_bytes, kind="limit"),
+    ]
+    return cases, (saver, archive, warm_save, warm_copy, warm_out, [path, fdpath])
+
+
+def destination_ratios(cases: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The DEST_RATIOS pairs as speed ratios (bytes/s of the row over its reference's)."""
+    by = {c["name"]: c for c in cases}
+    out = []
+    for row, ref, target, what in DEST_RATIOS:
+        if row in by and ref in by:
+            ratio = by[row]["gbps"] / by[ref]["gbps"]
+            out.append({"row": row, "reference": ref, "ratio": ratio, "target": target, "met": ratio >= target, "what": what})
+    return out
+
+
+# ---------------------------------------------------------------------------
 # Workload cases
 # ---------------------------------------------------------------------------
 def workload_cases(wl: str, arrays: Dict[str, Any], d: Path, threads: Optional[int]) -> Tuple[List[Case], Callable[[], List[Case]], List[Path]]:
@@ -871,6 +1034,22 @@ def markdown(results: Dict[str, Any]) -> str:
         ):
             x = b[k]
             L.append(f"| {label} | {x['median_s'] * 1e3:.2f} | {x['us_per_array']:.2f} |")
+    if results.get("destinations"):
+        dd = results["destinations"]
+        L.append("")
+        L.append(f"Destinations and sources ({dd['arrays']} arrays, {dd['bytes'] / MiB:.0f} MiB; same rounds, same hygiene): "
+                 "each psv row against the plain operation that moves the same bytes the same way.")
+        L.append("")
+        L.append("| row | GB/s | min-max | ms |")
+        L.append("|---|---:|---:|---:|")
+        for r in dd["cases"]:
+            sysname = f"**{r['system']}**" if r["kind"] == "psv" else f"*{r['system']}*"
+            L.append(f"| {sysname} | {fmt_gbps(r['gbps'])} | {fmt_gbps(r['gbps_min'])}-{fmt_gbps(r['gbps_max'])} | {r['median_s'] * 1e3:.1f} |")
+        L.append("")
+        L.append("| ratio | value | target |")
+        L.append("|---|---:|---:|")
+        for q in dd["ratios"]:
+            L.append(f"| {q['what']} | {q['ratio']:.2f} | >= {q['target']:.2f}{'' if q['met'] else ' (not met)'} |")
     if results.get("collective"):
         import collective_bench
 
@@ -1006,6 +1185,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--results", type=Path, default=REPO / "bench" / "results.json")
     ap.add_argument("--chart", type=Path, default=REPO / "bench" / "chart.png")
     ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child processes")
+    ap.add_argument("--no-destinations", action="store_true", help="skip the destination/source rows (fd, pipe, memory, out=)")
     ap.add_argument("--rss-systems", default=None, help="systems for peak RSS (default psv,numpy,safetensors; --quick psv)")
     ap.add_argument("--no-collective", action="store_true", help="skip the collective-save row (4 MPI ranks, one file)")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
@@ -1097,6 +1277,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         rm(files)
         gc.collect()
 
+    if not args.no_destinations:
+        spec = WORKLOADS["W1"][2 if args.quick else 1]
+        log(f"destinations: {WORKLOADS['W1'][0] if not args.quick else 'quick W1'} arrays")
+        arrays = make_arrays(spec)
+        dcases, dkeep = destination_cases(arrays, out, args.threads)
+        run_round_robin(dcases, runs, args.warmup, cache, log)
+        summaries = [c.summary() for c in dcases]
+        results["destinations"] = {
+            "arrays": len(arrays),
+            "bytes": sum(a.nbytes for a in arrays.values()),
+            "cases": summaries,
+            "ratios": destination_ratios(summaries),
+        }
+        rm(dkeep[-1])
+        del dcases, dkeep, arrays
+        gc.collect()
     if not args.no_collective:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import collective_bench

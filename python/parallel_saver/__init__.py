@@ -30,7 +30,18 @@ communicator write one ``.npz`` together).  Lifetimes of handles and arrays are 
 
 from __future__ import annotations
 
-from ._api import ArrayInfo, ParallelSaver, RestoredArrays, RestoredBlock, block_of, ls, restore
+from ._api import (
+    ArrayInfo,
+    Listing,
+    ParallelSaver,
+    PreparedSave,
+    RestoredArrays,
+    RestoredBlock,
+    block_of,
+    ls,
+    restore,
+    views,
+)
 
 # The package's namespace (hence no "unused import" here). The private names are for low-level
 # use of the raw library, as tests/python does: _lib() is the ctypes.CDLL with prototypes and no
@@ -62,6 +73,9 @@ __all__ = [
     "restore",
     "ls",
     "ArrayInfo",
+    "Listing",
+    "PreparedSave",
+    "views",
     "main",
     "collective_save",
     "PsvError",

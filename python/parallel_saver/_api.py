@@ -43,17 +43,22 @@ from ._binding import (
     _NATIVE_BY_DTYPE,
     PsvError,
     _ArchiveP,
+    _BufferP,
     _c_size,
+    _feature,
     _functions,
     _lib,
     _optional,
+    _PreparedP,
 )
+from ._io import ReadRelay, WriteRelay, classify_source, classify_target, flush_before, sync_after
 from ._progress import ProgressArg, _make_progress
 
 PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
-#: What :func:`restore` and :func:`ls` accept: a path (str or os.PathLike) or the archive's
-#: bytes in memory (bytes, bytearray, memoryview).
-Source = Union[str, "os.PathLike[str]", "os.PathLike[bytes]", bytes, bytearray, memoryview]
+#: What :func:`restore` and :func:`ls` accept: a path (str or os.PathLike), an int file
+#: descriptor, a binary file object (or any object with ``readinto()``/``read()``), or the
+#: archive's bytes in memory (bytes, bytearray, memoryview, any C-contiguous buffer).
+Source = Any
 
 
 
@@ -118,6 +123,29 @@ def _descr_to_dtype(descr: str) -> np.dtype:
 
 def _is_array_list(obj: Any) -> bool:
     return isinstance(obj, (list, tuple)) and all(isinstance(x, np.ndarray) for x in obj)
+
+
+def _writable(buffer: Any, name: str) -> Tuple[memoryview, Optional[int]]:
+    """A flat byte view of a writable, C-contiguous buffer and its address (None when empty).
+    The view pins the buffer (a bytearray cannot be resized, shared memory cannot be closed)
+    until it is released."""
+    try:
+        view = memoryview(buffer)
+    except TypeError:
+        raise TypeError(f"{name} must be a writable buffer (bytearray, numpy array, mmap, "
+                        f"shared memory), not {type(buffer).__name__}") from None
+    if view.readonly:
+        view.release()
+        raise TypeError(f"{name} is read-only; it must be writable")
+    try:
+        flat = view.cast("B")
+    except TypeError as exc:
+        view.release()
+        raise ValueError(f"{name} must be C-contiguous: {exc}") from exc
+    view.release()
+    if flat.nbytes == 0:
+        return flat, None
+    return flat, _addressof(_char_from_buffer(flat))
 
 
 def _positive_limit(name: str, value: Optional[int]) -> int:
@@ -188,6 +216,9 @@ class ParallelSaver:
         # already holds the RLock, and must not touch this saver (psv.h forbids calling back
         # into libpsv with the same handle).
         self._busy = False
+        # Live PreparedSave objects: they borrow the C saver, so add() refuses and close()
+        # frees them first.
+        self._prepared: "weakref.WeakSet[PreparedSave]" = weakref.WeakSet()
 
         items = self._collect(args, kwds)
         # Validate and prepare in Python before touching C.
@@ -319,6 +350,8 @@ class ParallelSaver:
         bkey = _encode_key(key)
         with self._lock:
             self._require_open()
+            if len(self._prepared):
+                raise RuntimeError("add() while a PreparedSave of this saver is open; close it first")
             self._add_prepared(key, bkey, arr, fortran, code)
 
     @property
@@ -333,22 +366,40 @@ class ParallelSaver:
 
     def save(
         self,
-        path: PathLike,
+        target: Any,
         *,
         threads: Optional[int] = None,
         fsync: bool = False,
         compress: int = 0,
         progress: ProgressArg = None,
         layout: Literal["npz", "dir"] = "npz",
-    ) -> Union[str, bytes]:
-        """Write all arrays to ``path`` (``.npz`` appended when missing), atomically.
+    ) -> Union[str, bytes, None]:
+        """Write all arrays as one archive to ``target``.
 
         Args:
-            path: target file.
+            target: where the archive goes:
+
+                * a path (str, bytes or os.PathLike): written atomically (a temporary file
+                  beside it, renamed over it at the end; ``.npz`` appended when missing, as
+                  numpy does); an existing file is untouched on any error;
+                * an ``int`` file descriptor: written from its current offset with positional
+                  writes when it is seekable (the offset is left at the end of the archive),
+                  in file order when it is a pipe or socket; the caller keeps the descriptor;
+                * a binary file object with a working ``fileno()`` (``open(p, "wb")``, a
+                  socket's file): flushed, then its descriptor is written as above, and the
+                  object's position moved to the end of the archive;
+                * any other object with ``write()`` (``io.BytesIO``, an upload stream): the
+                  archive in file order, in pieces of up to 2 MiB; each piece is a memoryview
+                  valid only during the ``write`` call.  An exception raised by ``write``
+                  stops the save and is re-raised here.
+
+                Every target gets exactly the bytes of the path save.
             threads: worker threads; None or 0 = all cores.
-            fsync: fsync the file (and directory) before returning.
+            fsync: fsync the file (and directory) before returning (path and fd targets).
             compress: deflate level for every member, 0 (stored, the default: disk speed and
-                64-byte-aligned data) to 9; 6 is what ``numpy.savez_compressed`` uses.
+                64-byte-aligned data) to 9; 6 is what ``numpy.savez_compressed`` uses.  A
+                compressed save to a non-seekable target compresses everything first and holds
+                the compressed archive in memory until it is written.
             progress: ``callable(done, total)`` called with bytes done/total on this thread
                 (at least every 64 MiB or 100 ms and once at the end); returning False
                 cancels (PsvError PSV_ERR_ABORTED; the temporary file is removed and an
@@ -357,27 +408,141 @@ class ParallelSaver:
                 stderr when stderr is a terminal (nothing otherwise).  The callable must not
                 use this saver.
             layout: ``"npz"`` (default) or ``"dir"`` (``psv_save_options_set_layout`` with
-                ``PSV_LAYOUT_DIR``; needs a libpsv that exports it, else RuntimeError).
+                ``PSV_LAYOUT_DIR``; a path target only).
 
         Returns:
-            The path written (with ``.npz`` for the npz layout; as given for ``"dir"``), as
-            str (bytes for a bytes path).
+            For a path: the path written (with ``.npz`` for the npz layout; as given for
+            ``"dir"``), as str (bytes for a bytes path).  None for any other target.
 
         Raises:
-            PsvError: on any library error (e.g. PSV_ERR_IO with the OS text).
-            RuntimeError: ``layout="dir"`` with a library that lacks it; or the saver used
-                from its own progress callback.
+            PsvError: on any library error (e.g. PSV_ERR_IO with the OS text, EPIPE included).
+            RuntimeError: a library too old for the target or layout; or the saver used from
+                its own progress callback.
             TypeError, ValueError: bad argument types or values.
 
         The arrays are read while this runs: do not modify them from another thread
         meanwhile.  Calls on one saver are serialised by a lock.
         """
+        dest = classify_target(target)
+        if layout not in _LAYOUTS:
+            raise ValueError(f"layout must be 'npz' or 'dir', not {layout!r}")
+        if layout != "npz" and dest.kind != "path":
+            raise ValueError(f"layout={layout!r} needs a path target, not {type(target).__name__}")
+        if dest.kind == "path":
+            bpath = _encode_path(dest.value)
+
+            def run(handle: Any, opts: Any) -> None:
+                self._fns.psv_saver_save(handle, bpath, opts)
+
+            self._run_save(run, threads=threads, fsync=fsync, compress=compress, progress=progress, layout=layout)
+            return _with_npz(target) if layout == "npz" else os.fspath(target)
+        if dest.kind == "fd":
+            save_fd = _feature("psv_saver_save_fd", "saving to a file descriptor")
+            flush_before(dest)
+
+            def run(handle: Any, opts: Any) -> None:
+                save_fd(handle, dest.value, opts)
+
+            self._run_save(run, threads=threads, fsync=fsync, compress=compress, progress=progress)
+            sync_after(dest)
+            return None
+        save_stream = _feature("psv_saver_save_stream", "saving to a writer object")
+        writer = WriteRelay(dest.value)
+
+        def run(handle: Any, opts: Any) -> None:
+            try:
+                save_stream(handle, writer.c_func, None, opts)
+            except PsvError:
+                writer.reraise()  # the writer's own exception beats PSV_ERR_IO
+                raise
+
+        self._run_save(run, threads=threads, fsync=fsync, compress=compress, progress=progress)
+        return None
+
+    def to_bytes(self, *, threads: Optional[int] = None, compress: int = 0) -> bytes:
+        """The archive :meth:`save` would write, as bytes (the same bytes as the path save).
+
+        A stored archive (``compress=0``) is written straight into a buffer of its exact size
+        (:meth:`nbytes`), then copied once into the returned ``bytes``; use :meth:`save_into`
+        to skip that copy.
+        """
+        if _compress_arg(compress) == 0:
+            out = bytearray(self.nbytes())
+            self.save_into(out, threads=threads)
+            return bytes(out)
+        save_alloc = _feature("psv_saver_save_to_alloc", "to_bytes")
+        buf_data = _feature("psv_buffer_data", "to_bytes")
+        buf_len = _feature("psv_buffer_len", "to_bytes")
+        buf_free = _feature("psv_buffer_free", "to_bytes")
+        holder = _BufferP()
+
+        def run(handle: Any, opts: Any) -> None:
+            save_alloc(handle, opts, ctypes.byref(holder))
+
+        self._run_save(run, threads=threads, compress=compress)
+        try:
+            return ctypes.string_at(buf_data(holder), buf_len(holder))
+        finally:
+            buf_free(holder)
+
+    def nbytes(self) -> int:
+        """The exact size in bytes of the stored archive (``compress=0``) :meth:`save` writes."""
+        size = _feature("psv_saver_size", "nbytes")
+        out = ctypes.c_uint64(0)
+
+        def run(handle: Any, opts: Any) -> None:
+            size(handle, opts, ctypes.byref(out))
+
+        self._run_save(run)
+        return int(out.value)
+
+    def save_into(self, buffer: Any, *, threads: Optional[int] = None) -> int:
+        """Write the stored archive into ``buffer`` (any writable, C-contiguous buffer of at
+        least :meth:`nbytes` bytes: ``bytearray``, a numpy array, ``mmap``, shared memory);
+        returns the archive's size.  Bytes past it are left as they were."""
+        save_buffer = _feature("psv_saver_save_to_buffer", "save_into")
+        view, address = _writable(buffer, "buffer")
+        try:
+
+            def run(handle: Any, opts: Any) -> None:
+                save_buffer(handle, address, view.nbytes, opts)
+
+            self._run_save(run, threads=threads)
+        finally:
+            view.release()
+        return self.nbytes()
+
+    def prepare(self, *, threads: Optional[int] = None, compress: int = 0) -> "PreparedSave":
+        """Plan the archive and compute every CRC (in parallel), so that any byte range of it
+        can be rendered later, from any threads, in any order (:class:`PreparedSave`): e.g. the
+        parts of an object-store multipart upload.  The saver's arrays must stay unchanged
+        while the result is used; the result keeps this saver alive."""
+        prep = _feature("psv_saver_prepare", "prepare")
+        holder = _PreparedP()
+
+        def run(handle: Any, opts: Any) -> None:
+            prep(handle, opts, ctypes.byref(holder))
+
+        self._run_save(run, threads=threads, compress=compress)
+        prepared = PreparedSave(holder, self)
+        self._prepared.add(prepared)
+        return prepared
+
+    def _run_save(
+        self,
+        run: Any,
+        *,
+        threads: Optional[int] = None,
+        fsync: bool = False,
+        compress: int = 0,
+        progress: ProgressArg = None,
+        layout: str = "npz",
+    ) -> None:
+        """Build save options, call ``run(handle, opts)`` under the lock, free the options and
+        raise the progress callback's exception or the library's error."""
         fns = self._fns
         nthreads = _threads_arg(threads)
         level = _compress_arg(compress)
-        if layout not in _LAYOUTS:
-            raise ValueError(f"layout must be 'npz' or 'dir', not {layout!r}")
-        bpath = _encode_path(path)
         set_layout = None
         if layout != "npz":
             set_layout = _optional(self._lib, "psv_save_options_set_layout")
@@ -388,7 +553,7 @@ class ParallelSaver:
             self._require_open()
             opts = fns.psv_save_options_new()  # MemoryError on NULL
             self._busy = True
-            err: Optional[PsvError] = None
+            err: Optional[BaseException] = None
             try:
                 # Each checked call raises PsvError on failure.
                 fns.psv_save_options_set_threads(opts, nthreads)
@@ -399,9 +564,11 @@ class ParallelSaver:
                 if relay is not None:
                     fns.psv_save_options_set_progress(opts, relay.c_func, None)
                 try:
-                    fns.psv_saver_save(self._handle, bpath, opts)
+                    run(self._handle, opts)
                 except PsvError as exc:
                     err = exc  # raised below, unless the progress callback raised first
+                except BaseException as exc:  # a writer's own exception
+                    err = exc
             finally:
                 self._busy = False
                 fns.psv_save_options_free(opts)
@@ -411,13 +578,14 @@ class ParallelSaver:
                 relay.reraise()  # the callback's own exception beats PSV_ERR_ABORTED
             if err is not None:
                 raise err
-        return _with_npz(path) if layout == "npz" else os.fspath(path)
 
     def close(self) -> None:
         """Free the C saver and drop the array references (idempotent)."""
         with self._lock:
             if self._busy:
                 raise RuntimeError("ParallelSaver closed from its own progress callback")
+            for prepared in list(self._prepared):
+                prepared.close()  # they borrow the C saver
             if self._finalizer is not None:
                 self._finalizer()  # calls psv_saver_free once
             self._handle = None
@@ -445,6 +613,75 @@ class ParallelSaver:
         return f"<ParallelSaver {state}>"
 
 
+class PreparedSave:
+    """A planned archive whose every CRC is known (:meth:`ParallelSaver.prepare`): any byte
+    range of it can be rendered, from any threads at once (the GIL is released), in any order;
+    the ranges concatenated are exactly the bytes :meth:`ParallelSaver.save` writes.
+
+    This is what object-store multipart uploads need (S3 parts: 5 MiB to 5 GiB each, at most
+    10,000, uploaded in any order from anywhere): :meth:`parts` cuts the archive into parts.
+    Keeps the saver (and its arrays) alive; the arrays must not change while it is open.
+    Closed by :meth:`close`, by leaving a ``with`` block, or when garbage-collected.
+    """
+
+    def __init__(self, handle: Any, saver: ParallelSaver) -> None:
+        self._saver = saver  # the C prepared save borrows the C saver and its arrays
+        self._handle = handle
+        self._render = _feature("psv_prepared_render", "PreparedSave.render")
+        size = _feature("psv_prepared_size", "PreparedSave")
+        self._finalizer = weakref.finalize(self, _feature("psv_prepared_free", "PreparedSave"), handle)
+        self.nbytes: int = int(size(handle))
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def render_into(self, offset: int, buffer: Any) -> None:
+        """Write bytes ``offset .. offset + len(buffer)`` of the archive into ``buffer`` (any
+        writable, C-contiguous buffer)."""
+        self._check_open()
+        view, address = _writable(buffer, "buffer")
+        try:
+            if offset < 0 or offset + view.nbytes > self.nbytes:
+                raise ValueError(f"range {offset}..{offset + view.nbytes} runs past the archive's {self.nbytes} bytes")
+            if address is not None:
+                self._render(self._handle, offset, view.nbytes, address)
+        finally:
+            view.release()
+
+    def render(self, offset: int, length: int) -> bytes:
+        """Bytes ``offset .. offset + length`` of the archive."""
+        out = bytearray(length)
+        self.render_into(offset, out)
+        return bytes(out)
+
+    def parts(self, part_size: int) -> List[Tuple[int, int]]:
+        """``(offset, length)`` of consecutive parts of ``part_size`` bytes (the last one
+        shorter) covering the archive: e.g. ``part_size=64 << 20`` for S3 multipart parts."""
+        if isinstance(part_size, bool) or not isinstance(part_size, int) or part_size <= 0:
+            raise ValueError(f"part_size must be a positive int, got {part_size!r}")
+        return [(o, min(part_size, self.nbytes - o)) for o in range(0, self.nbytes, part_size)]
+
+    def _check_open(self) -> None:
+        if not self._finalizer.alive:
+            raise ValueError("PreparedSave is closed")
+
+    def close(self) -> None:
+        """Free the prepared save (idempotent); the saver may change again afterwards. Do not
+        call it while another thread renders."""
+        self._finalizer()
+        self._saver._prepared.discard(self)
+
+    def __enter__(self) -> "PreparedSave":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if not self._finalizer.alive else f"{self.nbytes} bytes"
+        return f"<PreparedSave {state}>"
+
+
 # ---------------------------------------------------------------------------
 # Restore
 # ---------------------------------------------------------------------------
@@ -461,9 +698,14 @@ class RestoredBlock:
         mapped: True if the archive was restored with ``mmap=True``.
     """
 
-    def __init__(self, handle: Any, lib: ctypes.CDLL, *, mapped: bool = False) -> None:
+    def __init__(
+        self, handle: Any, lib: ctypes.CDLL, *, mapped: bool = False, keep: Optional[memoryview] = None
+    ) -> None:
         self._finalizer = weakref.finalize(self, lib.psv_free, handle)
         self._handle = handle
+        # The caller's memory (restore with out=): the block is that memory; this export of it
+        # keeps it alive (and unresizable) as long as any array views it.
+        self._keep = keep
         n = _c_size(0)
         ptr = lib.psv_archive_block(handle, ctypes.byref(n))
         self.address: int = int(ptr or 0)
@@ -505,13 +747,31 @@ class RestoredArrays(Dict[str, np.ndarray]):
         self.skipped = list(skipped)
 
 
-class ArrayInfo(NamedTuple):
-    """One array of :func:`ls`: a plain tuple ``(dtype, shape, nbytes, fortran_order)``."""
-
+class _ArrayInfoTuple(NamedTuple):
     dtype: np.dtype
     shape: Tuple[int, ...]
     nbytes: int
     fortran_order: bool
+
+
+class ArrayInfo(_ArrayInfoTuple):
+    """One array of :func:`ls`: a plain tuple ``(dtype, shape, nbytes, fortran_order)``
+    (compared and unpacked as such), plus ``.offset``: the array's byte offset in the memory a
+    :func:`restore` with ``out=`` fills (of ``Listing.required_bytes``), so a process that maps
+    that memory rebuilds the view with ``np.ndarray(shape, dtype, buffer, offset, order)``
+    (:func:`views`)."""
+
+    offset: int
+
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:
+        # Pickled with its offset (a plain NamedTuple pickle would drop the attribute).
+        return (_array_info, (tuple(self), getattr(self, "offset", -1)))
+
+
+def _array_info(fields: Tuple[Any, ...], offset: int) -> ArrayInfo:
+    info = ArrayInfo(*fields)
+    info.offset = offset
+    return info
 
 
 def block_of(arr: np.ndarray) -> Optional[RestoredBlock]:
@@ -545,6 +805,7 @@ def _keys_arg(keys: Optional[Sequence[str]]) -> Optional[List[bytes]]:
 def _restore_handle(
     source: Source,
     *,
+    out: Any = None,
     threads: Optional[int],
     verify: bool,
     keys: Optional[List[bytes]],
@@ -553,29 +814,34 @@ def _restore_handle(
     metadata_only: bool,
     progress: ProgressArg,
     limits: Tuple[int, int, int],
-) -> Any:
-    """Run psv_restore / psv_restore_from_memory with these options; return the archive handle
-    (owned by the caller) or raise."""
+) -> Tuple[Any, Optional[memoryview]]:
+    """Run the restore that fits ``source`` (path, fd, stream or memory) and ``out`` (caller
+    memory or the library's block) with these options; return the archive handle (owned by the
+    caller) and the pinned view of ``out`` (None without ``out``), or raise."""
     nthreads = _threads_arg(threads)
-    from_memory = _is_buffer(source)
-    if from_memory:
-        view = memoryview(source)
+    src = classify_source(source)
+    if mmap and out is not None:
+        raise ValueError("mmap=True and out= exclude each other (out= is the memory the arrays land in)")
+    pinned: Optional[np.ndarray] = None
+    if src.kind == "memory":
+        view = memoryview(src.value)
         try:
             view = view.cast("B")
         except TypeError as exc:
             raise ValueError(f"the archive buffer must be C-contiguous: {exc}") from exc
-        nbytes = view.nbytes
         # Zero-copy: libpsv reads the caller's memory during the call.  The uint8 array holds
         # a buffer export, so a bytearray cannot be resized (or freed) while libpsv reads it.
         pinned = np.frombuffer(view, dtype=np.uint8)
-        bpath = b""
-    else:
-        bpath = _encode_path(source)
+    out_view: Optional[memoryview] = None
+    out_address: Optional[int] = None
+    if out is not None:
+        out_view, out_address = _writable(out, "out")
+    reader = ReadRelay(src.value) if src.kind == "stream" else None
     relay, bar = _make_progress(progress, "restore")
     fns = _functions()
     opts = fns.psv_restore_options_new()  # MemoryError on NULL
     handle = _ArchiveP()
-    err: Optional[PsvError] = None
+    err: Optional[BaseException] = None
     try:
         # Each checked call raises PsvError on failure.
         fns.psv_restore_options_set_threads(opts, nthreads)
@@ -589,27 +855,29 @@ def _restore_handle(
             fns.psv_restore_options_set_metadata_only(opts, True)
         if native_endian:
             fns.psv_restore_options_set_native_endian(opts, True)
-        if mmap and not from_memory:
+        if mmap and src.kind in ("path", "fd"):
             fns.psv_restore_options_set_mmap(opts, True)
         if relay is not None:
             fns.psv_restore_options_set_progress(opts, relay.c_func, None)
-        if from_memory:
-            try:
-                fns.psv_restore_from_memory(pinned.ctypes.data if nbytes else None, nbytes, opts, ctypes.byref(handle))
-            except PsvError as exc:
-                err = exc  # raised below, unless the progress callback raised first
-                if err.status_name == "PSV_ERR_FORMAT" and isinstance(source, bytes) and 0 < nbytes < 4096 and b"\0" not in source:
-                    err.args = (
-                        err.args[0] + " (bytes are restored as an in-memory archive; pass a str or "
-                        "os.PathLike to name a file)",
-                    )
-            finally:
-                del pinned  # libpsv keeps no reference to the buffer after the call
-        else:
-            try:
-                fns.psv_restore(bpath, opts, ctypes.byref(handle))
-            except PsvError as exc:
-                err = exc  # raised below, unless the progress callback raised first
+        try:
+            _call_restore(src, pinned, reader, opts, out_view, out_address, ctypes.byref(handle))
+        except PsvError as exc:
+            err = exc  # raised below, unless a callback raised first
+            if reader is not None and reader.error is not None:
+                err = reader.error  # the reader's own exception beats PSV_ERR_IO
+            elif (
+                src.kind == "memory"
+                and err.status_name == "PSV_ERR_FORMAT"
+                and isinstance(source, bytes)
+                and 0 < len(source) < 4096
+                and b"\0" not in source
+            ):
+                err.args = (
+                    err.args[0] + " (bytes are restored as an in-memory archive; pass a str or "
+                    "os.PathLike to name a file)",
+                )
+        finally:
+            del pinned  # libpsv keeps no reference to the source buffer after the call
     finally:
         fns.psv_restore_options_free(opts)
         if bar is not None:
@@ -622,15 +890,59 @@ def _restore_handle(
                 fns.psv_free(handle)
             raise
     if err is not None:
+        if out_view is not None:
+            out_view.release()
         raise err
     if not handle:
         raise RuntimeError("libpsv returned PSV_OK but no archive")
-    return handle
+    return handle, out_view
+
+
+def _call_restore(
+    src: Any,
+    pinned: Optional[np.ndarray],
+    reader: Optional[ReadRelay],
+    opts: Any,
+    out_view: Optional[memoryview],
+    out_address: Optional[int],
+    handle_ref: Any,
+) -> None:
+    """The one C restore call for this source kind, into the library's block or into ``out``."""
+    into = out_view is not None
+    n_out = out_view.nbytes if out_view is not None else 0
+    fns = _functions()
+    if src.kind == "memory":
+        assert pinned is not None
+        data = pinned.ctypes.data if pinned.size else None
+        if into:
+            fn = _feature("psv_restore_from_memory_into", "restore(bytes, out=...)")
+            fn(data, pinned.size, opts, out_address, n_out, handle_ref)
+        else:
+            fns.psv_restore_from_memory(data, pinned.size, opts, handle_ref)
+    elif src.kind == "path":
+        bpath = _encode_path(src.value)
+        if into:
+            _feature("psv_restore_into", "restore(path, out=...)")(bpath, opts, out_address, n_out, handle_ref)
+        else:
+            fns.psv_restore(bpath, opts, handle_ref)
+    elif src.kind == "fd":
+        if into:
+            _feature("psv_restore_fd_into", "restore(fd, out=...)")(src.value, opts, out_address, n_out, handle_ref)
+        else:
+            _feature("psv_restore_fd", "restore(fd)")(src.value, opts, handle_ref)
+    else:
+        assert reader is not None
+        if into:
+            fn = _feature("psv_restore_stream_into", "restore(stream, out=...)")
+            fn(reader.c_func, None, opts, out_address, n_out, handle_ref)
+        else:
+            _feature("psv_restore_stream", "restore(stream)")(reader.c_func, None, opts, handle_ref)
 
 
 def restore(
     path: Source,
     *,
+    out: Any = None,
     threads: Optional[int] = None,
     verify: bool = True,
     keys: Optional[Sequence[str]] = None,
@@ -644,9 +956,26 @@ def restore(
     """Read any ``.npz`` into one 64-byte-aligned block; return key -> zero-copy view.
 
     Args:
-        path: the archive (``.npz`` appended when missing, like numpy), or the archive's
-            bytes (bytes, bytearray or a C-contiguous memoryview), read in place with
-            ``psv_restore_from_memory`` (the result does not refer to the buffer afterwards).
+        path: the archive:
+
+            * a path (str or os.PathLike), opened as given (only when it does not exist and
+              has no ``.npz`` suffix, ``path + ".npz"`` is tried);
+            * an ``int`` file descriptor or a seekable binary file object: read with
+              positional reads (the whole file is the archive; the descriptor's offset and the
+              object's position are left as they were);
+            * a non-seekable file object (pipe, socket) or any object with ``readinto()`` or
+              ``read()``: read once, front to back, from its current position, in one pass
+              (memory: the arrays plus a bounded read-ahead); an exception it raises is
+              re-raised here;
+            * the archive's bytes (bytes, bytearray, a C-contiguous memoryview or buffer),
+              read in place (the result does not refer to them afterwards).
+        out: a writable, C-contiguous buffer the arrays land in (``bytearray``, a numpy array,
+            ``mmap``, ``multiprocessing.shared_memory.SharedMemory.buf``), 64-byte aligned
+            (page-aligned memory such as mmap and shared memory always is) and at least
+            ``ls(path).required_bytes`` long; each array lies at ``ls(path)[key].offset`` in it
+            (so another process mapping the same memory can rebuild the views).  The arrays
+            view ``out`` and keep it exported (a ``bytearray`` cannot be resized, shared memory
+            cannot be closed) while they live.  Default: one block owned by the library.
         threads: worker threads; None or 0 = all cores.
         verify: check every member's CRC-32 against the central directory.
         keys: restore only these arrays, in this order (the dict follows it); a key the
@@ -659,9 +988,10 @@ def restore(
             load on first touch, writes stay in this process and never reach the file.
             Other members (numpy's unaligned files, deflated members, members that
             ``native_endian`` must byte-swap) are copied as usual.  Mapped members' CRCs are
-            not checked.  Ignored for an in-memory archive.  Do not truncate the file in place
-            during this call or while its arrays are alive (SIGBUS); replacing it by rename
-            is safe.
+            not checked.  Ignored for in-memory and stream sources; excludes ``out``.  Do not
+            truncate the file in place during this call or while its arrays are alive
+            (SIGBUS); replacing it by rename is safe.  A psv file on tmpfs (``/dev/shm``)
+            restored this way shares its pages between every process that maps it.
         progress: ``callable(done, total)`` (bytes) called on this thread; returning False
             cancels (PsvError PSV_ERR_ABORTED); an exception it raises cancels the restore
             and is re-raised here.  ``True`` draws a bar on stderr if it is a terminal.
@@ -678,7 +1008,7 @@ def restore(
 
     Raises:
         PsvError: on any library error (IO, FORMAT, CRC, UNSUPPORTED, NOT_FOUND, LIMIT,
-            ABORTED, ...).
+            ABORTED, INVALID_ARG for an ``out`` too small or misaligned, ...).
         TypeError, ValueError: bad argument types or values.
     """
     lib = _lib()
@@ -690,8 +1020,9 @@ def restore(
     )
     # keys=[]: the C API reads an empty key list as "every key"; restore the headers only.
     metadata_only = bkeys is not None and not bkeys
-    handle = _restore_handle(
+    handle, out_view = _restore_handle(
         path,
+        out=out,
         threads=threads,
         verify=verify,
         keys=bkeys,
@@ -702,7 +1033,8 @@ def restore(
         limits=limits,
     )
     try:
-        owner = RestoredBlock(handle, lib, mapped=bool(mmap) and not _is_buffer(path))
+        mapped = bool(mmap) and classify_source(path).kind in ("path", "fd")
+        owner = RestoredBlock(handle, lib, mapped=mapped, keep=out_view)
     except BaseException:
         lib.psv_free(handle)
         raise
@@ -711,26 +1043,53 @@ def restore(
     return _build_arrays(lib, handle, owner)
 
 
-def ls(path: Source) -> Dict[str, ArrayInfo]:
-    """List an archive's arrays from its directory and ``.npy`` headers only (no data read).
+class Listing(Dict[str, "ArrayInfo"]):
+    """The dict returned by :func:`ls`: key -> :class:`ArrayInfo`.
+
+    Attributes:
+        required_bytes: the size ``out=`` must have for :func:`restore` of the same source
+            (with the same ``keys`` and ``native_endian``); each array lies at its
+            ``ArrayInfo.offset`` in it.
+    """
+
+    required_bytes: int
+
+    def __init__(self, items: Iterable[Tuple[str, "ArrayInfo"]] = (), required_bytes: int = 0) -> None:
+        super().__init__(items)
+        self.required_bytes = required_bytes
+
+
+def ls(
+    path: Source,
+    *,
+    keys: Optional[Sequence[str]] = None,
+    native_endian: bool = False,
+) -> Listing:
+    """List an archive's arrays from its directory and ``.npy`` headers only (no data read;
+    a stream source is read through to its end).
 
     Args:
-        path: the archive (``.npz`` appended when missing) or its bytes, as for :func:`restore`.
+        path: the archive, any source :func:`restore` takes.
+        keys, native_endian: as for :func:`restore`; they decide which arrays a restore with
+            ``out=`` places, and where.
 
     Returns:
-        key -> :class:`ArrayInfo` ``(dtype, shape, nbytes, fortran_order)`` in
-        central-directory order; dtypes are exact (byte order, records, datetimes).
+        A :class:`Listing`: key -> :class:`ArrayInfo` ``(dtype, shape, nbytes,
+        fortran_order)`` (each also has ``.offset``: where :func:`restore` with ``out=``
+        puts it) in central-directory order; dtypes are exact (byte order, records,
+        datetimes); ``.required_bytes`` is the size ``out=`` needs.
 
     Raises:
         PsvError: as :func:`restore` (IO, FORMAT, UNSUPPORTED, LIMIT, ...).
     """
     lib = _lib()
-    handle = _restore_handle(
+    bkeys = _keys_arg(keys)
+    handle, _ = _restore_handle(
         path,
         threads=None,
         verify=False,
-        keys=None,
-        native_endian=False,
+        keys=bkeys,
+        native_endian=native_endian,
         mmap=False,
         metadata_only=True,
         progress=None,
@@ -738,12 +1097,31 @@ def ls(path: Source) -> Dict[str, ArrayInfo]:
     )
     try:
         md = _metadata(lib, handle)
-        return {
-            key: ArrayInfo(md.dtypes[i], md.shape(i), int(md.nbytes[i]), bool(md.fortran[i]))
-            for i, key in enumerate(md.keys)
-        }
+        offset = _optional(lib, "psv_archive_offset")
+        required = _optional(lib, "psv_archive_required_bytes")
+        listing = Listing(required_bytes=int(required(handle)) if required is not None else 0)
+        for i, key in enumerate(md.keys):
+            info = ArrayInfo(md.dtypes[i], md.shape(i), int(md.nbytes[i]), bool(md.fortran[i]))
+            info.offset = int(offset(handle, i)) if offset is not None else -1
+            listing[key] = info
+        return listing
     finally:
         lib.psv_free(handle)
+
+
+def views(buffer: Any, listing: Mapping[str, ArrayInfo]) -> Dict[str, np.ndarray]:
+    """Rebuild the arrays a :func:`restore` with ``out=`` placed in memory, from the
+    :func:`ls` of the same source, as zero-copy views of ``buffer`` (e.g. the same shared
+    memory attached by name in another process): key -> ``np.ndarray`` at ``info.offset``."""
+    mem = np.frombuffer(buffer, dtype=np.uint8)
+    need = getattr(listing, "required_bytes", 0)
+    if mem.size < need:
+        raise ValueError(f"buffer has {mem.size} bytes; the listing's arrays need {need}")
+    out = {}
+    for key, info in listing.items():
+        order = "F" if info.fortran_order else "C"
+        out[key] = np.ndarray(info.shape, dtype=info.dtype, buffer=mem, offset=info.offset, order=order)
+    return out
 
 
 def _string_list(fn: Any, handle: Any) -> List[str]:

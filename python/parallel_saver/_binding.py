@@ -154,7 +154,17 @@ class _RestoreOptions(ctypes.Structure):
     """Opaque ``psv_restore_options``."""
 
 
+class _Buffer(ctypes.Structure):
+    """Opaque ``psv_buffer`` (an archive in library memory)."""
+
+
+class _Prepared(ctypes.Structure):
+    """Opaque ``psv_prepared`` (a planned save whose byte ranges can be rendered)."""
+
+
 _SaverP = ctypes.POINTER(_Saver)
+_BufferP = ctypes.POINTER(_Buffer)
+_PreparedP = ctypes.POINTER(_Prepared)
 _ArchiveP = ctypes.POINTER(_Archive)
 _SaveOptionsP = ctypes.POINTER(_SaveOptions)
 _RestoreOptionsP = ctypes.POINTER(_RestoreOptions)
@@ -168,6 +178,10 @@ _c_i64p = ctypes.POINTER(ctypes.c_int64)
 
 #: psv_progress_cb: int (*)(void *userdata, uint64_t done, uint64_t total)
 _ProgressCB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
+#: psv_write_fn: int (*)(void *userdata, const void *buf, size_t len)
+_WriteFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+#: psv_read_fn: int64_t (*)(void *userdata, void *buf, size_t len)
+_ReadFn = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 # name -> (restype, argtypes). Every exported function of psv.h. _STATUS marks a psv_status
 # result: a checked function (see _Functions) raises PsvError for it.
@@ -271,6 +285,40 @@ _OPTIONAL_PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
     "psv_saver_add_many": (_STATUS, [_SaverP, _c_size] + [ctypes.c_void_p] * 5),
     # the errno behind the calling thread's last error (0 when it did not come from the OS)
     "psv_last_error_os_code": (ctypes.c_int32, []),
+    # destinations: fds, write callbacks, memory, prepared byte ranges
+    "psv_saver_save_fd": (_STATUS, [_SaverP, ctypes.c_int, _SaveOptionsP]),
+    "psv_saver_save_stream": (_STATUS, [_SaverP, _WriteFn, ctypes.c_void_p, _SaveOptionsP]),
+    "psv_saver_size": (_STATUS, [_SaverP, _SaveOptionsP, ctypes.POINTER(ctypes.c_uint64)]),
+    "psv_saver_save_to_buffer": (_STATUS, [_SaverP, ctypes.c_void_p, _c_size, _SaveOptionsP]),
+    "psv_saver_save_to_alloc": (_STATUS, [_SaverP, _SaveOptionsP, ctypes.POINTER(_BufferP)]),
+    "psv_buffer_data": (ctypes.c_void_p, [_BufferP]),
+    "psv_buffer_len": (_c_size, [_BufferP]),
+    "psv_buffer_free": (None, [_BufferP]),
+    "psv_saver_prepare": (_STATUS, [_SaverP, _SaveOptionsP, ctypes.POINTER(_PreparedP)]),
+    "psv_prepared_size": (ctypes.c_uint64, [_PreparedP]),
+    "psv_prepared_render": (_STATUS, [_PreparedP, ctypes.c_uint64, _c_size, ctypes.c_void_p]),
+    "psv_prepared_free": (None, [_PreparedP]),
+    # sources: fds, read callbacks; caller memory
+    "psv_restore_fd": (_STATUS, [ctypes.c_int, _RestoreOptionsP, ctypes.POINTER(_ArchiveP)]),
+    "psv_restore_stream": (_STATUS, [_ReadFn, ctypes.c_void_p, _RestoreOptionsP, ctypes.POINTER(_ArchiveP)]),
+    "psv_restore_into": (
+        _STATUS,
+        [ctypes.c_char_p, _RestoreOptionsP, ctypes.c_void_p, _c_size, ctypes.POINTER(_ArchiveP)],
+    ),
+    "psv_restore_fd_into": (
+        _STATUS,
+        [ctypes.c_int, _RestoreOptionsP, ctypes.c_void_p, _c_size, ctypes.POINTER(_ArchiveP)],
+    ),
+    "psv_restore_from_memory_into": (
+        _STATUS,
+        [ctypes.c_void_p, _c_size, _RestoreOptionsP, ctypes.c_void_p, _c_size, ctypes.POINTER(_ArchiveP)],
+    ),
+    "psv_restore_stream_into": (
+        _STATUS,
+        [_ReadFn, ctypes.c_void_p, _RestoreOptionsP, ctypes.c_void_p, _c_size, ctypes.POINTER(_ArchiveP)],
+    ),
+    "psv_archive_offset": (_c_size, [_ArchiveP, _c_size]),
+    "psv_archive_required_bytes": (_c_size, [_ArchiveP]),
 }
 
 _lib_lock = threading.Lock()
@@ -442,6 +490,21 @@ def _optional(lib: Any, name: str) -> Optional[Any]:
         return None
     restype, argtypes = _OPTIONAL_PROTOTYPES[name]
     return _checked(getattr(lib, name), name, restype, argtypes)
+
+
+_features: Dict[str, Any] = {}
+
+
+def _feature(name: str, what: str) -> Any:
+    """The optional function ``name`` of the loaded library, checked and cached; RuntimeError
+    naming ``what`` (the feature asked for) when the library is too old to export it."""
+    fn = _features.get(name)
+    if fn is None:
+        fn = _optional(_lib(), name)
+        if fn is None:
+            raise RuntimeError(f"{what} needs a newer libpsv ({_lib_file} lacks {name})")
+        _features[name] = fn
+    return fn
 
 
 def version() -> str:

@@ -177,9 +177,11 @@ impl Writer<'_> {
             Job::Piece { member, range } => {
                 let piece = &self.data[*member][range.clone()];
                 let mut crc = Hasher::new();
-                crc.update(piece);
-                self.dest
-                    .write_at(piece, self.data_offset(*member) + range.start as u64)?;
+                self.dest.write_hashed(
+                    piece,
+                    self.data_offset(*member) + range.start as u64,
+                    &mut crc,
+                )?;
                 tracker.advance(piece.len() as u64);
                 Ok(JobDone::Crc {
                     member: *member,
