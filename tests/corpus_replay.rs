@@ -235,3 +235,9 @@ fn fuzz_corpus_descr_never_panics() {
         }
     });
 }
+
+#[test]
+fn fuzz_corpus_collective_manifests_never_panics() {
+    let n = replay_fuzz_corpus("collective_manifests", psv::fuzzing::collective_manifests);
+    assert!(n > 0, "fuzz/corpus/collective_manifests is empty");
+}

@@ -115,9 +115,11 @@ pub type psv_write_fn =
 pub type psv_read_fn =
     Option<unsafe extern "C" fn(userdata: *mut c_void, buf: *mut c_void, len: usize) -> i64>;
 
-/// An archive in memory that libpsv allocated (`psv_saver_save_to_alloc`): read it with
-/// `psv_buffer_data` and `psv_buffer_len`, free it with `psv_buffer_free`. Immutable: its
-/// accessors may run from any threads, but nothing may run concurrently with the free.
+/// Bytes that libpsv allocated: an archive in memory (`psv_saver_save_to_alloc`), or a
+/// collective save's manifest or CRC report (`psv_saver_manifest`, `psv_collective_write`).
+/// Read it with `psv_buffer_data` and `psv_buffer_len`, free it with `psv_buffer_free`.
+/// Immutable: its accessors may run from any threads, but nothing may run concurrently with
+/// the free.
 pub struct psv_buffer {
     pub(crate) bytes: AnonMap,
 }

@@ -112,7 +112,9 @@ pub fn local_header(out: &mut Vec<u8>, name: &[u8], m: &MemberPlan, crc: u32) {
     }
     put16(out, ALIGN_EXTRA_ID);
     put16(out, (m.align_field_len - 4) as u16);
-    put16(out, super::plan::ALIGN as u16);
+    // The field's alignment word has 15 bits: the largest power of two it holds that divides
+    // the member's alignment (bit 15, "may be recompressed", stays clear).
+    put16(out, m.align.min(1 << 14) as u16);
     out.resize(out.len() + (m.align_field_len - 6) as usize, 0);
 }
 
@@ -448,14 +450,16 @@ mod tests {
                 name_len: 5,
                 payload_len: 200,
                 deflated_size: None,
+                header_len: 128,
             },
             MemberSpec {
                 name_len: 9,
                 payload_len: 5 << 30,
                 deflated_size: None,
+                header_len: 128,
             },
         ];
-        let p = plan(&specs).unwrap();
+        let p = plan(&specs, super::super::plan::ALIGN).unwrap();
         for (m, s) in p.members.iter().zip(&specs) {
             let name = vec![b'a'; s.name_len];
             let mut local = Vec::new();
@@ -509,11 +513,15 @@ mod tests {
 
     #[test]
     fn local_headers_decode_what_they_encode() {
-        let p = plan(&[MemberSpec {
-            name_len: 5,
-            payload_len: 200,
-            deflated_size: None,
-        }])
+        let p = plan(
+            &[MemberSpec {
+                name_len: 5,
+                payload_len: 200,
+                deflated_size: None,
+                header_len: 128,
+            }],
+            super::super::plan::ALIGN,
+        )
         .unwrap();
         let mut local = Vec::new();
         local_header(&mut local, b"a.npy", &p.members[0], 7);
