@@ -19,6 +19,7 @@ import ast
 import collections
 import ctypes
 import itertools
+import operator
 import os
 import threading
 import weakref
@@ -169,6 +170,9 @@ _SHAPE_TYPES = [ctypes.c_int64 * n for n in range(65)]
 
 _addressof = ctypes.addressof
 _char_from_buffer = ctypes.c_char.from_buffer
+_dtype_of = operator.attrgetter("dtype")
+_shape_of = operator.attrgetter("shape")
+_ndim_of = operator.attrgetter("ndim")
 
 
 def _data_address(arr: np.ndarray) -> int:
@@ -220,15 +224,23 @@ class ParallelSaver:
         # frees them first.
         self._prepared: "weakref.WeakSet[PreparedSave]" = weakref.WeakSet()
 
-        items = self._collect(args, kwds)
-        # Validate and prepare in Python before touching C.
-        prepared = [(k, _encode_key(k)) + self._prepare(k, v) for k, v in items]
+        columns = self._columns(args, kwds)
+        prepared: List[Tuple[str, bytes, np.ndarray, bool, Optional[int]]] = []
+        if columns is None:
+            # Validate and prepare in Python before touching C.
+            prepared = [(k, _encode_key(k)) + self._prepare(k, v) for k, v in self._collect(args, kwds)]
 
         handle = self._fns.psv_saver_new()  # MemoryError on NULL
         self._handle = handle
         self._finalizer = weakref.finalize(self, self._fns.psv_saver_free, handle)
         try:
-            self._add_all(prepared)
+            if columns is not None and not self._add_columns(*columns):
+                # Something the one-call path does not take (a NUL in a key, a dtype that needs
+                # a descr, a read-only, empty or non-C-contiguous array): every array as usual.
+                prepared = [(k, _encode_key(k)) + self._prepare(k, v) for k, v in zip(*columns)]
+                columns = None
+            if columns is None:
+                self._add_all(prepared)
         except BaseException:
             self.close()
             raise
@@ -248,6 +260,69 @@ class ParallelSaver:
                 raise ValueError(f"Cannot use un-named variables and keyword {key}")
             items.append((key, val))
         return items
+
+    @staticmethod
+    def _columns(args: Tuple[Any, ...], kwds: Mapping[str, Any]) -> Optional[Tuple[List[str], List[np.ndarray]]]:
+        """(keys, arrays) in save order when the input is keywords only or one plain dict, every
+        key a str and every value exactly a ``numpy.ndarray``: the common case, which
+        :meth:`_add_columns` adds in one C call with no per-array Python objects. None
+        otherwise (the general path: :meth:`_collect`, :meth:`_prepare`)."""
+        if not args:
+            keys, values = list(kwds), list(kwds.values())
+        elif len(args) == 1 and not kwds and type(args[0]) is dict:
+            keys, values = list(args[0]), list(args[0].values())
+        else:
+            return None
+        if len(keys) < 2 or set(map(type, values)) != {np.ndarray} or set(map(type, keys)) != {str}:
+            return None
+        return keys, values
+
+    def _add_columns(self, keys: List[str], arrays: List[np.ndarray]) -> bool:
+        """Adds every array with one ``psv_saver_add_many`` call, each step done for all arrays
+        at once (20000 small arrays: about a third of what preparing them one by one costs).
+        Returns False, having added nothing, when an array or key needs the general path."""
+        add_many = _optional(self._lib, "psv_saver_add_many")
+        n = len(keys)
+        joined = "\0".join(keys)
+        if add_many is None or joined.count("\0") != n - 1:
+            return False
+        try:
+            blob = np.frombuffer((joined + "\0").encode("utf-8"), dtype=np.uint8)
+        except UnicodeEncodeError:
+            return False
+        codes = list(map(_NATIVE_BY_DTYPE.get, map(_dtype_of, arrays)))
+        if None in codes:
+            return False
+        try:
+            # c_char.from_buffer succeeds only for a writable, non-empty, C-contiguous buffer:
+            # exactly the arrays that are saved as they are, with no descr.
+            data_ptrs = np.fromiter(map(_addressof, map(_char_from_buffer, arrays)), dtype=np.uint64, count=n)
+        except (TypeError, ValueError, BufferError):
+            return False
+        ndims = np.fromiter(map(_ndim_of, arrays), dtype=np.uint64, count=n)
+        if ndims.min() == 1 == ndims.max():
+            dims = np.fromiter(map(len, arrays), dtype=np.int64, count=n)  # no shape tuples
+        else:
+            shapes = itertools.chain.from_iterable(map(_shape_of, arrays))
+            dims = np.fromiter(shapes, dtype=np.int64, count=int(ndims.sum()))
+        # Each key starts after the previous key's NUL.
+        key_ptrs = np.empty(n, dtype=np.uint64)
+        key_ptrs[0] = 0
+        key_ptrs[1:] = np.flatnonzero(blob == 0)[:-1] + 1
+        key_ptrs += blob.ctypes.data
+        dtypes = np.array(codes, dtype=np.int32)
+        add_many(  # raises PsvError (naming the failing index) on failure
+            self._handle,
+            n,
+            key_ptrs.ctypes.data,
+            data_ptrs.ctypes.data,
+            dtypes.ctypes.data,
+            dims.ctypes.data if dims.size else None,
+            ndims.ctypes.data,
+        )
+        self._keys = keys
+        self._arrays = arrays
+        return True
 
     @staticmethod
     def _prepare(key: str, value: Any) -> Tuple[np.ndarray, bool, Optional[int]]:
