@@ -3,7 +3,10 @@
 
 Saves and restores four workloads with libpsv (through the installed ctypes package
 parallel_saver, python/parallel_saver/), numpy and safetensors (torch-free:
-``safetensors.numpy``), and measures this machine's limits in the same run:
+``safetensors.numpy``), and (issue 18, --no-peers skips them) pickle protocol 5, h5py, zarr v3,
+a directory of .npy files (psv layout="dir" vs np.save per file) and durable saves (psv
+fsync=True, np.savez + fsync, and the durable write limit); see peer_cases. It measures this
+machine's limits in the same run:
 
   W1  8 float32 arrays of 64 MiB            (also np.savez_compressed / psv deflate-6)
   W2  1 float64 array of 1 GiB
