@@ -42,6 +42,8 @@ import numpy as np
 from ._binding import (
     _LAYOUTS,
     _NATIVE_BY_DTYPE,
+    DTYPE_CODES,
+    PSV_DTYPE_OTHER,
     PsvError,
     _ArchiveP,
     _BufferP,
@@ -1176,7 +1178,7 @@ def ls(
         required = _optional(lib, "psv_archive_required_bytes")
         listing = Listing(required_bytes=int(required(handle)) if required is not None else 0)
         for i, key in enumerate(md.keys):
-            info = ArrayInfo(md.dtypes[i], md.shape(i), int(md.nbytes[i]), bool(md.fortran[i]))
+            info = ArrayInfo(md.dtype(i), md.shape(i), int(md.nbytes[i]), bool(md.fortran[i]))
             info.offset = int(offset(handle, i)) if offset is not None else -1
             listing[key] = info
         return listing
@@ -1209,11 +1211,15 @@ def _string_list(fn: Any, handle: Any) -> List[str]:
     return text.split("\0")[:-1]
 
 
+#: PSV_DTYPE code -> numpy dtype (native byte order), for psv_archive_describe's codes.
+_DTYPE_BY_CODE: Dict[int, np.dtype] = {c: np.dtype(t) for t, c in DTYPE_CODES.items()}
+
+
 class _Metadata(NamedTuple):
     """Every array's metadata as whole columns (numpy arrays and lists), not per-array objects."""
 
     keys: List[str]
-    dtypes: List[np.dtype]  # one per array (shared objects)
+    distinct: List[np.dtype]  # the distinct dtypes; ``dtype_codes`` index them
     dtype_codes: np.ndarray  # int64, one per array: equal codes <=> equal dtypes
     address: np.ndarray  # uint64
     nbytes: np.ndarray  # uint64
@@ -1226,6 +1232,14 @@ class _Metadata(NamedTuple):
         s = int(self.starts[i])
         return tuple(self.dims[s : s + int(self.ndims[i])].tolist())
 
+    def dtype(self, i: int) -> np.dtype:
+        return self.distinct[int(self.dtype_codes[i])]
+
+    @property
+    def dtypes(self) -> List[np.dtype]:
+        """One dtype per array (shared objects)."""
+        return list(map(self.distinct.__getitem__, self.dtype_codes.tolist()))
+
 
 def _metadata(lib: ctypes.CDLL, handle: Any) -> _Metadata:
     """Every array's metadata in a handful of calls (psv_archive_describe and the string
@@ -1233,6 +1247,7 @@ def _metadata(lib: ctypes.CDLL, handle: Any) -> _Metadata:
     n = int(lib.psv_archive_count(handle))
     address = np.zeros(n, dtype=np.uint64)
     nbytes = np.zeros(n, dtype=np.uint64)
+    numeric = np.zeros(n, dtype=np.int32)
     ndims = np.zeros(n, dtype=np.uint64)
     fortran = np.zeros(n, dtype=np.bool_)
     total_ndim = int(lib.psv_archive_total_ndim(handle))
@@ -1241,22 +1256,30 @@ def _metadata(lib: ctypes.CDLL, handle: Any) -> _Metadata:
         handle,
         address.ctypes.data,
         nbytes.ctypes.data,
-        None,
+        numeric.ctypes.data,
         ndims.ctypes.data,
         fortran.ctypes.data,
         dims.ctypes.data,
     )
     dims = dims[:total_ndim]
     keys = _string_list(lib.psv_archive_key_list, handle)
-    descrs = _string_list(lib.psv_archive_descr_list, handle)
-    if len(keys) != n or len(descrs) != n:
-        raise RuntimeError(f"libpsv: {n} arrays but {len(keys)} keys and {len(descrs)} descrs")
-    # Each distinct descr is parsed once; its code indexes the distinct dtypes.
-    code_of = {d: k for k, d in enumerate(set(descrs))}
-    distinct = [_descr_to_dtype(d) for d in code_of]
-    codes = list(map(code_of.__getitem__, descrs))
-    dtypes = list(map(distinct.__getitem__, codes))
-    dtype_codes = np.array(codes, dtype=np.int64)
+    if len(keys) != n:
+        raise RuntimeError(f"libpsv: {n} arrays but {len(keys)} keys")
+    descrs: Optional[List[str]] = None
+    if n and not (numeric == PSV_DTYPE_OTHER).any():
+        # Every array numeric in native byte order (the common case): the library's codes give
+        # the dtypes, with no descr text to fetch, split and parse per array.
+        present, inverse = np.unique(numeric, return_inverse=True)
+        distinct = [_DTYPE_BY_CODE[c] for c in present.tolist()]
+        dtype_codes = inverse.reshape(n).astype(np.int64)
+    else:
+        descrs = _string_list(lib.psv_archive_descr_list, handle)
+        if len(descrs) != n:
+            raise RuntimeError(f"libpsv: {n} arrays but {len(descrs)} descrs")
+        # Each distinct descr is parsed once; its code indexes the distinct dtypes.
+        code_of = {d: k for k, d in enumerate(set(descrs))}
+        distinct = [_descr_to_dtype(d) for d in code_of]
+        dtype_codes = np.fromiter(map(code_of.__getitem__, descrs), dtype=np.int64, count=n)
     ndims_i = ndims.astype(np.int64)
     starts = np.cumsum(ndims_i) - ndims_i
     if int(ndims_i.sum()) != total_ndim:
@@ -1271,11 +1294,12 @@ def _metadata(lib: ctypes.CDLL, handle: Any) -> _Metadata:
     if bad.size:
         i = int(bad[0])
         shape = tuple(dims[starts[i] : starts[i] + ndims_i[i]].tolist())
+        descr = descrs[i] if descrs is not None else distinct[int(dtype_codes[i])].str
         raise RuntimeError(
-            f"libpsv metadata mismatch for key {keys[i]!r}: descr {descrs[i]!r} shape {shape} "
+            f"libpsv metadata mismatch for key {keys[i]!r}: descr {descr!r} shape {shape} "
             f"means {int(counts[i] * itemsizes[i])} bytes, library says {int(nbytes[i])}"
         )
-    return _Metadata(keys, dtypes, dtype_codes, address, nbytes, ndims_i, fortran, dims, starts)
+    return _Metadata(keys, distinct, dtype_codes, address, nbytes, ndims_i, fortran, dims, starts)
 
 
 #: Fewest arrays worth one strided view (see _strided_groups).
@@ -1339,7 +1363,7 @@ def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> Restor
         eligible = inside & ~md.fortran & (md.nbytes > 0)
         for members, step in _strided_groups(md, offsets, eligible):
             first = int(members[0])
-            dt, shape = md.dtypes[first], md.shape(first)
+            dt, shape = md.dtype(first), md.shape(first)
             inner = [dt.itemsize]
             for d in reversed(shape[1:]):
                 inner.insert(0, inner[0] * d)
@@ -1357,8 +1381,9 @@ def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> Restor
     if rest:
         address, nbytes, fortran = md.address.tolist(), md.nbytes.tolist(), md.fortran.tolist()
         in_block_l, in_mapping_l, offsets_l = in_block.tolist(), in_mapping.tolist(), offsets.tolist()
+        dtypes = md.dtypes
     for i in rest:
-        key, dt, shape, nb, ptr = md.keys[i], md.dtypes[i], md.shape(i), nbytes[i], address[i]
+        key, dt, shape, nb, ptr = md.keys[i], dtypes[i], md.shape(i), nbytes[i], address[i]
         order = "F" if fortran[i] else "C"
         if not ptr:
             raise RuntimeError(f"libpsv: NULL data pointer for key {key!r}")
