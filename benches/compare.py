@@ -666,7 +666,7 @@ def destination_ratios(cases: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 ZARR_MAX_ARRAYS = 2500
 ZARR_SUBSET = 500
 #: The same at --quick sizes (bench-smoke stays within seconds).
-ZARR_MAX_ARRAYS_QUICK = 200
+ZARR_MAX_ARRAYS_QUICK = 60
 ZARR_SUBSET_QUICK = 50
 
 #: (row, reference row, op, target ratio, what the ratio means); the target of
