@@ -1433,11 +1433,14 @@ def chart(results: Dict[str, Any], path: Path) -> bool:
         axes[0][0].axis("off"); axes[0][1].axis("off")
     if "W3" in wls:
         bars(axes[1][0], "save", ["W3"], "us")
-        axes[1][0].set_title("W3 save (us per array, lower is better)")
+        axes[1][0].set_title("W3 save (us per array, lower is better; log scale)")
         axes[1][0].set_ylabel("us / array")
         bars(axes[1][1], "restore", ["W3"], "us")
-        axes[1][1].set_title("W3 restore (us per array, lower is better)")
+        axes[1][1].set_title("W3 restore (us per array, lower is better; log scale)")
         axes[1][1].set_ylabel("us / array")
+        # The peers span 1 us (psv) to ~10 ms (zarr) per array.
+        axes[1][0].set_yscale("log")
+        axes[1][1].set_yscale("log")
     else:
         axes[1][0].axis("off"); axes[1][1].axis("off")
     m = results["machine"]
