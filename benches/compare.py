@@ -3,7 +3,10 @@
 
 Saves and restores four workloads with libpsv (through the installed ctypes package
 parallel_saver, python/parallel_saver/), numpy and safetensors (torch-free:
-``safetensors.numpy``), and measures this machine's limits in the same run:
+``safetensors.numpy``), and (issue 18, --no-peers skips them) pickle protocol 5, h5py, zarr v3,
+a directory of .npy files (psv layout="dir" vs np.save per file) and durable saves (psv
+fsync=True, np.savez + fsync, and the durable write limit); see peer_cases. It measures this
+machine's limits in the same run:
 
   W1  8 float32 arrays of 64 MiB            (also np.savez_compressed / psv deflate-6)
   W2  1 float64 array of 1 GiB
@@ -226,11 +229,16 @@ class Cache:
 
 
 def rm(paths: List[Path]) -> None:
+    """Remove these files, or directories (zarr stores, directories of .npy files)."""
+    import shutil
+
     for p in paths:
         try:
             p.unlink()
         except FileNotFoundError:
             pass
+        except IsADirectoryError:
+            shutil.rmtree(p)
 
 
 # ---------------------------------------------------------------------------
@@ -650,6 +658,282 @@ def destination_ratios(cases: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------
+# Peers (issue 18): pickle protocol 5, h5py, zarr v3, a directory of .npy files, durable saves
+# ---------------------------------------------------------------------------
+#: zarr v3 costs ~4 ms per array to save (~2 ms to restore): a workload with more arrays than
+#: this saves and restores only its first ZARR_SUBSET arrays (all of one size: GB/s and us/array
+#: stay comparable), and its rows say so.
+ZARR_MAX_ARRAYS = 2500
+ZARR_SUBSET = 500
+#: The same at --quick sizes (bench-smoke stays within seconds).
+ZARR_MAX_ARRAYS_QUICK = 60
+ZARR_SUBSET_QUICK = 50
+
+#: (row, reference row, op, target ratio, what the ratio means); the target of
+#: psv / pickle5 is higher where PEER_TARGETS says so.
+PEER_RATIOS = [
+    ("psv", "pickle5", "save", 1.0, "psv / pickle protocol 5 (out-of-band buffers, one file)"),
+    ("psv", "h5py", "save", 1.0, "psv / h5py (contiguous datasets, no filter)"),
+    ("psv", "zarr", "save", 1.0, "psv / zarr v3 (one chunk per array, no compressor)"),
+    ("psv_dir", "psv", "save", 0.9, "psv directory layout / psv .npz, same arrays"),
+    ("psv_dir", "numpy_dir", "save", 1.5, "psv directory layout / np.save per file"),
+    ("psv_durable", "limit_durable", "save", 0.95, "psv fsync=True / durable write limit (fallocate + write + fsync of one file)"),
+    ("psv_durable", "numpy_durable", "save", 1.0, "psv fsync=True / np.savez + fsync of the file and its directory"),
+    ("psv", "pickle5", "restore", 1.0, "psv / pickle protocol 5 (one read, zero-copy loads)"),
+    ("psv", "h5py", "restore", 1.0, "psv / h5py (every dataset read)"),
+    ("psv", "zarr", "restore", 1.0, "psv / zarr v3 (every array read)"),
+    ("psv_dir", "numpy_dir", "restore", 1.0, "psv restore of its directory / np.load per file"),
+]
+#: (workload, row, reference, op) -> target, where the issue asks for more than PEER_RATIOS.
+PEER_TARGETS = {("W3", "psv", "pickle5", "save"): 2.0, ("W3", "psv", "pickle5", "restore"): 2.0}
+
+
+def _h5py() -> Any:
+    try:
+        import h5py
+
+        return h5py
+    except ImportError:
+        return None
+
+
+def _zarr() -> Any:
+    """zarr, when version 3 or later is installed (format 3 needs it)."""
+    try:
+        import zarr
+    except ImportError:
+        return None
+    return zarr if int(zarr.__version__.split(".")[0]) >= 3 else None
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def pickle5_save(arrays: Dict[str, Any], path: Path) -> None:
+    """The dict pickled with protocol 5, its array buffers out of band, into one file: a header
+    (pickle length, buffer count, each buffer's length), the pickle, then every buffer as is."""
+    import pickle
+
+    import numpy as np
+
+    bufs: List[Any] = []
+    meta = pickle.dumps(arrays, protocol=5, buffer_callback=bufs.append)
+    raw = [b.raw() for b in bufs]
+    head = np.array([len(meta), len(raw)] + [r.nbytes for r in raw], dtype="<u8")
+    with open(path, "wb") as f:
+        f.write(head.tobytes())
+        f.write(meta)
+        for r in raw:
+            f.write(r)
+
+
+def pickle5_load(path: Path) -> Dict[str, Any]:
+    """pickle5_save's file: one read into one fresh buffer, then pickle.loads with views of
+    that buffer as the out-of-band buffers (the arrays view it: no copy after the read)."""
+    import pickle
+
+    import numpy as np
+
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(os.fstat(f.fileno()).st_size)
+        mv = memoryview(buf)
+        pos = 0
+        while pos < len(buf):
+            k = f.readinto(mv[pos:])
+            if not k:
+                raise SystemExit(f"{path.name}: short read")
+            pos += k
+    m, n = np.frombuffer(buf, dtype="<u8", count=2).tolist()
+    lens = np.frombuffer(buf, dtype="<u8", count=n, offset=16)
+    start = 16 + 8 * n + m
+    ends = (np.cumsum(lens) + start).tolist()
+    begins = [start] + ends[:-1]
+    return pickle.loads(mv[16 + 8 * n : start], buffers=[mv[b:e] for b, e in zip(begins, ends)])
+
+
+def h5py_save(h5py: Any, arrays: Dict[str, Any], path: Path) -> None:
+    with h5py.File(path, "w") as f:
+        for k, a in arrays.items():
+            f.create_dataset(k, data=a)  # contiguous, no filter: h5py's default
+
+
+def h5py_load(h5py: Any, path: Path) -> Dict[str, Any]:
+    with h5py.File(path, "r") as f:
+        return {k: f[k][()] for k in f}
+
+
+def zarr_save(zarr: Any, arrays: Dict[str, Any], path: Path) -> None:
+    g = zarr.open_group(str(path), mode="w", zarr_format=3)
+    for k, a in arrays.items():
+        g.create_array(k, data=a, chunks=a.shape, compressors=None, filters=None)
+
+
+def zarr_load(zarr: Any, path: Path) -> Dict[str, Any]:
+    g = zarr.open_group(str(path), mode="r")
+    return {k: g[k][...] for k in g.array_keys()}
+
+
+def npy_dir_save(arrays: Dict[str, Any], path: Path) -> None:
+    """A directory of <key>.npy files, one np.save each."""
+    import numpy as np
+
+    os.mkdir(path)
+    base = str(path)
+    for k, a in arrays.items():
+        np.save(os.path.join(base, k + ".npy"), a)
+
+
+def npy_dir_load(path: Path) -> Dict[str, Any]:
+    """Every <key>.npy of a directory, one np.load each."""
+    import numpy as np
+
+    base = str(path)
+    return {n[:-4]: np.load(os.path.join(base, n)) for n in sorted(os.listdir(base)) if n.endswith(".npy")}
+
+
+def peer_cases(wl: str, arrays: Dict[str, Any], d: Path, threads: Optional[int], quick: bool) -> Tuple[List[Case], Callable[[], List[Case]], List[Path]]:
+    """The peers' rows of one workload, as workload_cases returns them: (save cases, a function
+    building the restore cases once the saves wrote their files, every path written). Saves:
+    pickle5, h5py, zarr v3 (a subset where it has too many arrays), psv's directory layout and
+    np.save per file, and the durable rows (psv fsync=True, np.savez + fsync, and the durable
+    write limit: fallocate + write + fsync of one file of the payload's size)."""
+    import numpy as np
+    import parallel_saver as ps
+
+    h5py, zarr = _h5py(), _zarr()
+    nbytes = sum(a.nbytes for a in arrays.values())
+    count = len(arrays)
+    f = {
+        "pk": d / f"{wl}_pickle5.bin",
+        "h5": d / f"{wl}_h5py.h5",
+        "zarr": d / f"{wl}_zarr",
+        "psv_dir": d / f"{wl}_psv_dir",
+        "np_dir": d / f"{wl}_np_dir",
+        "psv_durable": d / f"{wl}_psv_durable.npz",
+        "np_durable": d / f"{wl}_np_durable.npz",
+        "lim_durable": d / f"{wl}_limit_durable.bin",
+    }
+    zmax, zsub = (ZARR_MAX_ARRAYS_QUICK, ZARR_SUBSET_QUICK) if quick else (ZARR_MAX_ARRAYS, ZARR_SUBSET)
+    zarrays = arrays if count <= zmax else dict(list(arrays.items())[:zsub])
+    zbytes = sum(a.nbytes for a in zarrays.values())
+    zlabel = "zarr v3, 1 chunk/array, no compressor"
+    if len(zarrays) < count:
+        zlabel += f" (first {len(zarrays)} of {count} arrays: ~4 ms/array)"
+
+    def psv_saver(path: Path, **kw: Any) -> Callable[[], Any]:
+        def run() -> Any:
+            s = ps.ParallelSaver(**arrays)
+            s.save(path, threads=threads, **kw)
+            return s  # closed (psv_saver_free) after the clock
+
+        return run
+
+    def np_durable() -> None:
+        np.savez(f["np_durable"], **arrays)
+        _fsync_path(f["np_durable"])
+        _fsync_path(d, directory=True)
+
+    src = np.arange(nbytes // 8 + 1, dtype=np.uint64).view(np.uint8)[:nbytes]
+
+    def limit_durable() -> None:
+        fd = os.open(f["lim_durable"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+            _write_all(fd, memoryview(src))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    saves = [
+        Case("pickle5", "save", "pickle protocol 5, out-of-band buffers, one file", lambda: pickle5_save(arrays, f["pk"]), nbytes=nbytes, count=count, mem=nbytes, outputs=[f["pk"]], kind="pickle5"),
+    ]
+    if h5py is not None:
+        saves.append(Case("h5py", "save", "h5py, contiguous, no filter", lambda: h5py_save(h5py, arrays, f["h5"]), nbytes=nbytes, count=count, mem=nbytes, outputs=[f["h5"]], kind="h5py"))
+    if zarr is not None:
+        saves.append(Case("zarr", "save", zlabel, lambda: zarr_save(zarr, zarrays, f["zarr"]), nbytes=zbytes, count=len(zarrays), mem=zbytes, outputs=[f["zarr"]], kind="zarr"))
+    saves += [
+        Case("psv_dir", "save", 'psv layout="dir" (a directory of .npy files)', psv_saver(f["psv_dir"], layout="dir"), nbytes=nbytes, count=count, mem=nbytes, outputs=[f["psv_dir"]], kind="psv"),
+        Case("numpy_dir", "save", "np.save per file (a directory of .npy files)", lambda: npy_dir_save(arrays, f["np_dir"]), nbytes=nbytes, count=count, mem=nbytes, outputs=[f["np_dir"]], kind="numpy"),
+        Case("psv_durable", "save", "psv fsync=True (durable)", psv_saver(f["psv_durable"], fsync=True), nbytes=nbytes, count=count, mem=nbytes, outputs=[f["psv_durable"]], kind="psv"),
+        Case("numpy_durable", "save", "np.savez + fsync of the file and its directory (durable)", np_durable, nbytes=nbytes, count=count, mem=nbytes, outputs=[f["np_durable"]], kind="numpy"),
+        Case("limit_durable", "save", "limit: durable write, fallocate + 1 thread os.write + fsync", limit_durable, nbytes=nbytes, count=count, mem=nbytes, outputs=[f["lim_durable"]], kind="limit"),
+    ]
+
+    def restores() -> List[Case]:
+        chk = lambda what, want=arrays: checker(want, what)  # noqa: E731
+        # Untimed cross-checks: each directory's files are what np.load reads.
+        checker(arrays, "np.load of psv's directory files")(npy_dir_load(f["psv_dir"]))
+        rs = [
+            Case("pickle5", "restore", "pickle protocol 5, one read + zero-copy loads", lambda: pickle5_load(f["pk"]), nbytes=nbytes, count=count, mem=nbytes, inputs=[f["pk"]], check=chk("pickle5 load"), kind="pickle5"),
+        ]
+        if h5py is not None:
+            rs.append(Case("h5py", "restore", "h5py, every dataset read", lambda: h5py_load(h5py, f["h5"]), nbytes=nbytes, count=count, mem=nbytes, inputs=[f["h5"]], check=chk("h5py read"), kind="h5py"))
+        if zarr is not None:
+            rs.append(Case("zarr", "restore", zlabel + ", every array read", lambda: zarr_load(zarr, f["zarr"]), nbytes=zbytes, count=len(zarrays), mem=zbytes, check=chk("zarr read", zarrays), kind="zarr"))
+        rs += [
+            Case("psv_dir", "restore", "psv copy, CRC checked, of its directory", lambda: ps.restore(f["psv_dir"], threads=threads, verify=True), nbytes=nbytes, count=count, mem=nbytes, check=chk("psv restore of its directory"), kind="psv"),
+            Case("numpy_dir", "restore", "np.load per file", lambda: npy_dir_load(f["np_dir"]), nbytes=nbytes, count=count, mem=nbytes, check=chk("np.load per file"), kind="numpy"),
+        ]
+        return rs
+
+    return saves, restores, list(f.values())
+
+
+def add_peer_ratios(results: Dict[str, Any]) -> None:
+    """After add_ratios: each workload's PEER_RATIOS as speed ratios (``peer_ratios``), each psv
+    row's ratio to every peer of its op (``vs_peers``), and the directory and durable rows'
+    own references in the table's columns (np.save per file; np.savez + fsync and the durable
+    write limit) instead of the plain .npz ones."""
+    for wl, w in results["workloads"].items():
+        by = {(r["op"], r["name"]): r for r in w["cases"]}
+        for r in w["cases"]:
+            if r["kind"] != "psv" or r["lazy"]:
+                continue
+            peers = {p["system"]: r["gbps"] / p["gbps"] for p in w["cases"]
+                     if p["op"] == r["op"] and p["kind"] in ("pickle5", "h5py", "zarr")}
+            if peers and r["name"] == "psv":
+                r["vs_peers"] = peers
+        for name, ref, limit in (("psv_dir", "numpy_dir", None), ("psv_durable", "numpy_durable", "limit_durable")):
+            for op in ("save", "restore"):
+                r = by.get((op, name))
+                if r is None:
+                    continue
+                r["vs_numpy"] = r["gbps"] / by[(op, ref)]["gbps"] if (op, ref) in by else None
+                r["vs_safetensors"] = None
+                if limit is not None:
+                    r["vs_limit"] = r["gbps"] / by[(op, limit)]["gbps"] if (op, limit) in by else None
+        out = []
+        for row, ref, op, target, what in PEER_RATIOS:
+            a, b = by.get((op, row)), by.get((op, ref))
+            if a is None or b is None:
+                continue
+            target = PEER_TARGETS.get((wl, row, ref, op), target)
+            ratio = a["gbps"] / b["gbps"]
+            out.append({"row": row, "reference": ref, "op": op, "ratio": ratio, "target": target,
+                        "met": ratio >= target, "what": what, "reference_system": b["system"]})
+        w["peer_ratios"] = out
+
+
+def peer_markdown(results: Dict[str, Any]) -> str:
+    """The peer ratios of every workload as one table (empty when there are none)."""
+    rows = [(wl, q) for wl, w in results["workloads"].items() for q in w.get("peer_ratios", [])]
+    if not rows:
+        return ""
+    L = ["", "psv against the other tools a user would pick, and its directory and durable rows "
+         "(speed ratios from the rows above, same rounds; zarr rows on a subset compare GB/s of "
+         "equal-sized arrays):", "",
+         "| workload | op | ratio | value | target |", "|---|---|---|---:|---:|"]
+    for wl, q in rows:
+        L.append(f"| {wl} | {q['op']} | {q['what']} | {q['ratio']:.2f} | >= {q['target']:.2f}{'' if q['met'] else ' (not met)'} |")
+    return "\n".join(L)
+
+
+# ---------------------------------------------------------------------------
 # Workload cases
 # ---------------------------------------------------------------------------
 def workload_cases(wl: str, arrays: Dict[str, Any], d: Path, threads: Optional[int]) -> Tuple[List[Case], Callable[[], List[Case]], List[Path]]:
@@ -1014,6 +1298,7 @@ def markdown(results: Dict[str, Any]) -> str:
             )
     L.append("")
     L.append("† lazy: maps the file and reads nothing (not a load); shown for the issue's mmap target only.")
+    L.append(peer_markdown(results))
     if results.get("w3_breakdown"):
         b = results["w3_breakdown"]
         L.append("")
@@ -1088,11 +1373,14 @@ def chart(results: Dict[str, Any], path: Path) -> bool:
     colors = {
         "psv": "#08519c", "psv_mmap": "#4292c6", "psv_z6": "#6baed6", "psv_of_np_z": "#6baed6",
         "psv_of_psv_z": "#9ecae1", "numpy": "#e6550d", "numpy_z": "#fdae6b", "safetensors": "#31a354",
+        "pickle5": "#756bb1", "h5py": "#bcbddc", "zarr": "#dadaeb", "psv_dir": "#2171b5", "numpy_dir": "#a63603",
+        "psv_durable": "#084594", "numpy_durable": "#7f2704",
     }
 
     limit_style = {
         "limit_write_1t": ("red", ":"), "limit_write_falloc": ("red", "-"), "limit_write_2t": ("red", "--"), "limit_write_1m": ("red", "-."), "limit_read_2t": ("red", "--"),
         "limit_memcpy_fresh": ("purple", ":"), "limit_memcpy_warm": ("grey", "-."),
+        "limit_durable": ("black", ":"),
     }
 
     def value(r: Dict[str, Any], metric: str) -> Tuple[float, float, float]:
@@ -1121,7 +1409,7 @@ def chart(results: Dict[str, Any], path: Path) -> bool:
                 v, a, b = value(r, metric)
                 vals.append(v); lo.append(abs(v - a)); hi.append(abs(b - v))
             sysname = labels[name]
-            hatch = "//" if ("deflate" in sysname or "compressed" in sysname) else None
+            hatch = "//" if ("deflate" in sysname or "compressed" in sysname) else "xx" if "durable" in sysname else None
             ax.bar(x + (j - (len(names) - 1) / 2) * width, vals, width, yerr=[lo, hi], capsize=2,
                    label=sysname, color=colors.get(name, "grey"), hatch=hatch, edgecolor="black", linewidth=0.4)
         # This workload's limits (measured in the same rounds): a line across its group.
@@ -1150,16 +1438,19 @@ def chart(results: Dict[str, Any], path: Path) -> bool:
         axes[0][0].axis("off"); axes[0][1].axis("off")
     if "W3" in wls:
         bars(axes[1][0], "save", ["W3"], "us")
-        axes[1][0].set_title("W3 save (us per array, lower is better)")
+        axes[1][0].set_title("W3 save (us per array, lower is better; log scale)")
         axes[1][0].set_ylabel("us / array")
         bars(axes[1][1], "restore", ["W3"], "us")
-        axes[1][1].set_title("W3 restore (us per array, lower is better)")
+        axes[1][1].set_title("W3 restore (us per array, lower is better; log scale)")
         axes[1][1].set_ylabel("us / array")
+        # The peers span 1 us (psv) to ~10 ms (zarr) per array.
+        axes[1][0].set_yscale("log")
+        axes[1][1].set_yscale("log")
     else:
         axes[1][0].axis("off"); axes[1][1].axis("off")
     m = results["machine"]
     fig.suptitle(
-        f"libpsv vs numpy vs safetensors: {m.get('nproc')} cores, page cache {'cold' if results['cold'] else 'warm'}, "
+        f"libpsv vs numpy, safetensors, pickle5, h5py, zarr: {m.get('nproc')} cores, page cache {'cold' if results['cold'] else 'warm'}, "
         f"median of {results['runs']} (bars: min-max), load avg {results['loadavg_start']}",
         fontsize=11,
     )
@@ -1185,6 +1476,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--results", type=Path, default=REPO / "bench" / "results.json")
     ap.add_argument("--chart", type=Path, default=REPO / "bench" / "chart.png")
     ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child processes")
+    ap.add_argument("--no-peers", action="store_true", help="skip pickle5, h5py, zarr, the directory rows and the durable rows")
     ap.add_argument("--no-destinations", action="store_true", help="skip the destination/source rows (fd, pipe, memory, out=)")
     ap.add_argument("--rss-systems", default=None, help="systems for peak RSS (default psv,numpy,safetensors; --quick psv)")
     ap.add_argument("--no-collective", action="store_true", help="skip the collective-save row (4 MPI ranks, one file)")
@@ -1243,6 +1535,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         arrays = make_arrays(specs[wl])
         nbytes = sum(a.nbytes for a in arrays.values())
         saves, make_restores, files = workload_cases(wl, arrays, out, args.threads)
+        make_peer_restores: Callable[[], List[Case]] = lambda: []  # noqa: E731
+        if not args.no_peers:
+            peer_saves, make_peer_restores, peer_files = peer_cases(wl, arrays, out, args.threads, args.quick)
+            saves += peer_saves
+            files += peer_files
         lim_saves, lim_restores, lim_files, lim_keep = limit_cases(wl, nbytes, len(arrays), out)
         if args.cold:
             lim_restores[0].system = "limit: COLD page-cache read (cache dropped), 2 threads os.preadv, fresh huge-page buffer"
@@ -1257,14 +1554,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             checker(arrays, "np.load of psv's file")({k: z[k] for k in z.files})
         checker(arrays, "psv restore of np.savez's file")(ps.restore(out / f"{wl}_np.npz"))
         gc.collect()
-        restores = make_restores() + lim_restores
+        restores = make_restores() + make_peer_restores() + lim_restores
         log(f"{wl}: restore ({', '.join(c.name for c in restores)})")
         run_round_robin(restores, runs, args.warmup, cache, log)
         results["workloads"][wl] = {
             "description": desc,
             "arrays": len(arrays),
             "bytes": sum(a.nbytes for a in arrays.values()),
-            "file_bytes": {p.name: p.stat().st_size for p in files if p.exists() and "limit" not in p.name},
+            "file_bytes": {p.name: p.stat().st_size for p in files if p.is_file() and "limit" not in p.name},
             "cases": [c.summary() for c in saves + restores],
         }
         if wl == "W3":
@@ -1303,6 +1600,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     results["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results["elapsed_s"] = time.time() - t_start
     add_ratios(results)
+    add_peer_ratios(results)
     md = markdown(results)
     results["markdown"] = md
     args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
-# mk/bench.mk — `make bench` (issue 5): psv vs numpy vs safetensors against this machine's limits.
+# mk/bench.mk — `make bench` (issues 5, 18): psv vs numpy, safetensors, pickle 5, h5py and zarr
+# against this machine's limits.
 #
 #   make bench         builds the library, installs benches/requirements.txt (numpy, safetensors,
-#                      matplotlib from PyPI) into $(VENV), runs benches/compare.py: markdown tables on
+#                      matplotlib, h5py, zarr from PyPI) into $(VENV), runs benches/compare.py: markdown tables on
 #                      stdout, bench/results.json, bench/chart.png; work files in bench/out (ignored).
 #                      BENCH_ARGS passes options, e.g. `make bench BENCH_ARGS="--cold --runs 7"`.
 #                      Takes ~10-20 min on 2 cores (np.savez_compressed of W1 dominates).

@@ -291,29 +291,52 @@ pub(crate) fn save(
             .chain(old.iter().map(|e| e.file.as_str())),
     )?;
 
-    let mut placed: Vec<PathBuf> = Vec::with_capacity(arrays.len());
+    // Files given their final names, for the cleanup if this save fails before its commit.
+    let placed: Mutex<Vec<PathBuf>> = Mutex::new(Vec::with_capacity(arrays.len()));
     let result = (|| {
-        let written: Vec<(TempFile, u32)> = pool.install(|| {
+        // Each file is written, fsync'd when asked and renamed to its name as soon as it is
+        // complete, so it is closed at once: holding every file open until all are written
+        // needed one descriptor per array (EMFILE beyond `ulimit -n`, 1024 by default). A name
+        // found taken meanwhile keeps its temporary file open for the loop below (rare).
+        let written: Vec<(Option<TempFile>, u32)> = pool.install(|| {
             arrays
                 .par_iter()
                 .zip(&names)
                 .zip(tokens.into_iter().zip(&temps).collect::<Vec<_>>())
                 .map(|((a, name), (token, first))| {
                     let model = old_files.get(a.key).map(|f| dir.join(f));
+                    let target = dir.join(name);
                     let tmp = TempFile::create_like(
-                        &dir.join(name),
+                        &target,
                         model.as_deref(),
                         token,
                         &mut announce(&journal, first),
                     )?;
-                    write_file(a, tmp)
+                    let (tmp, crc32) = write_file(a, tmp)?;
+                    match tmp.place_new(&target, fsync)? {
+                        Ok(()) => {
+                            placed_lock(&placed).push(target);
+                            Ok((None, crc32))
+                        }
+                        Err(back) => Ok((Some(back), crc32)),
+                    }
                 })
                 .collect::<Result<Vec<_>>>()
         })?;
         let mut entries = Vec::with_capacity(arrays.len());
-        for ((mut tmp, crc32), (a, name)) in written.into_iter().zip(arrays.iter().zip(&names)) {
+        for ((tmp, crc32), (a, name)) in written.into_iter().zip(arrays.iter().zip(&names)) {
             let mut name = name.clone();
+            let Some(mut tmp) = tmp else {
+                entries.push(DirEntry {
+                    key: a.key.to_owned(),
+                    file: name,
+                    size: (a.header.len() + a.data.len()) as u64,
+                    crc32,
+                });
+                continue;
+            };
             loop {
+                // The first try (fsync'd when asked) found `name` taken; this one renames only.
                 match tmp.place_new(&dir.join(&name), false)? {
                     Ok(()) => break,
                     Err(back) => {
@@ -327,7 +350,7 @@ pub(crate) fn save(
                     }
                 }
             }
-            placed.push(dir.join(&name));
+            placed_lock(&placed).push(dir.join(&name));
             entries.push(DirEntry {
                 key: a.key.to_owned(),
                 file: name,
@@ -355,7 +378,7 @@ pub(crate) fn save(
         Ok(entries) => entries,
         Err(e) => {
             // Not committed: the files placed so far are named by no index; remove them.
-            for p in &placed {
+            for p in placed_lock(&placed).iter() {
                 let _ = std::fs::remove_file(p);
             }
             journal_lock(&journal).finish();
@@ -392,6 +415,12 @@ fn free_name(dir: &Path, key: &str, taken: &mut HashSet<String>) -> String {
         return name;
     }
     unreachable!("names run out after u64::MAX tries")
+}
+
+/// The list of placed files, locked (a worker's panic cannot leave it inconsistent: a push is
+/// the only change).
+fn placed_lock(placed: &Mutex<Vec<PathBuf>>) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+    placed.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The journal, locked (a panic elsewhere cannot leave it half-written in a way that matters:

@@ -77,6 +77,15 @@ impl Reader<'_> {
         } else {
             None
         };
+        // A file read whole is closed now: the fill copies it from the region, and it was read
+        // before `read_consistently` checks the index, as any file it opens. (Holding every
+        // small file open until the fill needed one descriptor per array: EMFILE beyond
+        // `ulimit -n`.) Larger files stay open for the fill.
+        let file = if region.is_some() {
+            None
+        } else {
+            Some(Arc::new(file))
+        };
         Ok(Located {
             method: Method::Stored,
             payload_start: 0,
@@ -86,7 +95,7 @@ impl Reader<'_> {
             region,
             in_image: false,
             crc: None,
-            file: Some(Arc::new(file)),
+            file,
         })
     }
 }

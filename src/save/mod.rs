@@ -315,8 +315,9 @@ impl<'a> Saver<'a> {
             }
             Layout::Npz => {
                 let target = npz_path(path);
-                let written =
-                    self.write_npz(opts, progress, |len| PathTarget::create(&target, len))?;
+                let written = self.write_npz(opts, progress, |len| {
+                    PathTarget::create(&target, len).map(|t| t.with_writeback(opts.fsync))
+                })?;
                 written.commit(opts.fsync)?;
                 Ok(target)
             }
@@ -417,8 +418,9 @@ impl<'a> Saver<'a> {
         }
         let shown = crate::dest::fd_name(file);
         if crate::dest::is_seekable(file) {
-            let written =
-                self.write_npz(opts, progress, |len| FileTarget::create(file, len, shown))?;
+            let written = self.write_npz(opts, progress, |len| {
+                FileTarget::create(file, len, shown).map(|t| t.with_writeback(opts.fsync))
+            })?;
             return written.commit(opts.fsync);
         }
         self.save_to_stream(

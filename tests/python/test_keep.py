@@ -274,6 +274,32 @@ def test_the_directory_layout_takes_keys_of_240_bytes(psv, tmp_path):
     assert e.value.status_name == "PSV_ERR_INVALID_ARG"
 
 
+def test_a_directory_save_of_more_arrays_than_open_files_allowed(psv, tmp_path):
+    """A directory save closes each file once it is written and a restore each small file once
+    it is read (both held them all open: EMFILE with more arrays than `ulimit -n`), and numpy
+    reads every file back; fsync=True too."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    arrays = {f"k{i}": np.full(i % 9 + 1, i, dtype=np.int32) for i in range(600)}
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        for fsync in (False, True):
+            d = tmp_path / f"many_{fsync}"
+            psv.ParallelSaver(**arrays).save(d, layout="dir", fsync=fsync)
+            # A restore closes each small file once it is read whole (it held them all open).
+            got = psv.restore(d)
+            assert list(got) == list(arrays)
+            assert all(np.array_equal(got[k], a) for k, a in arrays.items())
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    for fsync in (False, True):
+        d = tmp_path / f"many_{fsync}"
+        assert sorted(n for n in os.listdir(d) if n.endswith(".npy")) == sorted(f"{k}.npy" for k in arrays)
+        for k, a in arrays.items():
+            np.testing.assert_array_equal(np.load(d / f"{k}.npy"), a)
+
+
 def test_temporary_names_are_short_random_and_cannot_be_taken_first(tmp_path):
     """Before: the name was `.<target>.<pid>-<n>.psv-tmp`, so anyone could create the next
     ones first and the save failed with `File exists`."""

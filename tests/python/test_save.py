@@ -360,6 +360,57 @@ def test_bulk_add_matches_one_by_one(psv, tmp_path, monkeypatch):
             assert np.array_equal(z[k], v), k
 
 
+@pytest.mark.parametrize("shapes", ["1-d", "mixed", "with-empty"])
+def test_one_call_path_matches_one_by_one(psv, tmp_path, monkeypatch, shapes):
+    """Keywords (or one dict) of writable C-order native arrays go to C in one
+    psv_saver_add_many call built column by column (keys joined, addresses, dims); the file
+    must be byte-identical to adding each array with its own call, and numpy must read it."""
+    def shape(i):
+        return (i % 5 + 1,) if shapes == "1-d" else [(), (i % 3 + 1, 2), (2, 1, i % 4 + 1), (i % 5 + 1,)][i % 4]
+
+    dtypes = [np.float32, np.int32, np.uint8, np.complex128, np.bool_, np.float16]
+    arrays = {
+        f"k{i}_é{'ü' * (i % 3)}": np.asarray(np.arange(int(np.prod(shape(i))), dtype=np.int64).reshape(shape(i)) % 3)
+        .astype(dtypes[i % len(dtypes)])
+        for i in range(200)
+    }
+    if shapes == "with-empty":
+        arrays["empty"] = np.zeros((2, 0))  # empty: takes the general path for every array
+    real_optional = psv._api._optional
+    real_columns = psv.ParallelSaver._add_columns
+    taken = []
+    monkeypatch.setattr(psv.ParallelSaver, "_add_columns", lambda self, *a: (taken.append(real_columns(self, *a)), taken[-1])[1])
+    bulk = psv.ParallelSaver(**arrays).save(tmp_path / "bulk")
+    from_dict = psv.ParallelSaver(arrays).save(tmp_path / "dict")
+    # An empty array sends every array down the general path.
+    assert taken == ([False, False] if shapes == "with-empty" else [True, True])
+    monkeypatch.setattr(
+        psv._api, "_optional", lambda lib, name: None if name == "psv_saver_add_many" else real_optional(lib, name)
+    )
+    single = psv.ParallelSaver(**arrays).save(tmp_path / "single")
+    assert Path(bulk).read_bytes() == Path(single).read_bytes() == Path(from_dict).read_bytes()
+    with np.load(bulk) as z:
+        assert z.files == list(arrays)
+        for k, v in arrays.items():
+            assert z[k].dtype == v.dtype and z[k].shape == v.shape, k
+            assert np.array_equal(z[k], v), k
+
+
+def test_one_call_path_refuses_like_the_general_path(psv):
+    """Keys the one-call path cannot join (a NUL, a lone surrogate) raise exactly as before,
+    and a duplicate-free dict with an object array is still refused before C."""
+    good = {f"k{i}": np.arange(3) for i in range(5)}
+    with pytest.raises(ValueError, match="NUL"):
+        psv.ParallelSaver(**good, **{"bad\0key": np.arange(2)})
+    with pytest.raises(UnicodeEncodeError):
+        psv.ParallelSaver({**good, "\ud800": np.arange(2)})
+    with pytest.raises(TypeError, match="object"):
+        psv.ParallelSaver({**good, "o": np.array([None, 1], dtype=object)})
+    with pytest.raises(psv.PsvError) as ei:
+        psv.ParallelSaver(**good, **{"": np.arange(2)})
+    expect_status(ei, ["PSV_ERR_INVALID_ARG"])
+
+
 def test_bulk_add_error_adds_nothing(psv):
     """A failing run (here a duplicate key from the dict and a keyword) raises and the saver
     is closed; a separate saver with the same arrays minus the clash still works."""
