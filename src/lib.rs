@@ -62,7 +62,7 @@ pub use options::{
 pub use pool::MAX_THREADS;
 pub use progress::ProgressFn;
 pub use restore::{restore, restore_into, restore_with_progress, Source};
-pub use save::{Prepared, Saver, MAX_KEY_LEN};
+pub use save::{JobTarget, Prepared, SaveJob, Saver, MAX_KEY_LEN};
 pub use shape::MAX_NDIM;
 pub use version::{abi_version, VERSION};
 
