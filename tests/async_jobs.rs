@@ -30,8 +30,11 @@ fn tmp_files(dir: &std::path::Path) -> usize {
 }
 
 /// A writer that holds its first write until released, then appends to a shared vector.
+/// (held, entered, bytes written) and the condition variable that signals changes.
+type GateState = (Mutex<(bool, bool, Vec<u8>)>, Condvar);
+
 #[derive(Clone, Default)]
-struct Gate(Arc<(Mutex<(bool, bool, Vec<u8>)>, Condvar)>);
+struct Gate(Arc<GateState>);
 
 impl Gate {
     fn held() -> Self {

@@ -65,6 +65,7 @@ from ._binding import (  # noqa: F401
 )
 from ._binding import __getattr__ as _status_getattr
 from ._cli import main
+from ._job import SaveJob
 
 __all__ = [
     "ParallelSaver",
@@ -73,6 +74,7 @@ __all__ = [
     "ArrayInfo",
     "Listing",
     "PreparedSave",
+    "SaveJob",
     "views",
     "main",
     "PsvError",
