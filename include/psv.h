@@ -517,7 +517,9 @@ int32_t psv_last_error_os_code(void);
  * copying the arrays into the saver's staging area (the caller may then change or free its
  * arrays and the saver at once); without it, at once, and the job borrows the saver and its
  * arrays until it has finished (the arrays must not change; `psv_saver_add*` gives
- * `PSV_ERR_BUSY`; `psv_saver_free` waits for the job). `path` is copied. Options with a
+ * `PSV_ERR_BUSY`; `psv_saver_free` waits for the job). In a child forked while such a job ran,
+ * the saver stays borrowed: a borrowing job gives `PSV_ERR_BUSY` there (snapshots work). `path`
+ * is copied. Options with a
  * progress callback are refused (no callback runs on a library thread: poll
  * `psv_job_progress`). Several jobs may run at once, to different targets, and finish in any
  * order. `opts` may be NULL for defaults.

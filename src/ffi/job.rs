@@ -50,7 +50,17 @@ unsafe fn start(
     let job = if opts.snapshot {
         s.inner.save_async(target, &opts.inner)?
     } else {
-        s.jobs_pid = std::process::id();
+        let me = std::process::id();
+        if s.jobs_pid != me && std::sync::Arc::strong_count(&s.inner) > 1 {
+            // A forked child: a job of the parent borrowed the saver at the fork and never ends
+            // here. Another borrowing job could never be waited for by psv_saver_free.
+            return Err(Error::new(
+                ErrorKind::Busy,
+                "the saver was borrowed by a job of the parent process when this process was \
+                 forked: save it with a snapshot, or use a new saver",
+            ));
+        }
+        s.jobs_pid = me;
         std::sync::Arc::clone(&s.inner).save_async_borrowed(target, &opts.inner)?
     };
     // SAFETY: checked non-NULL above.
@@ -68,7 +78,9 @@ unsafe fn start(
 /// copying the arrays into the saver's staging area (the caller may then change or free its
 /// arrays and the saver at once); without it, at once, and the job borrows the saver and its
 /// arrays until it has finished (the arrays must not change; `psv_saver_add*` gives
-/// `PSV_ERR_BUSY`; `psv_saver_free` waits for the job). `path` is copied. Options with a
+/// `PSV_ERR_BUSY`; `psv_saver_free` waits for the job). In a child forked while such a job ran,
+/// the saver stays borrowed: a borrowing job gives `PSV_ERR_BUSY` there (snapshots work). `path`
+/// is copied. Options with a
 /// progress callback are refused (no callback runs on a library thread: poll
 /// `psv_job_progress`). Several jobs may run at once, to different targets, and finish in any
 /// order. `opts` may be NULL for defaults.

@@ -656,6 +656,19 @@ static void test_fork(void)
             rb_check_archive(ar, &mine, "child");
         }
         psv_free(ar);
+        /* The saver a parent's job borrows stays borrowed here: adding and borrowing give
+         * BUSY, a snapshot save works. */
+        static int32_t one[1] = {1};
+        int64_t n1 = 1;
+        bad |= psv_saver_add(s, "new", one, PSV_DTYPE_I32, &n1, 1) != PSV_ERR_BUSY;
+        psv_job *bj = NULL;
+        bad |= psv_saver_save_async(s, path, NULL, &bj) != PSV_ERR_BUSY || bj != NULL;
+        o = psv_save_options_new();
+        psv_save_options_set_snapshot(o, true);
+        bad |= psv_saver_save_async(s, path, o, &bj) != PSV_OK;
+        bad |= psv_job_wait(bj, -1) != PSV_OK;
+        psv_job_free(bj);
+        psv_save_options_free(o);
         /* The parent's handles: freed without waiting. */
         psv_job_free(job);
         psv_saver_free(s);
