@@ -1241,6 +1241,11 @@ def markdown(results: Dict[str, Any]) -> str:
             L.append(f"| {q['what']} | {q['ratio']:.2f} | >= {q['target']:.2f}{'' if q['met'] else ' (not met)'} |")
     if results.get("async"):
         L += async_markdown(results["async"])
+    if results.get("collective"):
+        import collective_bench
+
+        L.append("")
+        L += collective_bench.markdown(results["collective"])
     if results.get("rss"):
         L.append("")
         L.append("Peak RSS (fresh child per op; getrusage(RUSAGE_CHILDREN).ru_maxrss). "
@@ -1375,6 +1380,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--no-async", action="store_true", help="skip the asynchronous-save (training loop) rows")
     ap.add_argument("--async-steps", type=int, default=None, help="training-loop steps (default 6; --quick 3)")
     ap.add_argument("--rss-systems", default=None, help="systems for peak RSS (default psv,numpy,safetensors; --quick psv)")
+    ap.add_argument("--no-collective", action="store_true", help="skip the collective-save row (4 MPI ranks, one file)")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     ap.add_argument("--rss-reaper", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -1480,6 +1486,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         rm(dkeep[-1])
         del dcases, dkeep, arrays
         gc.collect()
+    if not args.no_collective:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import collective_bench
+
+        log("collective: 4 MPI ranks writing one file vs one process (benches/collective_bench.py)")
+        results["collective"] = collective_bench.collective_row(out, args.quick, runs, log, touch_and_free)
 
     if not args.no_async:
         steps = args.async_steps if args.async_steps is not None else (3 if args.quick else 6)

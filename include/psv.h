@@ -52,6 +52,11 @@
 
 
 /**
+ * Length in bytes of a plan id (`psv_collective_plan_id`).
+ */
+#define PSV_PLAN_ID_LEN 16
+
+/**
  * A restored archive: one block holding every array, and per-array metadata. Create with
  * `psv_restore`, free with `psv_free`. Immutable: `const` accessors may run concurrently from
  * any threads, but nothing may run concurrently with `psv_free`.
@@ -59,11 +64,19 @@
 typedef struct psv_archive psv_archive;
 
 /**
- * An archive in memory that libpsv allocated (`psv_saver_save_to_alloc`): read it with
- * `psv_buffer_data` and `psv_buffer_len`, free it with `psv_buffer_free`. Immutable: its
- * accessors may run from any threads, but nothing may run concurrently with the free.
+ * Bytes that libpsv allocated: an archive in memory (`psv_saver_save_to_alloc`), or a
+ * collective save's manifest or CRC report (`psv_saver_manifest`, `psv_collective_write`).
+ * Read it with `psv_buffer_data` and `psv_buffer_len`, free it with `psv_buffer_free`.
+ * Immutable: its accessors may run from any threads, but nothing may run concurrently with
+ * the free.
  */
 typedef struct psv_buffer psv_buffer;
+
+/**
+ * One process's part in a collective save (`psv_collective_new`); free with
+ * `psv_collective_free`. Not thread-safe: one thread at a time (it may move between threads).
+ */
+typedef struct psv_collective psv_collective;
 
 /**
  * An asynchronous save (`psv_saver_save_async` and its siblings) running on library threads.
@@ -124,6 +137,16 @@ typedef int32_t psv_dtype;
  * file order. Must not call back into libpsv with the same saver and must not unwind.
  */
 typedef int (*psv_write_fn)(void *userdata, const void *buf, size_t len);
+
+/**
+ * A sequential read callback for `psv_restore_stream`: copy up to `len` bytes of the stream
+ * into `buf` (writable, valid only during the call) and return how many (> 0, at most `len`),
+ * 0 at the end of the stream, or a negative value for an error, which fails the restore with
+ * `PSV_ERR_IO` naming the callback's value. Called on the thread that called the restore,
+ * never concurrently, in stream order. Must not call back into libpsv with the same handles
+ * and must not unwind.
+ */
+typedef int64_t (*psv_read_fn)(void *userdata, void *buf, size_t len);
 
 /**
  * A progress callback: called on the thread that called save or restore (never on a worker,
@@ -484,6 +507,113 @@ const char *psv_archive_descr_list(const psv_archive *a, size_t *len);
 void psv_free(psv_archive *a);
 
 /**
+ * Writes `*out` = a new buffer holding the manifest of `s`'s arrays for a collective save: a
+ * compact, versioned description of every array (key, numpy descr, shape, order, byte count;
+ * no data), to be gathered from every rank and passed to `psv_collective_new`. Read it with
+ * `psv_buffer_data`/`psv_buffer_len`, free it with `psv_buffer_free`. On failure `*out` is NULL.
+ *
+ * Errors: NULL_ARG, NOMEM.
+ */
+psv_status psv_saver_manifest(const psv_saver *s, psv_buffer **out);
+
+/**
+ * Starts this process's part in the collective save of every rank's arrays into `path`
+ * (".npz" appended if missing), as rank `rank` of `nranks`: `blobs[r]` (`lens[r]` bytes) is
+ * rank `r`'s manifest (`psv_saver_manifest`), in rank order, the same on every rank. Sets
+ * `*out` (free with `psv_collective_free`); NULL on failure. The blobs are parsed as untrusted
+ * input and only borrowed during the call.
+ *
+ * Every rank computes the same plan (rank order, then each saver's add order): the file is
+ * byte-identical to `psv_saver_save` of all the arrays in that order with the same `opts`
+ * (threads, fsync, alignment; compression and the directory layout are refused). Keys must be
+ * unique across ranks; a duplicate is INVALID_ARG on every rank, naming both ranks, before
+ * anything is written. The flow, with the host's collectives in brackets:
+ *
+ * 1. every rank: `psv_saver_manifest` [allgather the blobs], `psv_collective_new`,
+ *    `psv_collective_plan_id` [check all ranks agree];
+ * 2. rank 0: `psv_collective_create` [barrier; share its status];
+ * 3. every rank: `psv_collective_write` [gather the CRC blobs and statuses to rank 0];
+ * 4. rank 0: `psv_collective_commit` if every rank succeeded, else `psv_collective_abort`
+ *    [broadcast the outcome].
+ *
+ * Errors: NULL_ARG, INVALID_ARG (nranks 0, rank >= nranks, compression or directory layout,
+ * duplicate keys), FORMAT / UNSUPPORTED / LIMIT (a malformed manifest: the message names its
+ * rank), OVERFLOW, NOMEM.
+ */
+psv_status psv_collective_new(const char *path, const void *const *blobs, const size_t *lens, size_t nranks, size_t rank, const psv_save_options *opts, psv_collective **out);
+
+/**
+ * Writes the plan id, `PSV_PLAN_ID_LEN` (16) bytes, into `out`: a hash of the global plan
+ * (every key, descr, shape, size and offset, which rank writes it, the alignment). Equal on
+ * every rank exactly when they hold the same plan: compare it across ranks before any write
+ * (a rank that got the blobs in another order has another id, and another temporary file).
+ *
+ * Errors: NULL_ARG.
+ */
+psv_status psv_collective_plan_id(const psv_collective *c, uint8_t *out);
+
+/**
+ * The temporary file's path, the same on every rank: `.<16 hex digits>.psv-tmp` in the
+ * target's directory, the digits a hash of the target's file name and the plan id. A killed
+ * collective save leaves its file under this name; `psv_collective_abort` (or the next
+ * `psv_collective_create` of the same plan) removes it. Valid until `psv_collective_free`;
+ * NULL for a NULL handle.
+ */
+const char *psv_collective_temp_path(const psv_collective *c);
+
+/**
+ * Rank 0 only: creates the temporary file (`psv_collective_temp_path`), replacing a leftover
+ * of a killed save of the same plan, and reserves the archive's length in it (a full disk
+ * fails here, before any rank writes). Other ranks call `psv_collective_write` only after
+ * this succeeded (the host's barrier).
+ *
+ * Errors: NULL_ARG, INVALID_ARG (not rank 0, already created, committed or aborted), IO (a
+ * read-only target is refused, as `psv_saver_save` does).
+ */
+psv_status psv_collective_create(psv_collective *c);
+
+/**
+ * Writes this rank's arrays (`s`: the saver whose manifest this rank contributed; same keys,
+ * order, types and shapes; the data may have changed) at their planned offsets in the
+ * temporary file, in parallel on the options' threads, fsync'd when the options ask. Sets
+ * `*crcs` to a new buffer holding this rank's CRC report (free with `psv_buffer_free`), to be
+ * gathered to rank 0 for `psv_collective_commit`; NULL on failure. `s`'s arrays are borrowed
+ * during the call only. The options' progress callback, if any, runs on this thread.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (the saver differs from its manifest: the message names the
+ * key; committed or aborted), IO (the temporary file is missing, e.g. not created yet or
+ * aborted), NOMEM, ABORTED.
+ */
+psv_status psv_collective_write(psv_collective *c, const psv_saver *s, psv_buffer **crcs);
+
+/**
+ * Rank 0 only, once every rank's write succeeded: `blobs[r]` (`lens[r]` bytes) is rank `r`'s
+ * CRC report, in rank order. Checks them (this plan, one per rank), writes the central
+ * directory and end records, fsyncs when the options ask and renames the file over the
+ * target atomically. The blobs are only borrowed during the call.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (not rank 0, not created, committed or aborted; reports not
+ * one per rank of this plan in rank order), FORMAT (a malformed report), IO. After an error,
+ * call `psv_collective_abort`: the target is untouched.
+ */
+psv_status psv_collective_commit(psv_collective *c, const void *const *blobs, const size_t *lens, size_t nranks);
+
+/**
+ * Removes the temporary file by name (any rank may call it; a missing file is not an error):
+ * the target is untouched. Call it on rank 0 when any rank failed. Afterwards the handle can
+ * only be freed. After a commit it does nothing.
+ *
+ * Errors: NULL_ARG, IO (the file exists but cannot be removed).
+ */
+psv_status psv_collective_abort(psv_collective *c);
+
+/**
+ * Frees a collective save. On rank 0, freeing it after `psv_collective_create` and before a
+ * commit removes the temporary file (as an abort). NULL is a no-op.
+ */
+void psv_collective_free(psv_collective *c);
+
+/**
  * The name of a status code (`"PSV_OK"`, `"PSV_ERR_IO"`, ...), or `"PSV_ERR_UNKNOWN"`.
  * Static, never NULL, thread-safe.
  */
@@ -676,12 +806,15 @@ psv_status psv_restore(const char *path, const psv_restore_options *opts, psv_ar
 psv_status psv_restore_from_memory(const void *buf, size_t len, const psv_restore_options *opts, psv_archive **out);
 
 /**
- * Restores the archive in the caller's open file descriptor `fd` (a regular file or a block
- * device) exactly as `psv_restore` restores a path. Reads are positional: the fd's offset does
- * not move, and the caller keeps the fd (it is not closed). In mmap mode the archive maps the
- * file, which stays mapped after the fd is closed.
+ * Restores the archive in the caller's open file descriptor `fd` exactly as `psv_restore`
+ * restores a path; the caller keeps the fd (it is not closed). A regular file or a block
+ * device is read with positional reads: the fd's offset does not move; in mmap mode the
+ * archive maps the file, which stays mapped after the fd is closed. Any other fd (a pipe, a
+ * socket) is read once, front to back, as `psv_restore_stream` reads, up to the archive's end
+ * record (bytes after it stay unread in the fd).
  *
- * Errors: as `psv_restore`, and INVALID_ARG for a negative fd.
+ * Errors: as `psv_restore` (for a pipe or socket: as `psv_restore_stream`), and INVALID_ARG
+ * for a negative fd.
  */
 psv_status psv_restore_fd(int fd, const psv_restore_options *opts, psv_archive **out);
 
@@ -713,6 +846,47 @@ psv_status psv_restore_from_memory_into(const void *src, size_t src_len, const p
  * Errors: as `psv_restore_into`, and INVALID_ARG for a negative fd.
  */
 psv_status psv_restore_fd_into(int fd, const psv_restore_options *opts, void *buf, size_t len, psv_archive **out);
+
+/**
+ * Restores the archive that `read_fn` streams (a pipe, a socket, a download, a Python file
+ * object), reading it once, front to back, without seeking: the same arrays and checks as
+ * `psv_restore`, each array 64-byte aligned in one block. `read_fn` runs on the calling thread
+ * only, in order (see `psv_read_fn`); `userdata` is passed to it as is. On success `*out` is a
+ * new archive the caller frees with `psv_free`; on failure `*out` is NULL.
+ *
+ * Members are read from their local headers; the central directory and end records after
+ * them are checked against what the stream held. Reads never ask for more than the records so
+ * far say the archive holds (except up to 256 KiB ahead while a deflated member with a data
+ * descriptor is decoded), so reading stops right after the end record's
+ * comment. Memory: the block (address space up to the block limit of
+ * `psv_restore_options_set_limits` is reserved and committed as it fills) plus a 256 KiB
+ * buffer and at most 48 MiB of compressed members (of up to 16 MiB each) waiting to be
+ * decoded on the pool. Members with a data descriptor (`numpy.savez` into a pipe) are read when their end
+ * can be found in one pass: deflated members, and stored `.npy` members holding exactly their
+ * header and array data; any other stored member with one is UNSUPPORTED. The mmap option
+ * does not apply. An allocator set in `opts` cannot be used (it needs the size before the
+ * data): UNSUPPORTED; restore into caller memory with `psv_restore_stream_into` instead. The
+ * progress callback gets the bytes read so far and a total of 0 (not known) until its last
+ * call, which gets (done, done).
+ *
+ * Errors: NULL_ARG (`read_fn`, `out`), IO (`read_fn` returned a negative value, or more than
+ * `len`), FORMAT (not an archive, a stream that ends early at any byte, records that disagree
+ * with the members), UNSUPPORTED (as above, and as `psv_restore`), CRC, LIMIT, NOMEM,
+ * NOT_FOUND, ABORTED.
+ */
+psv_status psv_restore_stream(psv_read_fn read_fn, void *userdata, const psv_restore_options *opts, psv_archive **out);
+
+/**
+ * `psv_restore_stream` into the caller's memory, as `psv_restore_into`: every array lands in
+ * `buf` (`len` bytes, 64-byte aligned), which must hold `psv_archive_required_bytes` of a
+ * metadata-only restore of the same archive with the same options (keys). When `buf` turns
+ * out too small, the rest of the stream is still read (to name the size needed) and the
+ * restore fails with INVALID_ARG. `psv_free` frees the descriptions only, never `buf`.
+ *
+ * Errors: as `psv_restore_stream`; INVALID_ARG when `buf` is too small (the message names the
+ * size needed) or not 64-byte aligned; NULL_ARG for a NULL `buf` with a non-zero `len`.
+ */
+psv_status psv_restore_stream_into(psv_read_fn read_fn, void *userdata, const psv_restore_options *opts, void *buf, size_t len, psv_archive **out);
 
 /**
  * Creates restore options with the defaults (all cores, CRC checked, default limits). Free
@@ -896,6 +1070,22 @@ psv_status psv_save_options_set_layout(psv_save_options *o, psv_layout layout);
  * Errors: NULL_ARG.
  */
 psv_status psv_save_options_set_snapshot(psv_save_options *o, bool snapshot);
+
+/**
+ * Sets the alignment in the file of large arrays' data: a power of two from 64 (the default)
+ * to 1 MiB (1048576). Every stored array with at least `alignment` bytes of data then starts at
+ * a multiple of `alignment` in the archive: a page (4096) for `O_DIRECT` reads and page-aligned
+ * mappings, or a parallel file system's stripe size, so that large arrays (and the processes
+ * of a collective save writing them) never share a stripe's first bytes with a neighbour.
+ * Smaller arrays, and compressed members, stay 64-aligned. Applies to every save of an `.npz`
+ * (path, fd, stream, memory, prepared, collective); the directory layout ignores it. The file
+ * is a plain `.npz` numpy reads: the padding is in each member's 0xA11E extra field, and where
+ * it exceeds that field's 64 KiB, zero bytes before the member's local header. The larger the
+ * alignment, the larger the file: up to `alignment` bytes of padding per large array.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (not a power of two in 64..=1048576).
+ */
+psv_status psv_save_options_set_alignment(psv_save_options *o, size_t alignment);
 
 /**
  * Sets a progress callback for saves (NULL `cb` removes it); see `psv_progress_cb`.

@@ -44,6 +44,7 @@
 #include <exception>
 #include <functional>
 #include <initializer_list>
+#include <istream>
 #include <iterator>
 #include <limits>
 #include <memory>
@@ -1273,6 +1274,106 @@ inline Archive restore_into(const std::string &path, void *buf, std::size_t len,
     detail::rethrow_progress_error(options.progress_state());
     detail::check(st, "psv_restore_into");
     return archive;
+}
+
+namespace detail {
+/// The state of a stream restore's read callback: the caller's callable and its exception.
+template <class Read>
+struct ReadState {
+    Read *read;
+    std::exception_ptr error;
+};
+
+/// The psv_read_fn over a ReadState<Read>: `read(buf, len)` returns the bytes it gave (0 at
+/// the end); an exception is kept for the caller and stops the stream.
+template <class Read>
+std::int64_t read_trampoline(void *userdata, void *buf, std::size_t len) noexcept
+{
+    auto *st = static_cast<ReadState<Read> *>(userdata);
+    try {
+        const std::size_t n = (*st->read)(buf, len);
+        return n > len ? -1 : static_cast<std::int64_t>(n);
+    } catch (...) {
+        st->error = std::current_exception();
+        return -1;
+    }
+}
+
+/// A callable over a std::istream for the stream restores.
+struct IstreamRead {
+    std::istream *in;
+    std::size_t operator()(void *buf, std::size_t len) const
+    {
+        if (!in->good()) {
+            if (in->bad()) {
+                throw std::runtime_error("psv::restore_stream: the std::istream failed");
+            }
+            return 0;
+        }
+        in->read(static_cast<char *>(buf), static_cast<std::streamsize>(len));
+        if (in->bad()) {
+            throw std::runtime_error("psv::restore_stream: the std::istream failed");
+        }
+        return static_cast<std::size_t>(in->gcount());
+    }
+};
+
+template <class Read>
+using NotIstream = std::enable_if_t<!std::is_base_of_v<std::istream, std::decay_t<Read>>>;
+} // namespace detail
+
+/// Restores the archive that `read(void *buf, std::size_t len) -> std::size_t` streams
+/// (psv_restore_stream): it copies up to `len` bytes into `buf` and returns how many, 0 at the
+/// end. It is read once, front to back, on the calling thread. An exception from `read` stops
+/// the stream and is rethrown here.
+template <class Read, class = detail::NotIstream<Read>>
+Archive restore_stream(Read &&read, const RestoreOptions &options = RestoreOptions())
+{
+    detail::ReadState<std::remove_reference_t<Read>> state{&read, nullptr};
+    psv_archive *out = nullptr;
+    const psv_status st = psv_restore_stream(
+        detail::read_trampoline<std::remove_reference_t<Read>>, &state, options.get(), &out);
+    Archive archive(out);
+    if (state.error) {
+        std::rethrow_exception(state.error);
+    }
+    detail::rethrow_progress_error(options.progress_state());
+    detail::check(st, "psv_restore_stream");
+    return archive;
+}
+
+/// Restores the archive that `in` holds from its current position, reading it once (binary
+/// mode); reading stops right after the archive's end record.
+inline Archive restore_stream(std::istream &in, const RestoreOptions &options = RestoreOptions())
+{
+    return restore_stream(detail::IstreamRead{&in}, options);
+}
+
+/// restore_stream() into the caller's 64-byte-aligned `buf` of `len` bytes
+/// (psv_restore_stream_into): at least required_bytes() of a metadata-only restore of the same
+/// archive. The views point into `buf`, which must outlive them.
+template <class Read, class = detail::NotIstream<Read>>
+Archive restore_stream_into(Read &&read, void *buf, std::size_t len,
+                            const RestoreOptions &options = RestoreOptions())
+{
+    detail::ReadState<std::remove_reference_t<Read>> state{&read, nullptr};
+    psv_archive *out = nullptr;
+    const psv_status st = psv_restore_stream_into(
+        detail::read_trampoline<std::remove_reference_t<Read>>, &state, options.get(), buf, len, &out);
+    Archive archive(out);
+    if (state.error) {
+        std::rethrow_exception(state.error);
+    }
+    detail::rethrow_progress_error(options.progress_state());
+    detail::check(st, "psv_restore_stream_into");
+    return archive;
+}
+
+/// restore_stream_into() from a std::istream.
+inline Archive restore_stream_into(std::istream &in, void *buf, std::size_t len,
+                                   const RestoreOptions &options = RestoreOptions())
+{
+    return restore_stream_into(detail::IstreamRead{&in}, buf, len, options);
 }
 
 } // namespace psv

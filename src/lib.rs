@@ -61,8 +61,11 @@ pub use options::{
 };
 pub use pool::MAX_THREADS;
 pub use progress::ProgressFn;
-pub use restore::{restore, restore_into, restore_with_progress, Source};
-pub use save::{JobTarget, Prepared, SaveJob, Saver, MAX_KEY_LEN};
+pub use restore::{
+    restore, restore_into, restore_stream, restore_stream_into, restore_stream_with_progress,
+    restore_with_progress, Source,
+};
+pub use save::{Collective, JobTarget, Prepared, SaveJob, Saver, MAX_KEY_LEN, PLAN_ID_LEN};
 pub use shape::MAX_NDIM;
 pub use version::{abi_version, VERSION};
 
@@ -72,4 +75,32 @@ pub use version::{abi_version, VERSION};
 pub mod fuzzing {
     pub use crate::descr::parse_descr_text;
     pub use crate::npy::header::parse as parse_npy_header;
+
+    /// The collective save's manifest parsing and planning on hostile blobs: the first byte
+    /// picks 1-4 ranks, the rest is cut into that many equal blobs (the last takes the
+    /// remainder); every rank plans. Must return (Ok or Err inside), never panic.
+    pub fn collective_manifests(data: &[u8]) {
+        let Some((&n, rest)) = data.split_first() else {
+            return;
+        };
+        let n = usize::from(n % 4) + 1;
+        let step = rest.len() / n;
+        let blobs: Vec<&[u8]> = (0..n)
+            .map(|i| {
+                let end = if i + 1 == n {
+                    rest.len()
+                } else {
+                    (i + 1) * step
+                };
+                &rest[i * step..end]
+            })
+            .collect();
+        for rank in 0..n {
+            if let Ok(c) =
+                crate::Collective::new("fuzz.npz", &blobs, rank, &crate::SaveOptions::default())
+            {
+                let _ = (c.plan_id(), c.len(), c.temp_path());
+            }
+        }
+    }
 }

@@ -62,6 +62,29 @@ impl AnonMap {
         Ok(AnonMap { map, len })
     }
 
+    /// Reserves `capacity` bytes of address space without committing memory (MAP_NORESERVE:
+    /// pages are backed only when first touched), for a block whose size is known only once
+    /// it is filled (a stream restore). Its length starts at `capacity`; [`AnonMap::truncate`]
+    /// sets the length used. The untouched rest stays reserved address space, never memory.
+    pub fn reserve(capacity: usize) -> Result<AnonMap> {
+        let map = MmapOptions::new()
+            .len(capacity.max(BLOCK_ALIGN))
+            .no_reserve_swap()
+            .map_anon()
+            .map_err(|e| {
+                Error::nomem(format!(
+                    "cannot reserve {capacity} bytes of address space: {e}"
+                ))
+            })?;
+        advise_huge_pages(&map, capacity);
+        Ok(AnonMap { map, len: capacity })
+    }
+
+    /// Shortens the length to `len` (no-op if longer); the mapping itself stays as it is.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// The length in bytes.
     pub fn len(&self) -> usize {
         self.len

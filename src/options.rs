@@ -25,7 +25,7 @@ pub enum Layout {
 /// let dir = SaveOptions::default().layout(Layout::Dir);
 /// assert_eq!(dir.layout, Layout::Dir);
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SaveOptions {
     /// Worker threads; 0 means one per available core.
@@ -36,6 +36,24 @@ pub struct SaveOptions {
     pub compression: u32,
     /// The container: one `.npz` (default) or a directory of `.npy` files.
     pub layout: Layout,
+    /// Alignment in the file of the array data of every stored member that holds at least this
+    /// many bytes: a power of two from 64 (the default) to 1 MiB; smaller members, and deflated
+    /// ones, are 64-aligned. E.g. 4096 (a page: `O_DIRECT`, page-aligned mappings) or a
+    /// parallel file system's stripe size. Ignored by the directory layout (each `.npy` file
+    /// starts at 0).
+    pub alignment: u64,
+}
+
+impl Default for SaveOptions {
+    fn default() -> Self {
+        SaveOptions {
+            threads: 0,
+            fsync: false,
+            compression: 0,
+            layout: Layout::Npz,
+            alignment: crate::npz::plan::ALIGN,
+        }
+    }
 }
 
 impl SaveOptions {
@@ -57,6 +75,14 @@ impl SaveOptions {
     #[must_use]
     pub fn compression(mut self, level: u32) -> Self {
         self.compression = level;
+        self
+    }
+
+    /// Sets `alignment`: where large arrays' data starts in the file (see
+    /// [`SaveOptions::alignment`](#structfield.alignment)); checked when saving.
+    #[must_use]
+    pub fn alignment(mut self, alignment: u64) -> Self {
+        self.alignment = alignment;
         self
     }
 

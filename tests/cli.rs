@@ -475,6 +475,31 @@ fn dash_reads_stdin_and_writes_stdout() {
     assert!(status.success());
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&dst).unwrap());
 
+    // verify - of a damaged archive in a pipe: read once, the first error, exit 1.
+    let mut bad = bytes.clone();
+    let listing = restore(&bytes[..], &RestoreOptions::default()).unwrap();
+    let at = listing.arrays()[0].file_offset.unwrap() as usize;
+    bad[at] ^= 0x40;
+    let o = psv_stdin(&["verify", "-"], &bad);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("BAD") && stdout(&o).contains("CRC"),
+        "{}",
+        stdout(&o)
+    );
+    // A file redirected to standard input is read like a path (one batch per key).
+    let status = Command::new(env!("CARGO_BIN_EXE_psv"))
+        .args(["verify", "-"])
+        .stdin(std::fs::File::open(&src).unwrap())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // A stream cut short: an error, exit 1, no hang.
+    let o = psv_stdin(&["ls", "-"], &bytes[..bytes.len() / 2]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("truncated"), "{}", stderr(&o));
+
     // Garbage on standard input: an error, exit 1.
     let o = psv_stdin(&["ls", "-"], b"not a zip");
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));

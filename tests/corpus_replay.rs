@@ -214,8 +214,9 @@ fn fuzz_corpus_restore_from_memory_never_panics() {
         .threads(1)
         .max_total_bytes(Some(64 << 20));
     replay_fuzz_corpus("restore_from_memory", |bytes| {
-        // Ok or Err are both fine; only a panic fails.
+        // Ok or Err are both fine; only a panic fails. The same bytes as a stream, too.
         let _ = outcome(psv::restore(bytes, &fuzz_opts));
+        let _ = outcome(psv::restore_stream(bytes, &fuzz_opts));
     });
 }
 
@@ -235,4 +236,10 @@ fn fuzz_corpus_descr_never_panics() {
             let _ = psv::fuzzing::parse_descr_text(text);
         }
     });
+}
+
+#[test]
+fn fuzz_corpus_collective_manifests_never_panics() {
+    let n = replay_fuzz_corpus("collective_manifests", psv::fuzzing::collective_manifests);
+    assert!(n > 0, "fuzz/corpus/collective_manifests is empty");
 }

@@ -284,6 +284,40 @@ int main(int argc, char **argv)
             } catch (const std::runtime_error &err) {
                 expect(std::string(err.what()) == "upload failed", "the stream's own exception");
             }
+            // The stream restore: from a std::istream, and from a callable (one pass, no seek).
+            {
+                std::ifstream in(path, std::ios::binary);
+                psv::Archive streamed_back = psv::restore_stream(in);
+                check_values(streamed_back, "wave", wave, {1000000});
+                std::size_t at = 0;
+                psv::Archive from_callable = psv::restore_stream([&](void *buf, std::size_t len) {
+                    const std::size_t n = std::min(len, stored.size() - at);
+                    std::copy(stored.begin() + at, stored.begin() + at + n, static_cast<char *>(buf));
+                    at += n;
+                    return n;
+                });
+                check_values(from_callable, "wave", wave, {1000000});
+                // A read that throws: the exception comes back, the restore stops.
+                try {
+                    psv::restore_stream([](void *, std::size_t) -> std::size_t { throw std::runtime_error("download failed"); });
+                    expect(false, "a throwing read did not throw");
+                } catch (const std::runtime_error &err) {
+                    expect(std::string(err.what()) == "download failed", "the read's own exception");
+                }
+                // A stream cut short: psv::Error with PSV_ERR_FORMAT.
+                std::size_t cut_at = 0;
+                try {
+                    psv::restore_stream([&](void *buf, std::size_t len) {
+                        const std::size_t n = std::min(len, stored.size() / 2 - cut_at);
+                        std::copy(stored.begin() + cut_at, stored.begin() + cut_at + n, static_cast<char *>(buf));
+                        cut_at += n;
+                        return n;
+                    });
+                    expect(false, "a truncated stream restored");
+                } catch (const psv::Error &err) {
+                    expect(err.status() == PSV_ERR_FORMAT, "a truncated stream is PSV_ERR_FORMAT");
+                }
+            }
             // Restore into caller memory sized by a metadata-only restore.
             const std::size_t need =
                 psv::restore(path, psv::RestoreOptions().metadata_only(true)).required_bytes();

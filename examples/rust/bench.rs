@@ -329,7 +329,9 @@ fn main() {
 /// The save destinations and caller memory, each against its own reference in the same run:
 /// fd save vs the path save; save to a pre-touched buffer vs a two-thread memcpy; a stream into a
 /// pipe drained by a reader thread vs a plain write loop into the same kind of pipe; restore
-/// into a caller's pre-touched buffer vs into the library's own block. Returns the ratios.
+/// into a caller's pre-touched buffer vs into the library's own block; a stream restore from a
+/// pipe fed by a writer thread vs a plain read loop of the same kind of pipe. Returns the
+/// ratios.
 fn destinations(
     dir: &Path,
     saver: *mut psv_saver,
@@ -462,6 +464,63 @@ fn destinations(
             },
         ),
     );
+    // A stream restore from a pipe fed by a writer thread (psv_restore_fd of the read end, which
+    // cannot seek), into its own block and into the pre-touched buffer; then plain reads of as
+    // many bytes from the same kind of pipe, into a reused buffer and into a fresh block.
+    let archive_bytes = std::fs::read(&fd_path).unwrap();
+    // 0: psv into its own block; 1: psv into the pre-touched caller buffer; 2: a plain read
+    // loop into one reused 1 MiB buffer; 3: a plain read of the whole stream into a fresh block.
+    let from_pipe = |how: u8| {
+        timed(
+            size,
+            || prepare(size, &[]),
+            || {
+                let (rx, mut tx) = os_pipe();
+                let bytes = &archive_bytes;
+                let into_ptr = into.as_ptr() as usize;
+                std::thread::scope(|s| {
+                    s.spawn(move || {
+                        for chunk in bytes.chunks(2 << 20) {
+                            tx.write_all(chunk).unwrap();
+                        }
+                    });
+                    let mut a: *mut psv_archive = null_mut();
+                    match how {
+                        0 => {
+                            assert_eq!(psv_restore_fd(rx.as_raw_fd(), null(), &mut a), PSV_OK);
+                            psv_free(a);
+                        }
+                        1 => {
+                            let buf = into_ptr as *mut std::ffi::c_void;
+                            let st = psv_restore_fd_into(rx.as_raw_fd(), null(), buf, need, &mut a);
+                            assert_eq!(st, PSV_OK);
+                            psv_free(a);
+                        }
+                        2 => {
+                            let mut chunk = vec![0u8; 1 << 20];
+                            let mut got = 0usize;
+                            loop {
+                                match std::io::Read::read(&mut &rx, &mut chunk) {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(k) => got += k,
+                                }
+                            }
+                            assert_eq!(got, bytes.len());
+                        }
+                        _ => {
+                            let mut block = huge_buffer(bytes.len());
+                            std::io::Read::read_exact(&mut &rx, &mut block[..]).unwrap();
+                        }
+                    }
+                });
+            },
+        )
+    };
+    let stream_restore = report("psv stream restore from a pipe (CRC)", from_pipe(0));
+    let stream_into = report("psv stream restore, pre-touched buffer", from_pipe(1));
+    let plain_read = report("plain read loop of a pipe (1 MiB buffer)", from_pipe(2));
+    let fresh_read = report("plain read of a pipe into a fresh block", from_pipe(3));
+    drop(archive_bytes);
     let _ = std::fs::remove_file(&fd_path);
     vec![
         ("fd save / path save", fd_save / path_save),
@@ -470,6 +529,18 @@ fn destinations(
         (
             "restore into buffer / own block",
             restore_into / own_restore,
+        ),
+        (
+            "stream restore from pipe / plain pipe reads",
+            stream_restore / plain_read,
+        ),
+        (
+            "stream restore into buffer / plain pipe reads",
+            stream_into / plain_read,
+        ),
+        (
+            "stream restore / plain read into fresh block",
+            stream_restore / fresh_read,
         ),
     ]
 }

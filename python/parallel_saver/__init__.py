@@ -24,7 +24,8 @@ libpsv is used (``ctypes.util.find_library("psv")``).  See :func:`library_path`.
 
 The package is split by job: ``_binding`` (library lookup, prototypes, status codes, errors),
 ``_api`` (saving and restoring), ``_progress`` (progress callbacks and the stderr bar) and
-``_cli`` (the command line).  Lifetimes of handles and arrays are described in ``_api``.
+``_cli`` (the command line), ``_collective`` (:func:`collective_save`: the ranks of an MPI
+communicator write one ``.npz`` together).  Lifetimes of handles and arrays are described in ``_api``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from ._binding import (  # noqa: F401
 )
 from ._binding import __getattr__ as _status_getattr
 from ._cli import main
+from ._collective import collective_save
 from ._job import SaveJob
 
 __all__ = [
@@ -77,6 +79,7 @@ __all__ = [
     "SaveJob",
     "views",
     "main",
+    "collective_save",
     "PsvError",
     "RestoredArrays",
     "RestoredBlock",

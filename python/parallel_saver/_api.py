@@ -373,6 +373,7 @@ class ParallelSaver:
         compress: int = 0,
         progress: ProgressArg = None,
         layout: Literal["npz", "dir"] = "npz",
+        alignment: int = 64,
         wait: bool = True,
         snapshot: bool = True,
     ) -> Any:
@@ -411,6 +412,9 @@ class ParallelSaver:
                 use this saver.
             layout: ``"npz"`` (default) or ``"dir"`` (``psv_save_options_set_layout`` with
                 ``PSV_LAYOUT_DIR``; a path target only).
+            alignment: stored arrays of at least this many bytes start at a multiple of it in
+                the file (a power of two from 64, the default, to 1 MiB: a file-system stripe
+                or page size); the padding is what numpy and every ZIP reader skip.
             wait: False runs the save in the background and returns a
                 :class:`~parallel_saver.SaveJob` at once (``job.wait(timeout=None)`` returns
                 what this returns and raises the save's PsvError; ``done()``, ``progress``,
@@ -455,6 +459,7 @@ class ParallelSaver:
                 compress=compress,
                 progress=progress,
                 layout=layout,
+                alignment=alignment,
             )
         if dest.kind == "path":
             bpath = _encode_path(dest.value)
@@ -462,7 +467,9 @@ class ParallelSaver:
             def run(handle: Any, opts: Any) -> None:
                 self._fns.psv_saver_save(handle, bpath, opts)
 
-            self._run_save(run, threads=threads, fsync=fsync, compress=compress, progress=progress, layout=layout)
+            self._run_save(
+                run, threads=threads, fsync=fsync, compress=compress, progress=progress, layout=layout, alignment=alignment
+            )
             return _with_npz(target) if layout == "npz" else os.fspath(target)
         if dest.kind == "fd":
             save_fd = _feature("psv_saver_save_fd", "saving to a file descriptor")
@@ -471,7 +478,7 @@ class ParallelSaver:
             def run(handle: Any, opts: Any) -> None:
                 save_fd(handle, dest.value, opts)
 
-            self._run_save(run, threads=threads, fsync=fsync, compress=compress, progress=progress)
+            self._run_save(run, threads=threads, fsync=fsync, compress=compress, progress=progress, alignment=alignment)
             sync_after(dest)
             return None
         save_stream = _feature("psv_saver_save_stream", "saving to a writer object")
@@ -484,7 +491,7 @@ class ParallelSaver:
                 writer.reraise()  # the writer's own exception beats PSV_ERR_IO
                 raise
 
-        self._run_save(run, threads=threads, fsync=fsync, compress=compress, progress=progress)
+        self._run_save(run, threads=threads, fsync=fsync, compress=compress, progress=progress, alignment=alignment)
         return None
 
     @property
@@ -495,7 +502,7 @@ class ParallelSaver:
             self._require_open()
             return int(_feature("psv_saver_staging_bytes", "staging_bytes")(self._handle))
 
-    def to_bytes(self, *, threads: Optional[int] = None, compress: int = 0) -> bytes:
+    def to_bytes(self, *, threads: Optional[int] = None, compress: int = 0, alignment: int = 64) -> bytes:
         """The archive :meth:`save` would write, as bytes (the same bytes as the path save).
 
         A stored archive (``compress=0``) is written straight into a buffer of its exact size
@@ -503,8 +510,8 @@ class ParallelSaver:
         to skip that copy.
         """
         if _compress_arg(compress) == 0:
-            out = bytearray(self.nbytes())
-            self.save_into(out, threads=threads)
+            out = bytearray(self.nbytes(alignment=alignment))
+            self.save_into(out, threads=threads, alignment=alignment)
             return bytes(out)
         save_alloc = _feature("psv_saver_save_to_alloc", "to_bytes")
         buf_data = _feature("psv_buffer_data", "to_bytes")
@@ -515,13 +522,13 @@ class ParallelSaver:
         def run(handle: Any, opts: Any) -> None:
             save_alloc(handle, opts, ctypes.byref(holder))
 
-        self._run_save(run, threads=threads, compress=compress)
+        self._run_save(run, threads=threads, compress=compress, alignment=alignment)
         try:
             return ctypes.string_at(buf_data(holder), buf_len(holder))
         finally:
             buf_free(holder)
 
-    def nbytes(self) -> int:
+    def nbytes(self, *, alignment: int = 64) -> int:
         """The exact size in bytes of the stored archive (``compress=0``) :meth:`save` writes."""
         size = _feature("psv_saver_size", "nbytes")
         out = ctypes.c_uint64(0)
@@ -529,10 +536,10 @@ class ParallelSaver:
         def run(handle: Any, opts: Any) -> None:
             size(handle, opts, ctypes.byref(out))
 
-        self._run_save(run)
+        self._run_save(run, alignment=alignment)
         return int(out.value)
 
-    def save_into(self, buffer: Any, *, threads: Optional[int] = None) -> int:
+    def save_into(self, buffer: Any, *, threads: Optional[int] = None, alignment: int = 64) -> int:
         """Write the stored archive into ``buffer`` (any writable, C-contiguous buffer of at
         least :meth:`nbytes` bytes: ``bytearray``, a numpy array, ``mmap``, shared memory);
         returns the archive's size.  Bytes past it are left as they were."""
@@ -543,12 +550,12 @@ class ParallelSaver:
             def run(handle: Any, opts: Any) -> None:
                 save_buffer(handle, address, view.nbytes, opts)
 
-            self._run_save(run, threads=threads)
+            self._run_save(run, threads=threads, alignment=alignment)
         finally:
             view.release()
-        return self.nbytes()
+        return self.nbytes(alignment=alignment)
 
-    def prepare(self, *, threads: Optional[int] = None, compress: int = 0) -> "PreparedSave":
+    def prepare(self, *, threads: Optional[int] = None, compress: int = 0, alignment: int = 64) -> "PreparedSave":
         """Plan the archive and compute every CRC (in parallel), so that any byte range of it
         can be rendered later, from any threads, in any order (:class:`PreparedSave`): e.g. the
         parts of an object-store multipart upload.  The saver's arrays must stay unchanged
@@ -559,7 +566,7 @@ class ParallelSaver:
         def run(handle: Any, opts: Any) -> None:
             prep(handle, opts, ctypes.byref(holder))
 
-        self._run_save(run, threads=threads, compress=compress)
+        self._run_save(run, threads=threads, compress=compress, alignment=alignment)
         prepared = PreparedSave(holder, self)
         self._prepared.add(prepared)
         return prepared
@@ -573,6 +580,7 @@ class ParallelSaver:
         compress: int = 0,
         progress: ProgressArg = None,
         layout: str = "npz",
+        alignment: int = 64,
     ) -> None:
         """Build save options, call ``run(handle, opts)`` under the lock, free the options and
         raise the progress callback's exception or the library's error."""
@@ -584,6 +592,9 @@ class ParallelSaver:
             set_layout = _optional(self._lib, "psv_save_options_set_layout")
             if set_layout is None:
                 raise RuntimeError(f"libpsv too old for layout={layout!r}")
+        if isinstance(alignment, bool) or not isinstance(alignment, int):
+            raise TypeError(f"alignment must be an int, not {type(alignment).__name__}")
+        set_alignment = None if alignment == 64 else _feature("psv_save_options_set_alignment", "alignment")
         relay, bar = _make_progress(progress, "save")
         with self._lock:
             self._require_open()
@@ -597,6 +608,8 @@ class ParallelSaver:
                 fns.psv_save_options_set_compression(opts, level)
                 if set_layout is not None:
                     set_layout(opts, _LAYOUTS[layout])
+                if set_alignment is not None:
+                    set_alignment(opts, alignment)  # INVALID_ARG: not a power of two in 64..1 MiB
                 if relay is not None:
                     fns.psv_save_options_set_progress(opts, relay.c_func, None)
                 try:
@@ -1030,7 +1043,8 @@ def restore(
             restored this way shares its pages between every process that maps it.
         progress: ``callable(done, total)`` (bytes) called on this thread; returning False
             cancels (PsvError PSV_ERR_ABORTED); an exception it raises cancels the restore
-            and is re-raised here.  ``True`` draws a bar on stderr if it is a terminal.
+            and is re-raised here.  ``True`` draws a bar on stderr if it is a terminal.  For a
+            stream source ``total`` is 0 until the last call (``(done, done)``).
         max_total_bytes: refuse (PSV_ERR_LIMIT) archives whose arrays need more memory
             (default: physical memory).
         max_header_len: largest ``.npy`` header accepted (default 1 MiB).

@@ -63,17 +63,21 @@ class _StderrBar:
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
-        if self.drawn and done < total and now - self._last < 0.1:
+        if self.drawn and (done < total or total == 0) and now - self._last < 0.1:
             return
         self._last = now
-        frac = 1.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
-        filled = int(round(frac * self.WIDTH))
         mib = 1024.0 * 1024.0
         elapsed = max(now - self._start, 1e-9)
-        line = (
-            f"\r{self.label} [{'#' * filled}{'-' * (self.WIDTH - filled)}] {frac * 100:5.1f}% "
-            f"{done / mib:,.1f}/{total / mib:,.1f} MiB {done / mib / elapsed:,.0f} MiB/s"
-        )
+        if total <= 0:
+            # A stream restore: the total is unknown until the end.
+            line = f"\r{self.label} {done / mib:,.1f} MiB {done / mib / elapsed:,.0f} MiB/s"
+        else:
+            frac = min(max(done / total, 0.0), 1.0)
+            filled = int(round(frac * self.WIDTH))
+            line = (
+                f"\r{self.label} [{'#' * filled}{'-' * (self.WIDTH - filled)}] {frac * 100:5.1f}% "
+                f"{done / mib:,.1f}/{total / mib:,.1f} MiB {done / mib / elapsed:,.0f} MiB/s"
+            )
         try:
             self.stream.write(line)
             self.stream.flush()

@@ -48,7 +48,8 @@ const VERIFY_HELP: &str = "\
 usage: psv verify FILE           (FILE - reads standard input)
 
 Restores every array with CRC-32 verification and prints OK or the error for each, then a
-summary. Exits 0 only if every array is sound.";
+summary. Exits 0 only if every array is sound. A pipe on standard input is read once: the
+first error found is reported.";
 
 const CP_HELP: &str = "\
 usage: psv cp SRC DST [--compress LEVEL] [--threads N]
@@ -56,7 +57,7 @@ usage: psv cp SRC DST [--compress LEVEL] [--threads N]
 Restores SRC (any .npz, e.g. written by numpy) and saves every array, with its dtype, shape and
 order, to DST as a psv file (array data 64-byte aligned; \".npz\" is appended if missing).
 Members of SRC that are not arrays are not copied (a warning names them). SRC - reads
-standard input (whole, into memory); DST - writes the archive to standard output (the report
+standard input (a pipe is read once, each array straight into its place); DST - writes the archive to standard output (the report
 then goes to standard error).
 
   --compress LEVEL   0 stores (default); 1-9 deflates at that level
@@ -327,31 +328,48 @@ impl Drop for Progress {
     }
 }
 
-/// An archive to read: a path, or `-`: standard input, read whole into memory (an `.npz` keeps
-/// its directory at the end, so a one-pass read would need a stream restore).
+/// An archive to read: a path, or `-`: standard input. A pipe on standard input is read once,
+/// front to back (the stream restore); a file redirected to it is read like a path.
 enum Input {
     Path(PathBuf),
-    Stdin(Vec<u8>),
+    Stdin { file: File, seekable: bool },
 }
 
 impl Input {
     /// The input an argument names.
     fn from_arg(arg: &OsString) -> Result<Input, Fail> {
         if arg == "-" {
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
-                .map_err(io_fail("cannot read standard input".to_owned()))?;
-            return Ok(Input::Stdin(bytes));
+            let file = File::from(
+                std::os::fd::AsFd::as_fd(&std::io::stdin())
+                    .try_clone_to_owned()
+                    .map_err(io_fail("cannot use standard input".to_owned()))?,
+            );
+            let seekable = file.metadata().is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_file() || m.file_type().is_block_device()
+            }) && std::io::Seek::stream_position(&mut &file).is_ok();
+            return Ok(Input::Stdin { file, seekable });
         }
         Ok(Input::Path(PathBuf::from(arg)))
     }
 
-    /// Where a restore reads it from.
+    /// Where a restore reads it from (a pipe: read as a stream, once).
     fn source(&self) -> psv::Source<'_> {
         match self {
             Input::Path(p) => psv::Source::from(p),
-            Input::Stdin(bytes) => psv::Source::from(bytes),
+            Input::Stdin { file, .. } => psv::Source::from(file),
         }
+    }
+
+    /// True if it can be read only once (a pipe or socket on standard input).
+    fn one_pass(&self) -> bool {
+        matches!(
+            self,
+            Input::Stdin {
+                seekable: false,
+                ..
+            }
+        )
     }
 
     /// Its name in messages.
@@ -359,7 +377,7 @@ impl Input {
         match self {
             Input::Path(p) if p.exists() => p.display().to_string(),
             Input::Path(p) => psv::npz_path(p).display().to_string(),
-            Input::Stdin(_) => "<stdin>".to_owned(),
+            Input::Stdin { .. } => "<stdin>".to_owned(),
         }
     }
 
@@ -367,7 +385,9 @@ impl Input {
     fn len(&self) -> Option<u64> {
         match self {
             Input::Path(p) => file_len(p),
-            Input::Stdin(bytes) => Some(bytes.len() as u64),
+            Input::Stdin { file, seekable } => {
+                seekable.then(|| file.metadata().ok().map(|m| m.len()))?
+            }
         }
     }
 }
@@ -577,6 +597,9 @@ fn cmd_verify(args: &[OsString]) -> CmdResult {
     };
     let input = Input::from_arg(&p.positional[0])?;
     let shown = input.shown();
+    if input.one_pass() {
+        return verify_one_pass(&input, &shown);
+    }
     let listing = list(&input)?;
     let arrays = listing.arrays();
     let grand_total: u64 = arrays.iter().map(|a| a.nbytes as u64).sum();
@@ -663,6 +686,33 @@ fn cmd_verify(args: &[OsString]) -> CmdResult {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `verify` of a pipe: one restore of everything, read once (a stream cannot be read again to
+/// name every bad array: the first error is reported).
+fn verify_one_pass(input: &Input, shown: &str) -> CmdResult {
+    let opts = RestoreOptions::default().verify_crc(true);
+    match restore_shown(input, &opts, "verify") {
+        Ok(archive) => {
+            for a in archive.arrays() {
+                println!("OK   {}", name_text(&a.key));
+            }
+            for name in archive.skipped() {
+                println!("SKIP {} (not an array; not checked)", name_text(name));
+            }
+            let n = archive.len();
+            println!(
+                "{shown}: {n} of {n} array{} OK",
+                if n == 1 { "" } else { "s" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("BAD  {}", e.message());
+            println!("{shown}: bad (read once from a pipe: the first error is shown)");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -117,13 +117,6 @@ fn parent_dir(target: &Path) -> PathBuf {
 }
 
 /// Removes a temporary file by name (any process may); a missing file is not an error.
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "for saves shared between processes (collective save)"
-    )
-)]
 pub(crate) fn remove(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -227,13 +220,6 @@ impl TempFile {
 
     /// Creates the temporary file for `target` named with `token` (it must not exist yet);
     /// removed on drop unless committed. As [`TempFile::create`] for attributes.
-    #[cfg_attr(
-        not(test),
-        allow(
-            dead_code,
-            reason = "for saves shared between processes (collective save)"
-        )
-    )]
     pub(crate) fn create_with_token(target: &Path, token: &str) -> Result<TempFile> {
         let private = check_writable(target)?;
         let path = temp_path(target, token)?;
@@ -248,13 +234,6 @@ impl TempFile {
 
     /// Opens an existing temporary file for writing (another process created it); this handle
     /// never removes it.
-    #[cfg_attr(
-        not(test),
-        allow(
-            dead_code,
-            reason = "for saves shared between processes (collective save)"
-        )
-    )]
     pub(crate) fn open(path: &Path) -> Result<TempFile> {
         let file = OpenOptions::new()
             .read(true)
@@ -270,13 +249,6 @@ impl TempFile {
     }
 
     /// Leaves the file in place when this handle drops (another process commits or removes it).
-    #[cfg_attr(
-        not(test),
-        allow(
-            dead_code,
-            reason = "for saves shared between processes (collective save)"
-        )
-    )]
     pub(crate) fn keep(&mut self) {
         self.armed = false;
     }

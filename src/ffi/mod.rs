@@ -3,8 +3,10 @@
 //!
 //! One file per handle, as in rustls-ffi: `saver` (`psv_saver_*`), `save_options`
 //! (`psv_save_options_*`), `restore` (`psv_restore*`), `restore_options`
-//! (`psv_restore_options_*`), `archive` (`psv_archive_*`, `psv_free`), `status` (status codes,
-//! their one table, `psv_status_str`), `job` (asynchronous saves, `psv_job_*`), `last_error` (`psv_last_error_*`) and `version`.
+//! (`psv_restore_options_*`), `archive` (`psv_archive_*`, `psv_free`), `collective`
+//! (`psv_saver_manifest`, `psv_collective_*`), `status` (status codes,
+//! their one table, `psv_status_str`), `job` (asynchronous saves, `psv_job_*`), `last_error`
+//! (`psv_last_error_*`) and `version`.
 //! `boundary` and `ptr` hold what they share; `types` the C-visible types. Every function is
 //! re-exported here, so `psv::ffi::psv_saver_new` names it wherever it lives.
 //!
@@ -19,6 +21,7 @@
 
 mod archive;
 mod boundary;
+mod collective;
 mod errors;
 mod job;
 mod last_error;
@@ -33,6 +36,7 @@ pub mod types;
 mod version;
 
 pub use self::archive::*;
+pub use self::collective::*;
 pub use self::errors::*;
 pub use self::job::*;
 pub use self::restore::*;

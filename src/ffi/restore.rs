@@ -1,6 +1,6 @@
-//! `psv_restore`, `psv_restore_from_memory`, `psv_restore_fd` and `psv_restore_into`: reading an
-//! archive into a new `psv_archive`, in the library's block, a caller's allocator's, or a
-//! caller's buffer.
+//! `psv_restore`, `psv_restore_from_memory`, `psv_restore_fd`, `psv_restore_stream` and the
+//! `_into` variants: reading an archive into a new `psv_archive`, in the library's block, a
+//! caller's allocator's, or a caller's buffer.
 
 use std::borrow::Cow;
 use std::ffi::{c_char, c_int, c_void};
@@ -16,7 +16,8 @@ use super::types::*;
 use crate::archive::Archive;
 use crate::error::{Error, Result};
 use crate::memory::CallerBlock;
-use crate::restore::{restore_from, BlockFrom, Source};
+use crate::progress::ProgressFn;
+use crate::restore::{restore_from, restore_stream_from, BlockFrom, Source};
 
 /// Restores every array of the `.npz` at `path` (".npz" appended unless present; or the
 /// directory archive at `path`, see `PSV_LAYOUT_DIR`) into one block in which each array starts
@@ -63,12 +64,15 @@ pub extern "C" fn psv_restore_from_memory(
     })
 }
 
-/// Restores the archive in the caller's open file descriptor `fd` (a regular file or a block
-/// device) exactly as `psv_restore` restores a path. Reads are positional: the fd's offset does
-/// not move, and the caller keeps the fd (it is not closed). In mmap mode the archive maps the
-/// file, which stays mapped after the fd is closed.
+/// Restores the archive in the caller's open file descriptor `fd` exactly as `psv_restore`
+/// restores a path; the caller keeps the fd (it is not closed). A regular file or a block
+/// device is read with positional reads: the fd's offset does not move; in mmap mode the
+/// archive maps the file, which stays mapped after the fd is closed. Any other fd (a pipe, a
+/// socket) is read once, front to back, as `psv_restore_stream` reads, up to the archive's end
+/// record (bytes after it stay unread in the fd).
 ///
-/// Errors: as `psv_restore`, and INVALID_ARG for a negative fd.
+/// Errors: as `psv_restore` (for a pipe or socket: as `psv_restore_stream`), and INVALID_ARG
+/// for a negative fd.
 #[no_mangle]
 pub extern "C" fn psv_restore_fd(
     fd: c_int,
@@ -138,6 +142,108 @@ pub extern "C" fn psv_restore_fd_into(
     run_restore_fd(fd, opts, Some((buf, len)), out)
 }
 
+/// Restores the archive that `read_fn` streams (a pipe, a socket, a download, a Python file
+/// object), reading it once, front to back, without seeking: the same arrays and checks as
+/// `psv_restore`, each array 64-byte aligned in one block. `read_fn` runs on the calling thread
+/// only, in order (see `psv_read_fn`); `userdata` is passed to it as is. On success `*out` is a
+/// new archive the caller frees with `psv_free`; on failure `*out` is NULL.
+///
+/// Members are read from their local headers; the central directory and end records after
+/// them are checked against what the stream held. Reads never ask for more than the records so
+/// far say the archive holds (except up to 256 KiB ahead while a deflated member with a data
+/// descriptor is decoded), so reading stops right after the end record's
+/// comment. Memory: the block (address space up to the block limit of
+/// `psv_restore_options_set_limits` is reserved and committed as it fills) plus a 256 KiB
+/// buffer and at most 48 MiB of compressed members (of up to 16 MiB each) waiting to be
+/// decoded on the pool. Members with a data descriptor (`numpy.savez` into a pipe) are read when their end
+/// can be found in one pass: deflated members, and stored `.npy` members holding exactly their
+/// header and array data; any other stored member with one is UNSUPPORTED. The mmap option
+/// does not apply. An allocator set in `opts` cannot be used (it needs the size before the
+/// data): UNSUPPORTED; restore into caller memory with `psv_restore_stream_into` instead. The
+/// progress callback gets the bytes read so far and a total of 0 (not known) until its last
+/// call, which gets (done, done).
+///
+/// Errors: NULL_ARG (`read_fn`, `out`), IO (`read_fn` returned a negative value, or more than
+/// `len`), FORMAT (not an archive, a stream that ends early at any byte, records that disagree
+/// with the members), UNSUPPORTED (as above, and as `psv_restore`), CRC, LIMIT, NOMEM,
+/// NOT_FOUND, ABORTED.
+#[no_mangle]
+pub extern "C" fn psv_restore_stream(
+    read_fn: psv_read_fn,
+    userdata: *mut c_void,
+    opts: *const psv_restore_options,
+    out: *mut *mut psv_archive,
+) -> psv_status {
+    run_restore_stream(read_fn, userdata, opts, None, out)
+}
+
+/// `psv_restore_stream` into the caller's memory, as `psv_restore_into`: every array lands in
+/// `buf` (`len` bytes, 64-byte aligned), which must hold `psv_archive_required_bytes` of a
+/// metadata-only restore of the same archive with the same options (keys). When `buf` turns
+/// out too small, the rest of the stream is still read (to name the size needed) and the
+/// restore fails with INVALID_ARG. `psv_free` frees the descriptions only, never `buf`.
+///
+/// Errors: as `psv_restore_stream`; INVALID_ARG when `buf` is too small (the message names the
+/// size needed) or not 64-byte aligned; NULL_ARG for a NULL `buf` with a non-zero `len`.
+#[no_mangle]
+pub extern "C" fn psv_restore_stream_into(
+    read_fn: psv_read_fn,
+    userdata: *mut c_void,
+    opts: *const psv_restore_options,
+    buf: *mut c_void,
+    len: usize,
+    out: *mut *mut psv_archive,
+) -> psv_status {
+    run_restore_stream(read_fn, userdata, opts, Some((buf, len)), out)
+}
+
+/// A caller's read callback as a `Read`.
+struct CallbackReader {
+    read_fn: unsafe extern "C" fn(*mut c_void, *mut c_void, usize) -> i64,
+    userdata: *mut c_void,
+}
+
+impl std::io::Read for CallbackReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // SAFETY: the caller registered `read_fn` for `userdata`; `buf` is writable for
+        // `buf.len()` bytes during the call, which runs on this thread.
+        let rc = unsafe { (self.read_fn)(self.userdata, buf.as_mut_ptr().cast(), buf.len()) };
+        let fail =
+            |what: String| std::io::Error::other(Error::new(crate::error::ErrorKind::Io, what));
+        match usize::try_from(rc) {
+            Ok(n) if n <= buf.len() => Ok(n),
+            Ok(n) => Err(fail(format!(
+                "the read callback returned {n} for a buffer of {} bytes",
+                buf.len()
+            ))),
+            Err(_) => Err(fail(format!(
+                "the read callback returned {rc}; the stream stopped there"
+            ))),
+        }
+    }
+}
+
+/// The body of the stream entry points.
+fn run_restore_stream(
+    read_fn: psv_read_fn,
+    userdata: *mut c_void,
+    opts: *const psv_restore_options,
+    caller: Option<(*mut c_void, usize)>,
+    out: *mut *mut psv_archive,
+) -> psv_status {
+    run_restore_with(out, opts, caller, |opts, progress, memory| {
+        let read_fn = read_fn.ok_or_else(|| null_arg("read_fn"))?;
+        let mut reader = CallbackReader { read_fn, userdata };
+        restore_stream_from(
+            &mut reader,
+            "the read callback's stream",
+            opts,
+            progress,
+            memory,
+        )
+    })
+}
+
 /// The body of the fd entry points: the caller's descriptor, borrowed for the call.
 fn run_restore_fd(
     fd: c_int,
@@ -156,14 +262,32 @@ fn run_restore_fd(
     })
 }
 
-/// The body of every restore entry point: `*out` is NULL until success; the options (or the
-/// defaults), their progress callback and their allocator, or the caller's buffer, go to the
-/// restore; the archive is wrapped for C.
+/// The body of every restore entry point but the streams': `*out` is NULL until success; the
+/// options (or the defaults), their progress callback and their allocator, or the caller's
+/// buffer, go to the restore; the archive is wrapped for C.
 fn run_restore<'s>(
     out: *mut *mut psv_archive,
     opts: *const psv_restore_options,
     caller: Option<(*mut c_void, usize)>,
     source: impl FnOnce() -> Result<Source<'s>>,
+) -> psv_status {
+    run_restore_with(out, opts, caller, |opts, progress, memory| {
+        restore_from(source()?, opts, progress, memory)
+    })
+}
+
+/// The body of every restore entry point: `*out` is NULL until success; `restore` gets the
+/// options (or the defaults), their progress callback, and the memory: the caller's buffer,
+/// the options' allocator, or the library's block; the archive is wrapped for C.
+fn run_restore_with(
+    out: *mut *mut psv_archive,
+    opts: *const psv_restore_options,
+    caller: Option<(*mut c_void, usize)>,
+    restore: impl FnOnce(
+        &crate::options::RestoreOptions,
+        Option<&mut ProgressFn<'_>>,
+        BlockFrom<'_>,
+    ) -> Result<Archive>,
 ) -> psv_status {
     status(|| {
         if out.is_null() {
@@ -173,7 +297,6 @@ fn run_restore<'s>(
         unsafe { ptr::write_out(out, std::ptr::null_mut()) };
         // SAFETY: `opts` is NULL or a live options handle.
         let opts = unsafe { restore_options(opts) }?;
-        let source = source()?;
         let allocator = opts.allocator;
         let mut allocate = |size: usize| allocate_with(allocator, size);
         let memory = match caller {
@@ -186,8 +309,8 @@ fn run_restore<'s>(
             None => BlockFrom::Own,
         };
         let archive: Archive = match opts.progress.as_fn() {
-            Some(mut f) => restore_from(source, &opts.inner, Some(&mut f), memory),
-            None => restore_from(source, &opts.inner, None, memory),
+            Some(mut f) => restore(&opts.inner, Some(&mut f), memory),
+            None => restore(&opts.inner, None, memory),
         }?;
         // SAFETY: checked non-NULL above.
         unsafe { ptr::write_out(out, ptr::into_handle(wrap_archive(archive)?)) };

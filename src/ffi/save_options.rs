@@ -139,6 +139,35 @@ pub extern "C" fn psv_save_options_set_snapshot(
     })
 }
 
+/// Sets the alignment in the file of large arrays' data: a power of two from 64 (the default)
+/// to 1 MiB (1048576). Every stored array with at least `alignment` bytes of data then starts at
+/// a multiple of `alignment` in the archive: a page (4096) for `O_DIRECT` reads and page-aligned
+/// mappings, or a parallel file system's stripe size, so that large arrays (and the processes
+/// of a collective save writing them) never share a stripe's first bytes with a neighbour.
+/// Smaller arrays, and compressed members, stay 64-aligned. Applies to every save of an `.npz`
+/// (path, fd, stream, memory, prepared, collective); the directory layout ignores it. The file
+/// is a plain `.npz` numpy reads: the padding is in each member's 0xA11E extra field, and where
+/// it exceeds that field's 64 KiB, zero bytes before the member's local header. The larger the
+/// alignment, the larger the file: up to `alignment` bytes of padding per large array.
+///
+/// Errors: NULL_ARG, INVALID_ARG (not a power of two in 64..=1048576).
+#[no_mangle]
+pub extern "C" fn psv_save_options_set_alignment(
+    o: *mut psv_save_options,
+    alignment: usize,
+) -> psv_status {
+    set_option(o, |o| {
+        let a = alignment as u64;
+        if !crate::npz::plan::valid_align(a) {
+            return Err(Error::invalid_arg(format!(
+                "alignment {alignment} is not a power of two from 64 to 1048576"
+            )));
+        }
+        o.inner.alignment = a;
+        Ok(())
+    })
+}
+
 /// Sets a progress callback for saves (NULL `cb` removes it); see `psv_progress_cb`.
 /// `userdata` is passed back unchanged and must stay valid while these options are used.
 #[no_mangle]

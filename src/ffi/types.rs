@@ -106,9 +106,20 @@ impl Progress {
 pub type psv_write_fn =
     Option<unsafe extern "C" fn(userdata: *mut c_void, buf: *const c_void, len: usize) -> c_int>;
 
-/// An archive in memory that libpsv allocated (`psv_saver_save_to_alloc`): read it with
-/// `psv_buffer_data` and `psv_buffer_len`, free it with `psv_buffer_free`. Immutable: its
-/// accessors may run from any threads, but nothing may run concurrently with the free.
+/// A sequential read callback for `psv_restore_stream`: copy up to `len` bytes of the stream
+/// into `buf` (writable, valid only during the call) and return how many (> 0, at most `len`),
+/// 0 at the end of the stream, or a negative value for an error, which fails the restore with
+/// `PSV_ERR_IO` naming the callback's value. Called on the thread that called the restore,
+/// never concurrently, in stream order. Must not call back into libpsv with the same handles
+/// and must not unwind.
+pub type psv_read_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, buf: *mut c_void, len: usize) -> i64>;
+
+/// Bytes that libpsv allocated: an archive in memory (`psv_saver_save_to_alloc`), or a
+/// collective save's manifest or CRC report (`psv_saver_manifest`, `psv_collective_write`).
+/// Read it with `psv_buffer_data` and `psv_buffer_len`, free it with `psv_buffer_free`.
+/// Immutable: its accessors may run from any threads, but nothing may run concurrently with
+/// the free.
 pub struct psv_buffer {
     pub(crate) bytes: AnonMap,
 }

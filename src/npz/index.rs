@@ -291,10 +291,6 @@ pub fn read_index<R: Read + Seek>(mut reader: R, path: &str, max_members: u64) -
     })
 }
 
-/// Central header flags we cannot honour: 5 (patched data), 6 (strong encryption),
-/// 13 (encrypted central directory).
-const UNSUPPORTED_FLAGS: u16 = (1 << 5) | (1 << 6) | (1 << 13);
-
 /// Walks the central directory record by record, as CPython does, and checks what the zip
 /// crate does not: that every record is where the previous one ended, that no record asks for
 /// a newer ZIP version (> 6.3) or a feature we cannot honour, that the directory ends exactly
@@ -330,7 +326,7 @@ fn walk_central_directory<R: Read + Seek>(
                 needed % 10
             )));
         }
-        if record.flags & UNSUPPORTED_FLAGS != 0 {
+        if record.flags & records::UNSUPPORTED_FLAGS != 0 {
             return Err(Error::unsupported(format!(
                 "member {:?} uses patched data or strong encryption (flags {:#06x})",
                 m.name, record.flags

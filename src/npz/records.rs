@@ -112,7 +112,9 @@ pub fn local_header(out: &mut Vec<u8>, name: &[u8], m: &MemberPlan, crc: u32) {
     }
     put16(out, ALIGN_EXTRA_ID);
     put16(out, (m.align_field_len - 4) as u16);
-    put16(out, super::plan::ALIGN as u16);
+    // The field's alignment word has 15 bits: the largest power of two it holds that divides
+    // the member's alignment (bit 15, "may be recompressed", stays clear).
+    put16(out, m.align.min(1 << 14) as u16);
     out.resize(out.len() + (m.align_field_len - 6) as usize, 0);
 }
 
@@ -228,6 +230,169 @@ impl LocalHeader {
     }
 }
 
+/// Data descriptor signature ("PK\x07\x08"), optional before a descriptor's fields.
+pub const DESCRIPTOR_SIG: u32 = 0x0807_4b50;
+/// Flag bit 0: the member is encrypted.
+pub const FLAG_ENCRYPTED: u16 = 1;
+/// Flag bit 3: the CRC and sizes follow the data in a data descriptor (the local header's are
+/// zero), as ZIP writers to unseekable streams write (Python's `zipfile`).
+pub const FLAG_DESCRIPTOR: u16 = 1 << 3;
+/// Flags we cannot honour: 5 (patched data), 6 (strong encryption), 13 (encrypted central
+/// directory).
+pub const UNSUPPORTED_FLAGS: u16 = (1 << 5) | (1 << 6) | (1 << 13);
+
+/// The little-endian u32 at `at` in `b` (the caller checked the length).
+fn get32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The little-endian u64 at `at` in `b` (the caller checked the length).
+pub fn get64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Every field of a local file header's fixed part that a sequential reader needs: without
+/// the central directory, the member's method, sizes and CRC come from here (or, with
+/// [`FLAG_DESCRIPTOR`], from the data descriptor after the data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalFields {
+    /// "Version needed to extract", low byte.
+    pub version_needed: u16,
+    /// General purpose flags.
+    pub flags: u16,
+    /// Compression method code.
+    pub method: u16,
+    /// CRC-32 (0 with a data descriptor).
+    pub crc32: u32,
+    /// Compressed size, or the ZIP64 sentinel.
+    pub compressed_size: u32,
+    /// Uncompressed size, or the ZIP64 sentinel.
+    pub size: u32,
+    /// Name length.
+    pub name_len: u16,
+    /// Extra field length.
+    pub extra_len: u16,
+}
+
+impl LocalFields {
+    /// Decodes the fixed part (30 bytes, signature first); `None` without the signature.
+    pub fn parse(fixed: &[u8; LOCAL_HEADER_LEN as usize]) -> Option<LocalFields> {
+        if signature(fixed)? != LOCAL_SIG {
+            return None;
+        }
+        Some(LocalFields {
+            version_needed: get16(fixed, 4) & 0xff,
+            flags: get16(fixed, 6),
+            method: get16(fixed, 8),
+            crc32: get32(fixed, 14),
+            compressed_size: get32(fixed, 18),
+            size: get32(fixed, 22),
+            name_len: get16(fixed, 26),
+            extra_len: get16(fixed, 28),
+        })
+    }
+}
+
+/// Every field of a central directory record's fixed part that the stream restore checks
+/// against what the local headers said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CentralFields {
+    /// "Version needed to extract", low byte.
+    pub version_needed: u16,
+    /// General purpose flags.
+    pub flags: u16,
+    /// Compression method code.
+    pub method: u16,
+    /// CRC-32.
+    pub crc32: u32,
+    /// Compressed size, or the ZIP64 sentinel.
+    pub compressed_size: u32,
+    /// Uncompressed size, or the ZIP64 sentinel.
+    pub size: u32,
+    /// Name length.
+    pub name_len: u16,
+    /// Extra field length.
+    pub extra_len: u16,
+    /// Comment length.
+    pub comment_len: u16,
+    /// Disk number where the member starts, or the ZIP64 sentinel 0xFFFF.
+    pub disk_start: u16,
+    /// Offset of the local header, or the ZIP64 sentinel.
+    pub header_offset: u32,
+}
+
+impl CentralFields {
+    /// Decodes the fixed part (46 bytes, signature first); `None` without the signature.
+    pub fn parse(fixed: &[u8; CENTRAL_HEADER_LEN as usize]) -> Option<CentralFields> {
+        if signature(fixed)? != CENTRAL_SIG {
+            return None;
+        }
+        Some(CentralFields {
+            version_needed: get16(fixed, 6) & 0xff,
+            flags: get16(fixed, 8),
+            method: get16(fixed, 10),
+            crc32: get32(fixed, 16),
+            compressed_size: get32(fixed, 20),
+            size: get32(fixed, 24),
+            name_len: get16(fixed, 28),
+            extra_len: get16(fixed, 30),
+            comment_len: get16(fixed, 32),
+            disk_start: get16(fixed, 34),
+            header_offset: get32(fixed, 42),
+        })
+    }
+}
+
+/// The ZIP64 extra field's data (id 0x0001) in an extra field, if there is one; `Err` when
+/// the extra field's records are malformed (one runs past the end).
+pub fn zip64_extra(extra: &[u8]) -> Result<Option<&[u8]>, &'static str> {
+    let mut at = 0;
+    while extra.len() - at >= 4 {
+        let (id, len) = (get16(extra, at), usize::from(get16(extra, at + 2)));
+        let data = extra
+            .get(at + 4..at + 4 + len)
+            .ok_or("an extra field record runs past the extra field")?;
+        if id == ZIP64_EXTRA_ID {
+            return Ok(Some(data));
+        }
+        at += 4 + len;
+    }
+    Ok(None)
+}
+
+/// The values of a ZIP64 extra field's data, in their fixed order (uncompressed size,
+/// compressed size, local header offset), taking one 8-byte value for each field of `present`
+/// that is set (the record fields that hold the sentinel); `None` when the data is too short.
+pub fn zip64_values(data: &[u8], present: [bool; 3]) -> Option<[Option<u64>; 3]> {
+    let mut out = [None; 3];
+    let mut at = 0;
+    for (slot, wanted) in out.iter_mut().zip(present) {
+        if wanted {
+            *slot = Some(get64(data.get(at..at + 8)?, 0));
+            at += 8;
+        }
+    }
+    Some(out)
+}
+
+/// A member name as `numpy.load` decodes it: UTF-8 when the bytes are UTF-8 (whether or not
+/// flag bit 11 says so: Info-ZIP writes UTF-8 names without it), else IBM code page 437.
+pub fn decode_name(raw: &[u8]) -> String {
+    match std::str::from_utf8(raw) {
+        Ok(s) => s.to_owned(),
+        Err(_) => raw
+            .iter()
+            .map(|&b| match b {
+                0..=0x7f => char::from(b),
+                _ => CP437_HIGH.chars().nth(usize::from(b - 0x80)).unwrap_or('?'),
+            })
+            .collect(),
+    }
+}
+
+/// Code page 437, bytes 0x80 to 0xFF.
+const CP437_HIGH: &str = "\u{c7}\u{fc}\u{e9}\u{e2}\u{e4}\u{e0}\u{e5}\u{e7}\u{ea}\u{eb}\u{e8}\u{ef}\u{ee}\u{ec}\u{c4}\u{c5}\u{c9}\u{e6}\u{c6}\u{f4}\u{f6}\u{f2}\u{fb}\u{f9}\u{ff}\u{d6}\u{dc}\u{a2}\u{a3}\u{a5}\u{20a7}\u{192}\u{e1}\u{ed}\u{f3}\u{fa}\u{f1}\u{d1}\u{aa}\u{ba}\u{bf}\u{2310}\u{ac}\u{bd}\u{bc}\u{a1}\u{ab}\u{bb}\u{2591}\u{2592}\u{2593}\u{2502}\u{2524}\u{2561}\u{2562}\u{2556}\u{2555}\u{2563}\u{2551}\u{2557}\u{255d}\u{255c}\u{255b}\u{2510}\u{2514}\u{2534}\u{252c}\u{251c}\u{2500}\u{253c}\u{255e}\u{255f}\u{255a}\u{2554}\u{2569}\u{2566}\u{2560}\u{2550}\u{256c}\u{2567}\u{2568}\u{2564}\u{2565}\u{2559}\u{2558}\u{2552}\u{2553}\u{256b}\u{256a}\u{2518}\u{250c}\u{2588}\u{2584}\u{258c}\u{2590}\u{2580}\u{3b1}\u{df}\u{393}\u{3c0}\u{3a3}\u{3c3}\u{b5}\u{3c4}\u{3a6}\u{398}\u{3a9}\u{3b4}\u{221e}\u{3c6}\u{3b5}\u{2229}\u{2261}\u{b1}\u{2265}\u{2264}\u{2320}\u{2321}\u{f7}\u{2248}\u{b0}\u{2219}\u{b7}\u{221a}\u{207f}\u{b2}\u{25a0}\u{a0}";
+
 /// The fields a reader checks in a central directory record's fixed part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CentralFixed {
@@ -285,14 +450,16 @@ mod tests {
                 name_len: 5,
                 payload_len: 200,
                 deflated_size: None,
+                header_len: 128,
             },
             MemberSpec {
                 name_len: 9,
                 payload_len: 5 << 30,
                 deflated_size: None,
+                header_len: 128,
             },
         ];
-        let p = plan(&specs).unwrap();
+        let p = plan(&specs, super::super::plan::ALIGN).unwrap();
         for (m, s) in p.members.iter().zip(&specs) {
             let name = vec![b'a'; s.name_len];
             let mut local = Vec::new();
@@ -308,12 +475,53 @@ mod tests {
     }
 
     #[test]
-    fn local_headers_decode_what_they_encode() {
+    fn stream_fields_names_and_zip64_values_decode() {
         let p = plan(&[MemberSpec {
             name_len: 5,
             payload_len: 200,
             deflated_size: None,
         }])
+        .unwrap();
+        let mut local = Vec::new();
+        local_header(&mut local, b"a.npy", &p.members[0], 0xDEAD_BEEF);
+        let fixed: [u8; 30] = local[..30].try_into().unwrap();
+        let f = LocalFields::parse(&fixed).unwrap();
+        assert_eq!((f.method, f.crc32, f.name_len), (0, 0xDEAD_BEEF, 5));
+        assert_eq!((f.compressed_size, f.size), (200, 200));
+        let mut central = Vec::new();
+        central_header(&mut central, b"a.npy", &p.members[0], 7);
+        let fixed: [u8; 46] = central[..46].try_into().unwrap();
+        let c = CentralFields::parse(&fixed).unwrap();
+        assert_eq!((c.crc32, c.header_offset, c.name_len), (7, 0, 5));
+        // ZIP64 values are taken only for the sentinel fields, in their fixed order.
+        let mut extra = vec![0x99, 0x99, 2, 0, 1, 2];
+        extra.extend_from_slice(&[1, 0, 16, 0]);
+        extra.extend_from_slice(&5u64.to_le_bytes());
+        extra.extend_from_slice(&9u64.to_le_bytes());
+        let data = zip64_extra(&extra).unwrap().unwrap();
+        assert_eq!(
+            zip64_values(data, [false, true, true]),
+            Some([None, Some(5), Some(9)])
+        );
+        assert_eq!(zip64_values(data, [true, true, true]), None);
+        assert!(zip64_extra(&[1, 0, 99, 0, 1]).is_err());
+        assert_eq!(zip64_extra(&[]).unwrap(), None);
+        // Names: UTF-8 as is, anything else as code page 437.
+        assert_eq!(decode_name("π.npy".as_bytes()), "π.npy");
+        assert_eq!(decode_name(b"\x80\xe3\xff.npy"), "Ç\u{3c0}\u{a0}.npy");
+    }
+
+    #[test]
+    fn local_headers_decode_what_they_encode() {
+        let p = plan(
+            &[MemberSpec {
+                name_len: 5,
+                payload_len: 200,
+                deflated_size: None,
+                header_len: 128,
+            }],
+            super::super::plan::ALIGN,
+        )
         .unwrap();
         let mut local = Vec::new();
         local_header(&mut local, b"a.npy", &p.members[0], 7);

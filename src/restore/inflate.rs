@@ -46,10 +46,51 @@ impl Reader<'_> {
             next,
             end: start.saturating_add(len),
             in_pos: 0,
+            stream: None,
+            stream_ended: false,
         };
+        Inflater::over(method, input, size)
+    }
+}
+
+/// A sequential source of compressed bytes (a stream restore's input, bounded to one member):
+/// what it has buffered, and how much of it was used.
+pub(super) trait Feed {
+    /// The bytes at hand, read from the source first if none are (empty: no more).
+    fn fill(&mut self) -> Result<&[u8]>;
+    /// Marks the first `n` bytes at hand as used.
+    fn consume(&mut self, n: usize);
+}
+
+impl<'a> Inflater<'a> {
+    /// A decoder of `method` over the bytes of `feed` (a stream), which decode to `size`
+    /// bytes (or an unknown size for deflate, which ends itself: `u64::MAX`).
+    ///
+    /// # Errors
+    /// As [`Reader::inflater`].
+    pub(super) fn over_feed(
+        method: Method,
+        feed: &'a mut (dyn Feed + 'a),
+        size: u64,
+    ) -> Result<Inflater<'a>> {
+        let input = Input {
+            reader: None,
+            memory: &[],
+            buffer: Vec::new(),
+            next: 0,
+            end: 0,
+            in_pos: 0,
+            stream: Some(feed),
+            stream_ended: false,
+        };
+        Inflater::over(method, input, size)
+    }
+
+    /// A decoder of `method` reading `input`.
+    fn over(method: Method, input: Input<'a>, size: u64) -> Result<Inflater<'a>> {
         let codec = match method {
             Method::Deflated => Codec::Deflate {
-                input,
+                input: Box::new(input),
                 z: Decompress::new(false),
             },
             Method::Bzip2 => Codec::Stream {
@@ -121,7 +162,8 @@ fn stream_error(e: std::io::Error, what: &str) -> Error {
 /// A member's compressed bytes: a phase-A region already in memory (used in place), or read
 /// from the archive's source in pieces of [`INFLATE_INPUT_LEN`] into `buffer`.
 pub(super) struct Input<'a> {
-    /// Where to read more compressed bytes; `None` when the whole stream is `memory`.
+    /// Where to read more compressed bytes; `None` when the whole stream is `memory` (or
+    /// comes from `stream`).
     reader: Option<&'a Reader<'a>>,
     memory: &'a [u8],
     buffer: Vec<u8>,
@@ -130,12 +172,21 @@ pub(super) struct Input<'a> {
     end: u64,
     /// Position in the current input (`memory` or `buffer`).
     in_pos: usize,
+    /// A sequential source instead (stream restore): the other fields are unused.
+    stream: Option<&'a mut (dyn Feed + 'a)>,
+    /// The sequential source had no more bytes.
+    stream_ended: bool,
 }
 
 impl Input<'_> {
     /// The unread bytes at hand, read from the source first if none are left (empty at the
     /// end of the member).
     fn available(&mut self) -> Result<&[u8]> {
+        if let Some(feed) = self.stream.as_mut() {
+            let bytes = feed.fill()?;
+            self.stream_ended = bytes.is_empty();
+            return Ok(bytes);
+        }
         if let Some(reader) = self.reader {
             if self.in_pos == self.buffer.len() && self.next < self.end {
                 let n = (self.end - self.next).min(INFLATE_INPUT_LEN as u64) as usize;
@@ -152,6 +203,9 @@ impl Input<'_> {
 
     /// Whether every compressed byte has been used.
     fn exhausted(&self) -> bool {
+        if self.stream.is_some() {
+            return self.stream_ended;
+        }
         let len = if self.reader.is_some() {
             self.buffer.len()
         } else {
@@ -177,14 +231,21 @@ impl BufRead for Input<'_> {
     }
 
     fn consume(&mut self, amt: usize) {
-        self.in_pos += amt;
+        match self.stream.as_mut() {
+            Some(feed) => feed.consume(amt),
+            None => self.in_pos += amt,
+        }
     }
 }
 
 /// How a member's bytes are decoded.
 enum Codec<'a> {
-    /// Raw deflate through zlib-rs, fed from the input's buffer directly.
-    Deflate { input: Input<'a>, z: Decompress },
+    /// Raw deflate through zlib-rs, fed from the input's buffer directly (boxed: the input is
+    /// larger than the other variant).
+    Deflate {
+        input: Box<Input<'a>>,
+        z: Decompress,
+    },
     /// A decoder that reads its input itself (bzip2, LZMA, Deflate64).
     Stream {
         decoder: Box<dyn Read + 'a>,

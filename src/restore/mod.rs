@@ -13,7 +13,9 @@
 //!    with the central directory.
 //!
 //! Where bytes come from is [`source`]: a file, a caller's buffer, or a directory archive's
-//! files (listed by [`crate::npy_dir`]).
+//! files (listed by [`crate::npy_dir`]). A sequential stream (a pipe, a socket, a read
+//! callback) cannot be planned first: [`stream`] reads it once, front to back, from its local
+//! headers, placing each array as it arrives, and checks the central directory at the end.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -35,6 +37,9 @@ mod inflate;
 mod inspect;
 mod plan;
 mod source;
+mod stream;
+
+pub(crate) use stream::restore_stream_from;
 
 use source::{Memory, Reader};
 
@@ -50,8 +55,10 @@ pub enum Source<'a> {
     Path(Cow<'a, Path>),
     /// A whole `.npz` held in memory (e.g. downloaded). The mmap option does not apply.
     Memory(&'a [u8]),
-    /// A caller's open file (any seekable descriptor), read with positional reads; the caller
-    /// keeps it, and its offset does not move.
+    /// A caller's open file, which the caller keeps. A seekable one (a regular file or a
+    /// block device) is read with positional reads and its offset does not move; any other
+    /// (a pipe, a socket) is read once, front to back, as [`restore_stream`] reads, up to the
+    /// archive's end record.
     File(&'a File),
 }
 
@@ -201,6 +208,87 @@ pub fn restore_into<'a>(
     restore_from(source.into(), opts, None, BlockFrom::Caller(buf))
 }
 
+/// Restores the archive that `reader` streams (a pipe, a socket, a download), reading it
+/// once, front to back, without seeking: the same arrays and checks as [`restore`], each
+/// array 64-byte aligned in one block.
+///
+/// Members are read from their local headers; the central directory and end records that
+/// follow them are checked against what the stream held (a mismatch is
+/// [`crate::ErrorKind::Format`]). Reading stops right after the end record (and its
+/// comment): bytes after the archive are left in `reader` (reads never ask for more than the
+/// records read so far say the archive holds; only while a deflated member with a data
+/// descriptor is decoded, up to 256 KiB may be read ahead). Memory: the block, reserved as
+/// address space up to the block limit ([`RestoreOptions::max_total_bytes`]) and committed as
+/// it fills, plus a 256 KiB buffer and at most 48 MiB of compressed members waiting to be
+/// decoded on the pool (those of up to 16 MiB; larger ones are decoded as they arrive). The
+/// mmap option does not apply.
+///
+/// Members with a data descriptor (what Python's `zipfile`, and so `numpy.savez`, writes into
+/// a pipe) are read when their end can be found in one pass: deflated members (the stream
+/// ends itself) and stored `.npy` members holding exactly their header and array data (what
+/// numpy writes). Any other stored member with a data descriptor is
+/// [`crate::ErrorKind::Unsupported`] (restore such a file from a path or memory).
+///
+/// ```
+/// # use psv::{restore_stream, Dtype, RestoreOptions, SaveOptions, Saver};
+/// let mut saver = Saver::new();
+/// saver.add("a", &[1, 2, 3], Dtype::U8, &[3])?;
+/// let bytes = saver.to_vec(&SaveOptions::default())?;
+/// let archive = restore_stream(&bytes[..], &RestoreOptions::default())?;
+/// assert_eq!(archive.data(0), Some(&[1u8, 2, 3][..]));
+/// # Ok::<(), psv::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`restore`]; `Format` for a stream that ends early (at any byte); `Io` when `reader`
+/// fails; `Unsupported` as above.
+pub fn restore_stream(mut reader: impl std::io::Read, opts: &RestoreOptions) -> Result<Archive> {
+    stream::restore_stream_from(&mut reader, "the stream", opts, None, BlockFrom::Own)
+}
+
+/// [`restore_stream`] with a progress callback `(done, total) -> continue?`, run on the
+/// calling thread: `done` counts the bytes read from the stream; `total` is 0 (not known)
+/// until the last call, which gets `(done, done)`. Returning `false` cancels
+/// ([`crate::ErrorKind::Aborted`]).
+///
+/// # Errors
+/// As [`restore_stream`], and `Aborted` when the callback cancels.
+pub fn restore_stream_with_progress(
+    mut reader: impl std::io::Read,
+    opts: &RestoreOptions,
+    progress: &mut ProgressFn<'_>,
+) -> Result<Archive> {
+    stream::restore_stream_from(
+        &mut reader,
+        "the stream",
+        opts,
+        Some(progress),
+        BlockFrom::Own,
+    )
+}
+
+/// [`restore_stream`] into the caller's `buf`, as [`restore_into`]: `buf` must be 64-byte
+/// aligned and hold [`Archive::required_bytes`] of a metadata-only restore of the same archive
+/// and keys. The arrays are read straight into `buf`; when it turns out too small the rest of
+/// the stream is still read (to name the size needed) and the restore fails.
+///
+/// # Errors
+/// As [`restore_stream`], and [`crate::ErrorKind::InvalidArg`] when `buf` is misaligned or too
+/// small (the message names the size needed).
+pub fn restore_stream_into(
+    mut reader: impl std::io::Read,
+    opts: &RestoreOptions,
+    buf: &mut [u8],
+) -> Result<Archive> {
+    stream::restore_stream_from(
+        &mut reader,
+        "the stream",
+        opts,
+        None,
+        BlockFrom::Caller(buf),
+    )
+}
+
 /// Where a restore's block comes from.
 pub(crate) enum BlockFrom<'m> {
     /// The library's own huge-page block.
@@ -246,7 +334,11 @@ pub(crate) fn restore_from(
         }
         Source::File(file) => {
             let shown = crate::dest::fd_name(file);
-            restore_file(file, &shown, opts, progress, memory)
+            if crate::dest::is_seekable(file) {
+                restore_file(file, &shown, opts, progress, memory)
+            } else {
+                stream::restore_stream_from(&mut &*file, &shown, opts, progress, memory)
+            }
         }
         Source::Path(path) if path.is_dir() => restore_dir(&path, opts, progress, memory),
         Source::Path(path) => {

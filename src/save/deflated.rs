@@ -26,12 +26,14 @@ pub(crate) struct Deflated {
 }
 
 /// Compresses every member's payload (`.npy` header and `data[i]`) at `level` on `pool`, in
-/// segments of [`compress::SEGMENT_LEN`], and plans the archive.
+/// segments of [`compress::SEGMENT_LEN`], and plans the archive (`align` is the save's
+/// alignment: it is checked, but deflated payloads are 64-aligned whatever it is).
 pub(crate) fn compress(
     pool: &rayon::ThreadPool,
     members: &[Member],
     data: &[&[u8]],
     level: u32,
+    align: u64,
     progress: Option<&mut ProgressFn<'_>>,
 ) -> Result<Deflated> {
     let mut jobs = Vec::new();
@@ -83,10 +85,11 @@ pub(crate) fn compress(
             name_len: m.name.len(),
             payload_len: len,
             deflated_size: Some(m.payload_len()),
+            header_len: 0,
         })
         .collect();
     Ok(Deflated {
-        plan: plan::plan(&specs)?,
+        plan: plan::plan(&specs, align)?,
         crcs: hashers.into_iter().map(Hasher::finalize).collect(),
         segments,
         input_len,
@@ -112,6 +115,8 @@ impl Deflated {
             (0..members.len()).into_par_iter().try_for_each(|i| {
                 let at = &self.plan.members[i];
                 let mut head = Vec::with_capacity(128 + members[i].name.len());
+                // Deflated payloads are 64-aligned: their padding always fits the extra field.
+                debug_assert_eq!(at.gap_len, 0);
                 records::local_header(&mut head, &members[i].name, at, self.crcs[i]);
                 // Small members go out in one write; large ones segment by segment, uncopied.
                 if at.payload_len <= SMALL_ARRAY_LEN as u64 {

@@ -9,7 +9,8 @@
 //!    process holding the plan can write any members; one writes the records;
 //! 3. the commit, owned by the target ([`PathTarget`]: temporary file, rename).
 //!
-//! The directory container is saved by [`crate::npy_dir`].
+//! The directory container is saved by [`crate::npy_dir`]; N processes save one `.npz`
+//! together through [`collective`] (the blobs they exchange: [`manifest`]).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -27,13 +28,17 @@ use crate::pool;
 use crate::progress::{self, ProgressFn};
 use crate::shape;
 
+mod collective;
 pub(crate) mod deflated;
 mod job;
+mod manifest;
 mod prepared;
 mod staging;
 pub(crate) mod stored;
 
+pub use collective::Collective;
 pub use job::{JobTarget, SaveJob};
+pub use manifest::PLAN_ID_LEN;
 pub use prepared::Prepared;
 
 pub use crate::npz::npz_path;
@@ -342,7 +347,7 @@ impl<'a> Saver<'a> {
                  (prepare the save, or save to a library-allocated buffer)",
             ));
         }
-        Ok(plan(&self.members)?.total_len)
+        Ok(plan(&self.members, opts.alignment)?.total_len)
     }
 
     /// Writes the `.npz` into the start of `buf` (in parallel, as a file save) and returns its
@@ -530,7 +535,7 @@ impl<'a> Saver<'a> {
     ) -> Result<T> {
         let pool = pool::get(opts.threads)?;
         if opts.compression == 0 {
-            let plan = plan(&self.members)?;
+            let plan = plan(&self.members, opts.alignment)?;
             let target = open(plan.total_len)?;
             let dest = target.destination();
             let total = plan.total_len;
@@ -548,6 +553,7 @@ impl<'a> Saver<'a> {
             &self.members,
             &self.data,
             opts.compression,
+            opts.alignment,
             progress.as_deref_mut(),
         )?;
         let target = open(deflated.plan.total_len)?;
@@ -590,17 +596,19 @@ impl<'a> Saver<'a> {
     }
 }
 
-/// The stored archive's plan for `members`, in order: pure and deterministic.
-pub(crate) fn plan(members: &[Member]) -> Result<Plan> {
+/// The stored archive's plan for `members`, in order, with large arrays' data aligned to
+/// `align` (see [`SaveOptions::alignment`]): pure and deterministic.
+pub(crate) fn plan(members: &[Member], align: u64) -> Result<Plan> {
     let specs: Vec<npz::plan::MemberSpec> = members
         .iter()
         .map(|m| npz::plan::MemberSpec {
             name_len: m.name.len(),
             payload_len: m.payload_len(),
             deflated_size: None,
+            header_len: m.header.len() as u64,
         })
         .collect();
-    npz::plan::plan(&specs)
+    npz::plan::plan(&specs, align)
 }
 
 /// Writes the central directory and the end records of `plan`, whose members are `members`
@@ -734,7 +742,7 @@ mod tests {
     fn members_written_by_several_writers_and_records_by_one_give_the_same_file() {
         let data = arrays();
         let s = saver(&data);
-        let plan = plan(&s.members).unwrap();
+        let plan = plan(&s.members, npz::plan::ALIGN).unwrap();
         let whole = MemoryDestination(Mutex::new(vec![0; plan.total_len as usize]));
         let pool = pool::get(2).unwrap();
         let crcs = progress::run(&pool, 0, None, |t| {

@@ -67,7 +67,7 @@ impl<'s, 'a> Prepared<'s, 'a> {
         super::check_compression(opts.compression)?;
         let pool = pool::get(opts.threads)?;
         let (plan, crcs, segments) = if opts.compression == 0 {
-            let plan = super::plan(&saver.members)?;
+            let plan = super::plan(&saver.members, opts.alignment)?;
             let total: u64 = saver.members.iter().map(Member::payload_len).sum();
             let crcs = progress::run(&pool, total, progress.as_deref_mut(), |tracker| {
                 stored_crcs(&saver.members, &saver.data, &|n| {
@@ -83,6 +83,7 @@ impl<'s, 'a> Prepared<'s, 'a> {
                 &saver.members,
                 &saver.data,
                 opts.compression,
+                opts.alignment,
                 progress,
             )?;
             let (plan, crcs, segments) = d.into_parts();
@@ -179,7 +180,7 @@ impl<'s, 'a> Prepared<'s, 'a> {
         // The first member that ends after `from`.
         let first = planned.partition_point(|p| p.payload_offset + p.payload_len <= from);
         for (i, at) in planned.iter().enumerate().skip(first) {
-            if at.header_offset >= to {
+            if at.start() >= to {
                 return Ok(());
             }
             self.member_pieces(i, at, from, to, emit)?;
@@ -200,6 +201,9 @@ impl<'s, 'a> Prepared<'s, 'a> {
         emit: &mut dyn FnMut(u64, Piece<'_>) -> Result<()>,
     ) -> Result<()> {
         let m = &self.saver.members[i];
+        if from < at.header_offset && at.gap_len > 0 {
+            emit(at.start(), Piece::Built(zeros(at.gap_len)?))?;
+        }
         if from < at.payload_offset {
             let mut head = Vec::with_capacity((at.payload_offset - at.header_offset) as usize);
             records::local_header(&mut head, &m.name, at, self.crcs[i]);
@@ -312,7 +316,7 @@ pub(super) fn stream_stored(
     write: &mut dyn FnMut(&[u8]) -> Result<()>,
     progress: Option<&mut ProgressFn<'_>>,
 ) -> Result<u64> {
-    let plan = super::plan(&saver.members)?;
+    let plan = super::plan(&saver.members, opts.alignment)?;
     let pool = pool::get(opts.threads)?;
     let (members, data) = (&saver.members, &saver.data);
     let (tx, rx) = crossbeam_channel::unbounded::<u32>();
@@ -338,6 +342,9 @@ pub(super) fn stream_stored(
                 let crc = rx
                     .recv()
                     .map_err(|_| Error::new(ErrorKind::Panic, "the CRC worker stopped"))?;
+                if at.gap_len > 0 {
+                    out.piece(&zeros(at.gap_len)?)?;
+                }
                 let mut head = Vec::with_capacity((at.payload_offset - at.header_offset) as usize);
                 records::local_header(&mut head, &m.name, at, crc);
                 out.piece(&head)?;
@@ -360,6 +367,13 @@ pub(super) fn stream_stored(
         drop(rx);
     });
     result
+}
+
+/// `len` zero bytes: the alignment gap before a local header (at most 1 MiB).
+fn zeros(len: u64) -> Result<Vec<u8>> {
+    crate::memory::zeroed(
+        usize::try_from(len).map_err(|_| Error::nomem("alignment gap too large"))?,
+    )
 }
 
 /// One stored member's CRC-32 (its `.npy` header, then its data), hashed in parallel pieces on

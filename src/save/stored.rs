@@ -151,10 +151,15 @@ impl Writer<'_> {
             if let Some(h) = hasher {
                 let (m, at) = (&self.members[i], &self.planned[i]);
                 crcs[i] = h.finalize();
-                let mut head = Vec::with_capacity(m.header.len() + 128 + m.name.len());
+                let mut head = Vec::new();
+                head.try_reserve_exact((at.payload_offset - at.start()) as usize + m.header.len())
+                    .map_err(|_| Error::nomem("cannot allocate a local header"))?;
+                // The alignment gap, if any, is written (as zeros) with the header: every byte
+                // of the archive is written once, whatever the destination held.
+                head.resize(at.gap_len as usize, 0);
                 records::local_header(&mut head, &m.name, at, crcs[i]);
                 head.extend_from_slice(&m.header);
-                self.dest.write_at(&head, at.header_offset)?;
+                self.dest.write_at(&head, at.start())?;
             }
         }
         Ok(crcs)
@@ -172,9 +177,11 @@ impl Writer<'_> {
             Job::Piece { member, range } => {
                 let piece = &self.data[*member][range.clone()];
                 let mut crc = Hasher::new();
-                crc.update(piece);
-                self.dest
-                    .write_at(piece, self.data_offset(*member) + range.start as u64)?;
+                self.dest.write_hashed(
+                    piece,
+                    self.data_offset(*member) + range.start as u64,
+                    &mut crc,
+                )?;
                 tracker.advance(piece.len() as u64);
                 Ok(JobDone::Crc {
                     member: *member,
@@ -192,7 +199,7 @@ impl Writer<'_> {
     fn write_packed(&self, members: &Range<usize>, tracker: &Tracker) -> Result<Vec<u32>> {
         let first = &self.planned[members.start];
         let last = &self.planned[members.end - 1];
-        let len = (last.payload_offset + last.payload_len - first.header_offset) as usize;
+        let len = (last.payload_offset + last.payload_len - first.start()) as usize;
         let mut buf = Vec::new();
         buf.try_reserve_exact(len)
             .map_err(|_| Error::nomem("cannot allocate a write buffer"))?;
@@ -203,13 +210,14 @@ impl Writer<'_> {
             crc.update(&m.header);
             crc.update(data);
             let crc = crc.finalize();
+            buf.resize(buf.len() + self.planned[i].gap_len as usize, 0);
             records::local_header(&mut buf, &m.name, &self.planned[i], crc);
             buf.extend_from_slice(&m.header);
             buf.extend_from_slice(data);
             crcs.push(crc);
         }
         debug_assert_eq!(buf.len(), len);
-        self.dest.write_at(&buf, first.header_offset)?;
+        self.dest.write_at(&buf, first.start())?;
         tracker.advance(len as u64);
         Ok(crcs)
     }

@@ -2440,6 +2440,201 @@ static void test_restore_destinations(void)
     free(noise);
 }
 
+/* Stream restores: a read callback over memory or a pipe, psv_restore_fd on a pipe. */
+struct mem_source {
+    const unsigned char *p;
+    size_t len, pos;
+    size_t max_chunk; /* at most this many bytes per call */
+    size_t fail_at;   /* return -5 once this many bytes were given (0: never) */
+};
+
+static int64_t mem_read(void *userdata, void *buf, size_t len)
+{
+    struct mem_source *m = userdata;
+    if (m->fail_at != 0 && m->pos >= m->fail_at) {
+        return -5;
+    }
+    size_t n = m->len - m->pos;
+    n = n < len ? n : len;
+    n = n < m->max_chunk ? n : m->max_chunk;
+    if (n > 0) {
+        memcpy(buf, m->p + m->pos, n);
+    }
+    m->pos += n;
+    return (int64_t)n;
+}
+
+static int64_t fd_read(void *userdata, void *buf, size_t len)
+{
+    int fd = *(int *)userdata;
+    for (;;) {
+        ssize_t n = read(fd, buf, len);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        return n < 0 ? -1 : (int64_t)n;
+    }
+}
+
+struct pipe_writer {
+    int fd;
+    const unsigned char *p;
+    size_t len;
+};
+
+static void *feed_pipe(void *arg)
+{
+    struct pipe_writer *w = arg;
+    size_t done = 0;
+    while (done < w->len) {
+        ssize_t n = write(w->fd, w->p + done, w->len - done);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break; /* the reader is gone (EPIPE: SIGPIPE is ignored in main) */
+        }
+        done += (size_t)n;
+    }
+    close(w->fd);
+    return NULL;
+}
+
+static int cancel_progress(void *userdata, uint64_t done, uint64_t total)
+{
+    (void)done;
+    (void)total;
+    (*(int *)userdata)++;
+    return 1;
+}
+
+static void test_restore_stream(void)
+{
+    const size_t n = (size_t)5 * 1024 * 1024 + 3;
+    unsigned char *noise = xmalloc(n);
+    fill(noise, n, 33);
+    const int64_t s_noise[1] = {(int64_t)n};
+    const int32_t small[3] = {1, -2, 3};
+    const int64_t s_small[1] = {3};
+    psv_saver *s = psv_saver_new();
+    CHECK_ST(PSV_OK, psv_saver_add(s, "noise", noise, PSV_DTYPE_U8, s_noise, 1));
+    CHECK_ST(PSV_OK, psv_saver_add(s, "small", small, PSV_DTYPE_I32, s_small, 1));
+    psv_save_options *so = psv_save_options_new();
+    psv_archive *a = NULL;
+
+    /* NULL arguments. */
+    struct mem_source none = {NULL, 0, 0, 1, 0};
+    a = (psv_archive *)&g_dir;
+    CHECK_ST(PSV_ERR_NULL_ARG, psv_restore_stream(NULL, &none, NULL, &a));
+    CHECK(a == NULL);
+    CHECK_ST(PSV_ERR_NULL_ARG, psv_restore_stream(mem_read, &none, NULL, NULL));
+    CHECK_ST(PSV_ERR_NULL_ARG, psv_restore_stream_into(NULL, &none, NULL, NULL, 0, &a));
+    CHECK_ST(PSV_ERR_FORMAT, psv_restore_stream(mem_read, &none, NULL, &a));
+    CHECK(a == NULL);
+
+    const int levels[] = {0, 6};
+    for (size_t k = 0; k < sizeof levels / sizeof levels[0]; k++) {
+        CHECK_ST(PSV_OK, psv_save_options_set_compression(so, levels[k]));
+        psv_buffer *b = NULL;
+        CHECK_ST(PSV_OK, psv_saver_save_to_alloc(s, so, &b));
+        const unsigned char *bytes = psv_buffer_data(b);
+        size_t len = psv_buffer_len(b);
+
+        /* From memory, in odd-sized pieces. */
+        struct mem_source m = {bytes, len, 0, 100003, 0};
+        a = NULL;
+        CHECK_ST(PSV_OK, psv_restore_stream(mem_read, &m, NULL, &a));
+        EXPECT_ARRAY(a, "noise", PSV_DTYPE_U8, "|u1", 1, s_noise, 1, false, noise, n);
+        EXPECT_ARRAY(a, "small", PSV_DTYPE_I32, "<i4", 4, s_small, 1, false, small, 12);
+        psv_free(a);
+        CHECK_EQ_U(m.pos, len);
+
+        /* Through a pipe fed by a thread: the callback, then psv_restore_fd. */
+        for (int via_fd = 0; via_fd < 2; via_fd++) {
+            int fds[2];
+            CHECK(pipe(fds) == 0);
+            struct pipe_writer w = {fds[1], bytes, len};
+            pthread_t writer;
+            CHECK(pthread_create(&writer, NULL, feed_pipe, &w) == 0);
+            a = NULL;
+            if (via_fd) {
+                CHECK_ST(PSV_OK, psv_restore_fd(fds[0], NULL, &a));
+            } else {
+                CHECK_ST(PSV_OK, psv_restore_stream(fd_read, &fds[0], NULL, &a));
+            }
+            EXPECT_ARRAY(a, "noise", PSV_DTYPE_U8, "|u1", 1, s_noise, 1, false, noise, n);
+            EXPECT_ARRAY(a, "small", PSV_DTYPE_I32, "<i4", 4, s_small, 1, false, small, 12);
+            psv_free(a);
+            close(fds[0]);
+            pthread_join(writer, NULL);
+        }
+
+        /* The callback fails part way: IO naming it; nothing leaks. */
+        struct mem_source f = {bytes, len, 0, 65536, len / 2};
+        a = NULL;
+        CHECK_ST(PSV_ERR_IO, psv_restore_stream(mem_read, &f, NULL, &a));
+        CHECK(a == NULL);
+        CHECK_MSG(strstr(last_error(), "returned -5") != NULL, "message: %s", last_error());
+
+        /* Cut short anywhere: FORMAT, never a hang. */
+        const size_t cuts[] = {1, 4, 29, 30, 100, len / 3, len / 2, len - 23, len - 1};
+        for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
+            struct mem_source t = {bytes, cuts[c], 0, 4096, 0};
+            a = (psv_archive *)&g_dir;
+            CHECK_ST(PSV_ERR_FORMAT, psv_restore_stream(mem_read, &t, NULL, &a));
+            CHECK(a == NULL);
+        }
+
+        /* Metadata only gives the size for caller memory; then into a caller's buffer. */
+        psv_restore_options *ro = psv_restore_options_new();
+        CHECK_ST(PSV_OK, psv_restore_options_set_metadata_only(ro, true));
+        struct mem_source m2 = {bytes, len, 0, 1 << 20, 0};
+        a = NULL;
+        CHECK_ST(PSV_OK, psv_restore_stream(mem_read, &m2, ro, &a));
+        size_t need = psv_archive_required_bytes(a);
+        CHECK(need >= n + 12);
+        CHECK(psv_archive_data(a, 0) == NULL);
+        psv_free(a);
+        CHECK_ST(PSV_OK, psv_restore_options_set_metadata_only(ro, false));
+        void *buf = NULL;
+        CHECK(posix_memalign(&buf, 64, need) == 0);
+        struct mem_source m3 = {bytes, len, 0, 1 << 20, 0};
+        a = NULL;
+        CHECK_ST(PSV_OK, psv_restore_stream_into(mem_read, &m3, ro, buf, need, &a));
+        EXPECT_ARRAY(a, "noise", PSV_DTYPE_U8, "|u1", 1, s_noise, 1, false, noise, n);
+        CHECK(psv_archive_block(a, NULL) == buf);
+        psv_free(a);
+        struct mem_source m4 = {bytes, len, 0, 1 << 20, 0};
+        a = NULL;
+        CHECK_ST(PSV_ERR_INVALID_ARG, psv_restore_stream_into(mem_read, &m4, ro, buf, need - 64, &a));
+        CHECK(a == NULL);
+        char want_size[32];
+        snprintf(want_size, sizeof want_size, "%zu", need);
+        CHECK_MSG(strstr(last_error(), want_size) != NULL, "message: %s", last_error());
+        free(buf);
+
+        /* An allocator needs the size first: UNSUPPORTED. */
+        struct counting_alloc ca = {0, 0, 0, NULL, 0};
+        CHECK_ST(PSV_OK, psv_restore_options_set_allocator(ro, test_alloc, test_free, &ca));
+        struct mem_source m5 = {bytes, len, 0, 1 << 20, 0};
+        CHECK_ST(PSV_ERR_UNSUPPORTED, psv_restore_stream(mem_read, &m5, ro, &a));
+        CHECK(a == NULL && ca.allocs == 0);
+        CHECK_ST(PSV_OK, psv_restore_options_set_allocator(ro, NULL, NULL, NULL));
+
+        /* A progress callback that cancels: ABORTED. */
+        int calls = 0;
+        CHECK_ST(PSV_OK, psv_restore_options_set_progress(ro, cancel_progress, &calls));
+        struct mem_source m6 = {bytes, len, 0, 1 << 20, 0};
+        CHECK_ST(PSV_ERR_ABORTED, psv_restore_stream(mem_read, &m6, ro, &a));
+        CHECK(a == NULL && calls >= 1);
+        psv_restore_options_free(ro);
+        psv_buffer_free(b);
+    }
+    psv_save_options_free(so);
+    psv_saver_free(s);
+    free(noise);
+}
+
 /* ======================================================================== */
 
 #define RUN(fn)                                                                                    \
@@ -2466,6 +2661,7 @@ int main(int argc, char **argv)
         return 2;
     }
     snprintf(g_dir, sizeof g_dir, "%s", argv[1]);
+    signal(SIGPIPE, SIG_IGN); /* a pipe's reader may stop early: writers get EPIPE */
     printf("libpsv %s, scratch directory %s\n", psv_version(), g_dir);
 
     RUN(test_status_and_version());
@@ -2484,6 +2680,7 @@ int main(int argc, char **argv)
     RUN(test_save_paths());
     RUN(test_save_destinations());
     RUN(test_restore_destinations());
+    RUN(test_restore_stream());
     RUN(test_failed_save_is_atomic());
     RUN(test_restore_errors());
     RUN(test_limits());

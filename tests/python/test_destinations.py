@@ -420,3 +420,35 @@ def test_shared_memory_example(psv):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "identical" in r.stdout
     assert "Traceback" not in r.stderr, r.stderr
+
+
+def test_stream_progress_total_is_known_at_the_end(psv, saved):
+    _, arrays, ref = saved
+    calls = []
+    got = psv.restore(io.BytesIO(ref), progress=lambda d, t: calls.append((d, t)))
+    _assert_values(got, arrays)
+    assert calls and calls[-1][0] == calls[-1][1] > 0
+    assert all(t == 0 for _, t in calls[:-1])
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    with pytest.raises(psv.PsvError) as ei:
+        psv.restore(io.BytesIO(ref), progress=lambda d, t: False)
+    expect_status(ei, ["PSV_ERR_ABORTED"])
+
+
+def test_alignment_reaches_every_target(psv, tmp_path):
+    arrays = {"big": np.arange(300_000, dtype=np.float64), "small": np.arange(10, dtype=np.int8)}
+    saver = psv.ParallelSaver(arrays)
+    ref = Path(saver.save(tmp_path / "a.npz", alignment=4096)).read_bytes()
+    assert ref != Path(saver.save(tmp_path / "b.npz")).read_bytes()
+    assert saver.to_bytes(alignment=4096) == ref
+    assert saver.nbytes(alignment=4096) == len(ref)
+    bio = io.BytesIO()
+    saver.save(bio, alignment=4096)
+    assert bio.getvalue() == ref
+    with saver.prepare(alignment=4096) as p:
+        assert p.render(0, len(p)) == ref
+    with np.load(io.BytesIO(ref)) as z:
+        assert np.array_equal(z["big"], arrays["big"])
+    with pytest.raises(psv.PsvError) as ei:
+        saver.save(tmp_path / "c.npz", alignment=100)
+    expect_status(ei, ["PSV_ERR_INVALID_ARG"])
