@@ -476,11 +476,15 @@ mod tests {
 
     #[test]
     fn stream_fields_names_and_zip64_values_decode() {
-        let p = plan(&[MemberSpec {
-            name_len: 5,
-            payload_len: 200,
-            deflated_size: None,
-        }])
+        let p = plan(
+            &[MemberSpec {
+                name_len: 5,
+                payload_len: 200,
+                deflated_size: None,
+                header_len: 128,
+            }],
+            super::super::plan::ALIGN,
+        )
         .unwrap();
         let mut local = Vec::new();
         local_header(&mut local, b"a.npy", &p.members[0], 0xDEAD_BEEF);
