@@ -23,8 +23,13 @@
  *   - An archive is immutable: its accessors (const psv_archive *) may run concurrently from
  *     many threads; psv_free must not race any other call on it.
  *   - Independent saves and restores may run concurrently. They run on libpsv's private worker
- *     pool (never a host's global rayon pool) and block the calling thread until done.
- *   - Array memory passed to psv_saver_add must not be modified while psv_saver_save runs.
+ *     pool (never a host's global rayon pool) and block the calling thread until done,
+ *     except the asynchronous saves (psv_saver_save*_async), which return a psv_job at once:
+ *     its wait/done/progress/cancel/error calls may run from any threads; see psv_job.
+ *   - Array memory passed to psv_saver_add must not be modified while psv_saver_save runs
+ *     (nor, for an asynchronous save without snapshot, until its job has finished).
+ *   - No callback runs on a library thread, except the write callback of
+ *     psv_saver_save_stream_async (on the job's thread).
  */
 
 #ifndef PSV_H
@@ -74,6 +79,17 @@ typedef struct psv_buffer psv_buffer;
 typedef struct psv_collective psv_collective;
 
 /**
+ * An asynchronous save (`psv_saver_save_async` and its siblings) running on library threads.
+ * Wait for it with `psv_job_wait`, poll it with `psv_job_done` / `psv_job_progress`, stop it
+ * with `psv_job_cancel`, free it with `psv_job_free` (which cancels and waits if it still runs).
+ * Its result and error message belong to the job, not to a thread. `psv_job_wait`,
+ * `psv_job_done`, `psv_job_progress`, `psv_job_cancel` and `psv_job_error_message` may be
+ * called from any threads at once; `psv_job_take_buffer` and `psv_job_free` must not race any
+ * other call on the same job.
+ */
+typedef struct psv_job psv_job;
+
+/**
  * A prepared save (`psv_saver_prepare`): the plan and every CRC-32 of the archive, so that
  * any byte range can be rendered (`psv_prepared_render`) from any threads at once, in any
  * order. Borrows its saver: the saver and its arrays must stay alive and unchanged until
@@ -100,6 +116,7 @@ typedef struct psv_save_options psv_save_options;
 /**
  * Collects borrowed arrays to save into one `.npz`. Create with `psv_saver_new`, free with
  * `psv_saver_free`. Not thread-safe: use from one thread at a time (it may move between threads).
+ * Jobs it started (`psv_saver_save_async`) run on library threads and are handles of their own.
  */
 typedef struct psv_saver psv_saver;
 
@@ -112,6 +129,14 @@ typedef int32_t psv_status;
  * An element type code. Numeric codes mean native byte order.
  */
 typedef int32_t psv_dtype;
+
+/**
+ * A sequential write callback for `psv_saver_save_stream`: write all `len` bytes at `buf`
+ * (valid only during the call) and return 0, or return non-zero to stop the save, which then
+ * fails with `PSV_ERR_IO`. Called on the thread that called the save, never concurrently, in
+ * file order. Must not call back into libpsv with the same saver and must not unwind.
+ */
+typedef int (*psv_write_fn)(void *userdata, const void *buf, size_t len);
 
 /**
  * A sequential read callback for `psv_restore_stream`: copy up to `len` bytes of the stream
@@ -150,14 +175,6 @@ typedef void (*psv_free_fn)(void *userdata, void *ptr, size_t size);
  * A save container code (`psv_save_options_set_layout`).
  */
 typedef int32_t psv_layout;
-
-/**
- * A sequential write callback for `psv_saver_save_stream`: write all `len` bytes at `buf`
- * (valid only during the call) and return 0, or return non-zero to stop the save, which then
- * fails with `PSV_ERR_IO`. Called on the thread that called the save, never concurrently, in
- * file order. Must not call back into libpsv with the same saver and must not unwind.
- */
-typedef int (*psv_write_fn)(void *userdata, const void *buf, size_t len);
 
 /**
  * Success.
@@ -232,6 +249,17 @@ typedef int (*psv_write_fn)(void *userdata, const void *buf, size_t len);
  * A member's CRC-32 does not match the central directory: the file is corrupt.
  */
 #define PSV_ERR_CRC 13
+
+/**
+ * The saver is borrowed by a running job (`psv_saver_save_async` without snapshot): adding to
+ * it is refused until the job has finished.
+ */
+#define PSV_ERR_BUSY 14
+
+/**
+ * `psv_job_wait` returned because its timeout ended first; the job is still running.
+ */
+#define PSV_ERR_TIMEOUT 15
 
 /**
  * Returned by `psv_archive_dtype` for a NULL archive or an index out of range.
@@ -609,6 +637,149 @@ size_t psv_last_error_message(char *buf, size_t len);
 int32_t psv_last_error_os_code(void);
 
 /**
+ * Starts saving every added array into `path` (".npz" appended unless it ends with it) on
+ * library threads, and sets `*out` to the job (free it with `psv_job_free`; NULL on failure).
+ * The save is the one `psv_saver_save` makes (atomic: temporary file, rename; a cancelled or
+ * failed job removes its temporary file and leaves an existing target untouched); its status
+ * comes from `psv_job_wait`.
+ *
+ * Returns once the job has started: with `psv_save_options_set_snapshot(opts, true)`, after
+ * copying the arrays into the saver's staging area (the caller may then change or free its
+ * arrays and the saver at once); without it, at once, and the job borrows the saver and its
+ * arrays until it has finished (the arrays must not change; `psv_saver_add*` gives
+ * `PSV_ERR_BUSY`; `psv_saver_free` waits for the job). In a child forked while such a job ran,
+ * the saver stays borrowed: a borrowing job gives `PSV_ERR_BUSY` there (snapshots work). `path`
+ * is copied. Options with a
+ * progress callback are refused (no callback runs on a library thread: poll
+ * `psv_job_progress`). Several jobs may run at once, to different targets, and finish in any
+ * order. `opts` may be NULL for defaults.
+ *
+ * Errors (at once; the save's own errors come from `psv_job_wait`): NULL_ARG, INVALID_ARG
+ * (empty path, bad options, a progress callback), NOMEM (staging area, thread).
+ */
+psv_status psv_saver_save_async(psv_saver *s, const char *path, const psv_save_options *opts, psv_job **out);
+
+/**
+ * `psv_saver_save_fd` on library threads: starts writing the `.npz` into `fd` and sets `*out`
+ * to the job. The job writes through its own duplicate of `fd` (made during this call, closed
+ * when the job ends), so the caller may close `fd` at once; the file offset is shared, so a
+ * seekable fd's offset is left at the archive's end once the job has finished. Not atomic:
+ * a failed or cancelled job may leave part of an archive in the file. Otherwise as
+ * `psv_saver_save_async`.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (negative fd, directory layout), IO (the fd cannot be
+ * duplicated: EBADF for a closed fd), NOMEM.
+ */
+psv_status psv_saver_save_fd_async(psv_saver *s, int fd, const psv_save_options *opts, psv_job **out);
+
+/**
+ * `psv_saver_save_stream` on a library thread: starts streaming the `.npz` to `write_fn` and
+ * sets `*out` to the job. **`write_fn(userdata, buf, len)` runs on the job's thread** (the one
+ * libpsv callback that does; never concurrently with itself, in file order), so `userdata`
+ * must stay valid and usable from that thread until the job has finished; the callback must not
+ * call into libpsv with this job or saver. Non-zero from `write_fn` ends the job with
+ * `PSV_ERR_IO`. Otherwise as `psv_saver_save_async`.
+ *
+ * Errors: NULL_ARG (`s`, `write_fn`, `out`), INVALID_ARG (directory layout), NOMEM.
+ */
+psv_status psv_saver_save_stream_async(psv_saver *s, psv_write_fn write_fn, void *userdata, const psv_save_options *opts, psv_job **out);
+
+/**
+ * `psv_saver_save_to_buffer` on library threads: starts writing the stored `.npz` into the
+ * first `psv_saver_size` bytes of `buf` (`len` bytes) and sets `*out` to the job. `buf` is
+ * written by library threads until the job has finished: it must stay valid, and the caller
+ * must not use it, until then. Otherwise as `psv_saver_save_async`.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (compressed, directory layout); the job: INVALID_ARG (`len`
+ * too small: the message names the size).
+ */
+psv_status psv_saver_save_to_buffer_async(psv_saver *s, void *buf, size_t len, const psv_save_options *opts, psv_job **out);
+
+/**
+ * `psv_saver_save_to_alloc` on library threads: starts writing the `.npz` (stored or
+ * compressed) into memory libpsv allocates and sets `*out` to the job. Once `psv_job_wait`
+ * returned `PSV_OK`, `psv_job_take_buffer` hands the memory over as a `psv_buffer`. Otherwise
+ * as `psv_saver_save_async`.
+ *
+ * Errors: NULL_ARG, INVALID_ARG (directory layout), NOMEM.
+ */
+psv_status psv_saver_save_to_alloc_async(psv_saver *s, const psv_save_options *opts, psv_job **out);
+
+/**
+ * Waits until the job has finished, or for at most `timeout_ms` milliseconds (negative: no
+ * limit; 0: just look), and returns the save's status: `PSV_OK`, the error the blocking save
+ * would have returned (`PSV_ERR_IO` for ENOSPC, EFBIG, EACCES ...; `PSV_ERR_ABORTED` after
+ * `psv_job_cancel`), or `PSV_ERR_TIMEOUT` when the timeout ended first (the job keeps running;
+ * wait again). Every wait after the end returns the same status. The error's message and errno
+ * are also set as the calling thread's last error, and stay with the job
+ * (`psv_job_error_message`, `psv_job_error_os_code`). Blocks only the calling thread; may run
+ * on several threads at once.
+ *
+ * In a child process forked while the job ran, the job does not run: this returns
+ * `PSV_ERR_INVALID_ARG` at once.
+ *
+ * Errors: NULL_ARG, TIMEOUT, INVALID_ARG (forked child), and the save's own.
+ */
+psv_status psv_job_wait(const psv_job *job, int64_t timeout_ms);
+
+/**
+ * True once the job has finished (successfully or not): `psv_job_wait` will not block. False
+ * for NULL and, in a forked child, for the parent's jobs. Never blocks.
+ */
+bool psv_job_done(const psv_job *job);
+
+/**
+ * Writes the bytes done so far and the total (`*done`, `*total`; either may be NULL) of the
+ * job: updated at least every 100 ms and every 64 MiB, both 0 until the first report, equal once
+ * it has finished successfully. Never blocks.
+ *
+ * Errors: NULL_ARG (`job`).
+ */
+psv_status psv_job_progress(const psv_job *job, uint64_t *done, uint64_t *total);
+
+/**
+ * Asks the job to stop and returns at once: it ends soon (within about 100 ms) with
+ * `PSV_ERR_ABORTED`, its temporary file removed and an existing target untouched, unless it
+ * had already committed, which `psv_job_wait` then tells (`PSV_OK`). Cancelling a finished job
+ * does nothing.
+ *
+ * Errors: NULL_ARG.
+ */
+psv_status psv_job_cancel(const psv_job *job);
+
+/**
+ * Copies the message of the job's error into `buf` (NUL-terminated, truncated to `len - 1`
+ * bytes) and returns its full length, like `snprintf`; `buf` may be NULL when `len` is 0. The
+ * message belongs to the job (any thread may read it, any time until `psv_job_free`); it is
+ * empty (0) while the job runs and after a success. 0 for NULL `job`.
+ */
+size_t psv_job_error_message(const psv_job *job, char *buf, size_t len);
+
+/**
+ * The OS error number (`errno`: ENOSPC, EFBIG, EACCES ...) behind the job's error when the OS
+ * reported it; 0 otherwise (running, success, other errors, NULL).
+ */
+int32_t psv_job_error_os_code(const psv_job *job);
+
+/**
+ * Hands over the archive of a finished `psv_saver_save_to_alloc_async` job: `*out` is set to
+ * a `psv_buffer` (free it with `psv_buffer_free`; it outlives the job), or NULL on failure.
+ * Once only.
+ *
+ * Errors: NULL_ARG; INVALID_ARG when the job has not finished successfully, is of another
+ * kind, or its buffer was already taken.
+ */
+psv_status psv_job_take_buffer(psv_job *job, psv_buffer **out);
+
+/**
+ * Frees a job. NULL is a no-op. **If the job is still running, this cancels it and waits for
+ * it to end** (its temporary file is removed, an existing target untouched); to keep the
+ * save, `psv_job_wait` first. Frees the job's message and any buffer not taken. Must not race
+ * any other call on the job. In a forked child, frees the parent's job handle without waiting.
+ */
+void psv_job_free(psv_job *job);
+
+/**
  * Restores every array of the `.npz` at `path` (".npz" appended unless present; or the
  * directory archive at `path`, see `PSV_LAYOUT_DIR`) into one block in which each array starts
  * at a 64-byte-aligned address.
@@ -887,6 +1058,20 @@ psv_status psv_save_options_set_compression(psv_save_options *o, int level);
 psv_status psv_save_options_set_layout(psv_save_options *o, psv_layout layout);
 
 /**
+ * Makes asynchronous saves (`psv_saver_save_async` and its siblings) work on a **snapshot**
+ * when `snapshot` is true: before the call returns, the arrays are copied (in parallel) into the
+ * saver's staging area, so the caller may change or free its arrays, and change or free the
+ * saver, at once. The staging area is huge-page advised, reused by the next snapshot that fits
+ * and freed with the saver; `psv_saver_staging_bytes` tells its size. Without snapshot (the
+ * default) the job borrows the saver and its arrays until it has finished: the arrays must not
+ * change, `psv_saver_add*` gives `PSV_ERR_BUSY` and `psv_saver_free` waits for the job.
+ * Blocking saves ignore this setting.
+ *
+ * Errors: NULL_ARG.
+ */
+psv_status psv_save_options_set_snapshot(psv_save_options *o, bool snapshot);
+
+/**
  * Sets the alignment in the file of large arrays' data: a power of two from 64 (the default)
  * to 1 MiB (1048576). Every stored array with at least `alignment` bytes of data then starts at
  * a multiple of `alignment` in the archive: a page (4096) for `O_DIRECT` reads and page-aligned
@@ -1035,7 +1220,8 @@ psv_saver *psv_saver_new(void);
  * element) are copied. `data` may be NULL only if the byte count is 0.
  *
  * Errors: NULL_ARG, BAD_DTYPE (unknown code or PSV_DTYPE_OTHER), OVERFLOW (negative dims,
- * ndim > 64, byte count overflows), INVALID_ARG (bad or duplicate key).
+ * ndim > 64, byte count overflows), INVALID_ARG (bad or duplicate key), BUSY (a job started by
+ * `psv_saver_save_async` without snapshot is still running: nothing is added).
  */
 psv_status psv_saver_add(psv_saver *s, const char *key, const void *data, psv_dtype dtype, const int64_t *shape, size_t ndim);
 
@@ -1057,7 +1243,7 @@ psv_status psv_saver_add_fortran(psv_saver *s, const char *key, const void *data
  * `psv_saver_free`; `key`, `numpy_descr` and `shape` are copied.
  *
  * Errors: NULL_ARG, BAD_DTYPE (bad or object descr), OVERFLOW, INVALID_ARG (bad key, nbytes
- * mismatch).
+ * mismatch), BUSY (as `psv_saver_add`).
  */
 psv_status psv_saver_add_descr(psv_saver *s, const char *key, const void *data, size_t nbytes, const char *numpy_descr, const int64_t *shape, size_t ndim, bool fortran_order);
 
@@ -1071,7 +1257,7 @@ psv_status psv_saver_add_descr(psv_saver *s, const char *key, const void *data, 
  * are copied. All or nothing: on any error no array of this call is added, and the message
  * names the failing index and key. `count` 0 is OK (the array arguments may then be NULL).
  *
- * Errors: NULL_ARG, BAD_DTYPE, OVERFLOW, INVALID_ARG, as `psv_saver_add`.
+ * Errors: NULL_ARG, BAD_DTYPE, OVERFLOW, INVALID_ARG, BUSY, as `psv_saver_add`.
  */
 psv_status psv_saver_add_many(psv_saver *s, size_t count, const char *const *keys, const void *const *data, const psv_dtype *dtypes, const int64_t *shapes, const size_t *ndims);
 
@@ -1095,8 +1281,23 @@ psv_status psv_saver_save(psv_saver *s, const char *path, const psv_save_options
 
 /**
  * Frees a saver (and releases its borrows of the arrays' memory). NULL is a no-op.
+ *
+ * If jobs that borrow the saver (`psv_saver_save_async` without snapshot) are still running,
+ * this **waits until they have finished** (they are not cancelled; their results stay in their
+ * job handles): when it returns, libpsv no longer reads the arrays, which the caller may then
+ * free. Snapshot jobs do not borrow the saver: they go on, and free their staging memory when
+ * they end. In a child forked while a borrowing job ran, the job does not exist and this does
+ * not wait.
  */
 void psv_saver_free(psv_saver *s);
+
+/**
+ * Bytes of memory the saver's snapshot staging area holds now: the copies used by running
+ * snapshot jobs plus at most one idle copy, kept for the next snapshot that fits (it is
+ * reused, not reallocated, so a loop of asynchronous saves does not grow the process). Freed
+ * with the saver (and, for copies in use, when their jobs end). 0 for NULL.
+ */
+size_t psv_saver_staging_bytes(const psv_saver *s);
 
 /**
  * The library version, e.g. `"0.1.0"` (static, never NULL); compare with `PSV_VERSION_*`.

@@ -400,6 +400,16 @@ public:
     }
     SaveOptions &&layout(psv_layout code) && { return std::move(layout(code)); }
 
+    /// Asynchronous saves (Saver::save_async) copy the arrays into the saver's staging area
+    /// before returning, so the caller may change them at once (default false: the job borrows
+    /// the arrays until done, and Saver::add throws PSV_ERR_BUSY meanwhile).
+    SaveOptions &snapshot(bool on) &
+    {
+        detail::check(psv_save_options_set_snapshot(h_, on), "psv_save_options_set_snapshot");
+        return *this;
+    }
+    SaveOptions &&snapshot(bool on) && { return std::move(snapshot(on)); }
+
     /// A progress callback (see ProgressFn); an empty function removes it.
     SaveOptions &progress(ProgressFn fn) &
     {
@@ -559,6 +569,88 @@ private:
     std::uint64_t max_total_bytes_ = 0;
     std::uint64_t max_members_ = 0;
     std::uint64_t max_header_len_ = 0;
+};
+
+// ------------------------------------------------------------------------------------------------
+// Job
+
+/// An asynchronous save (RAII over psv_job), from Saver::save_async / save_fd_async /
+/// to_bytes_async. Move-only. **The destructor waits** for the save to finish (it never cancels
+/// and never throws: call wait() to see the save's error, cancel() to stop it). wait(),
+/// wait_for(), done(), progress() and cancel() may run from several threads at once.
+class Job {
+public:
+    Job() noexcept = default;
+    explicit Job(psv_job *h) noexcept : h_(h) {}
+    ~Job() { reset(); }
+    Job(Job &&other) noexcept : h_(std::exchange(other.h_, nullptr)) {}
+    Job &operator=(Job &&other) noexcept
+    {
+        if (this != &other) {
+            reset();
+            h_ = std::exchange(other.h_, nullptr);
+        }
+        return *this;
+    }
+    Job(const Job &) = delete;
+    Job &operator=(const Job &) = delete;
+
+    /// Waits for the save; throws psv::Error with the save's status and message (again on every
+    /// call; PSV_ERR_ABORTED after cancel()).
+    void wait() const { detail::check(psv_job_wait(h_, -1), "psv_job_wait"); }
+    /// Waits at most `ms` milliseconds: true when the save has finished (successfully: a failed
+    /// save throws), false when the time ran out first.
+    bool wait_for(std::int64_t ms) const
+    {
+        const psv_status st = psv_job_wait(h_, ms < 0 ? 0 : ms);
+        if (st == PSV_ERR_TIMEOUT) {
+            return false;
+        }
+        detail::check(st, "psv_job_wait");
+        return true;
+    }
+    /// True once the save has finished (wait() will not block).
+    bool done() const noexcept { return psv_job_done(h_); }
+    /// Bytes done so far and the total (both 0 until the first report).
+    std::pair<std::uint64_t, std::uint64_t> progress() const
+    {
+        std::uint64_t d = 0, t = 0;
+        detail::check(psv_job_progress(h_, &d, &t), "psv_job_progress");
+        return {d, t};
+    }
+    /// Asks the save to stop (returns at once); wait() then throws PSV_ERR_ABORTED.
+    void cancel() const { detail::check(psv_job_cancel(h_), "psv_job_cancel"); }
+    /// The archive of a finished to_bytes_async() job (once).
+    std::vector<std::uint8_t> take_bytes()
+    {
+        wait();
+        psv_buffer *b = nullptr;
+        detail::check(psv_job_take_buffer(h_, &b), "psv_job_take_buffer");
+        const auto *data = static_cast<const std::uint8_t *>(psv_buffer_data(b));
+        std::vector<std::uint8_t> bytes;
+        try {
+            bytes.assign(data, data + psv_buffer_len(b));
+        } catch (...) {
+            psv_buffer_free(b);
+            throw;
+        }
+        psv_buffer_free(b);
+        return bytes;
+    }
+
+    psv_job *get() noexcept { return h_; }
+    const psv_job *get() const noexcept { return h_; }
+
+private:
+    void reset() noexcept
+    {
+        if (h_ != nullptr) {
+            psv_job_wait(h_, -1); // wait, do not cancel: a dropped Job still saves
+            psv_job_free(h_);
+            h_ = nullptr;
+        }
+    }
+    psv_job *h_ = nullptr;
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -741,6 +833,37 @@ public:
         detail::rethrow_progress_error(options.progress_state());
         detail::check(st, "psv_saver_save_stream");
     }
+
+    /// Starts saving into `path` on library threads (psv_saver_save_async) and returns the Job.
+    /// With options.snapshot(true) the arrays may change as soon as this returns; without, they
+    /// must stay unchanged until the Job is done (add() throws PSV_ERR_BUSY meanwhile, and the
+    /// Saver's destructor waits for the job). Options must not have a progress callback.
+    Job save_async(const std::string &path, const SaveOptions &options = SaveOptions())
+    {
+        psv_job *job = nullptr;
+        detail::check(psv_saver_save_async(h_, path.c_str(), options.get(), &job), "psv_saver_save_async");
+        return Job(job);
+    }
+
+    /// save_fd() on library threads (psv_saver_save_fd_async: the job writes through its own
+    /// duplicate of `fd`, so the caller may close `fd` at once).
+    Job save_fd_async(int fd, const SaveOptions &options = SaveOptions())
+    {
+        psv_job *job = nullptr;
+        detail::check(psv_saver_save_fd_async(h_, fd, options.get(), &job), "psv_saver_save_fd_async");
+        return Job(job);
+    }
+
+    /// to_bytes() on library threads (psv_saver_save_to_alloc_async): Job::take_bytes().
+    Job to_bytes_async(const SaveOptions &options = SaveOptions())
+    {
+        psv_job *job = nullptr;
+        detail::check(psv_saver_save_to_alloc_async(h_, options.get(), &job), "psv_saver_save_to_alloc_async");
+        return Job(job);
+    }
+
+    /// Bytes held by the snapshot staging area (psv_saver_staging_bytes).
+    std::size_t staging_bytes() const noexcept { return psv_saver_staging_bytes(h_); }
 
     psv_saver *get() noexcept { return h_; }
     const psv_saver *get() const noexcept { return h_; }

@@ -23,6 +23,11 @@
  *   - An archive is immutable: its accessors (const psv_archive *) may run concurrently from
  *     many threads; psv_free must not race any other call on it.
  *   - Independent saves and restores may run concurrently. They run on libpsv's private worker
- *     pool (never a host's global rayon pool) and block the calling thread until done.
- *   - Array memory passed to psv_saver_add must not be modified while psv_saver_save runs.
+ *     pool (never a host's global rayon pool) and block the calling thread until done,
+ *     except the asynchronous saves (psv_saver_save*_async), which return a psv_job at once:
+ *     its wait/done/progress/cancel/error calls may run from any threads; see psv_job.
+ *   - Array memory passed to psv_saver_add must not be modified while psv_saver_save runs
+ *     (nor, for an asynchronous save without snapshot, until its job has finished).
+ *   - No callback runs on a library thread, except the write callback of
+ *     psv_saver_save_stream_async (on the job's thread).
  */

@@ -7,7 +7,8 @@
 #                        cancellation of saves and restores), under ASan+UBSan
 #   make test-robust     the pytest files in tests/robust/: SIGKILL during saves (target never
 #                        torn), OS failure paths (EFBIG, EACCES, EROFS, ENOTDIR, ENOENT, ENOSPC),
-#                        RLIMIT_AS -> PSV_ERR_NOMEM, fork with multiprocessing
+#                        RLIMIT_AS -> PSV_ERR_NOMEM, fork with multiprocessing; asynchronous saves
+#                        (test_async_robust.py: EFBIG, ENOSPC at wait, SIGKILL mid-job, fork)
 #
 # ThreadSanitizer and helgrind are not used: the Rust library is not instrumented and
 # synchronises through atomics and futexes neither of them sees, so both report thousands of

@@ -34,6 +34,11 @@ pub enum ErrorKind {
     Panic,
     /// A member's CRC-32 does not match the central directory.
     Crc,
+    /// The saver is borrowed by a running job (an asynchronous save without snapshot): it
+    /// cannot change until the job has finished.
+    Busy,
+    /// A wait ended before the job did.
+    Timeout,
 }
 
 /// An error with a human-readable message that names the path, key or offset involved, and the
@@ -126,6 +131,8 @@ err_ctor!(
     not_found => NotFound,
     nomem => NoMem,
     crc => Crc,
+    busy => Busy,
+    timeout => Timeout,
 );
 
 #[cfg(test)]

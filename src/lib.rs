@@ -65,7 +65,7 @@ pub use restore::{
     restore, restore_into, restore_stream, restore_stream_into, restore_stream_with_progress,
     restore_with_progress, Source,
 };
-pub use save::{Collective, Prepared, Saver, MAX_KEY_LEN, PLAN_ID_LEN};
+pub use save::{Collective, JobTarget, Prepared, SaveJob, Saver, MAX_KEY_LEN, PLAN_ID_LEN};
 pub use shape::MAX_NDIM;
 pub use version::{abi_version, VERSION};
 

@@ -42,6 +42,8 @@ fn status_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Aborted => "PSV_ERR_ABORTED",
         ErrorKind::Panic => "PSV_ERR_PANIC",
         ErrorKind::Crc => "PSV_ERR_CRC",
+        ErrorKind::Busy => "PSV_ERR_BUSY",
+        ErrorKind::Timeout => "PSV_ERR_TIMEOUT",
     }
 }
 

@@ -249,6 +249,34 @@ int main(int argc, char **argv)
                 at = start;
             }
             expect(parts == stored, "rendered parts are the path save");
+            // Asynchronous saves: a Job per save; snapshot lets the arrays change at once.
+            {
+                std::vector<double> live(1 << 16, 1.5);
+                psv::Saver async_saver;
+                async_saver.add("live", live.data(), {static_cast<std::int64_t>(live.size())});
+                const std::string apath = std::string(argv[1]) + "_async.npz";
+                psv::Job job = async_saver.save_async(apath, psv::SaveOptions().snapshot(true));
+                std::fill(live.begin(), live.end(), -1.0); // not in the file: it saves the snapshot
+                job.wait();
+                expect(job.done() && job.progress().first == job.progress().second, "job done, progress whole");
+                check_values(psv::restore(apath), "live", std::vector<double>(1 << 16, 1.5), {1 << 16});
+                // Every destination has its async twin; here libpsv memory.
+                psv::Job bytes_job = saver.to_bytes_async();
+                const std::vector<std::uint8_t> async_bytes = bytes_job.take_bytes();
+                expect(async_bytes == saver.to_bytes(), "to_bytes_async() is the path save");
+                // Errors come back from wait(); a file used as a directory: PSV_ERR_IO.
+                psv::Job bad = async_saver.save_async(apath + "/sub");
+                try {
+                    bad.wait();
+                    expect(false, "an impossible async save did not throw");
+                } catch (const psv::Error &err) {
+                    expect(err.status() == PSV_ERR_IO && err.os_code() == ENOTDIR, "async error at wait");
+                }
+                // A Job whose destructor runs first waits for its save (it does not cancel).
+                { psv::Job dropped = async_saver.save_async(apath); }
+                expect(psv::restore(apath).size() == 1, "a dropped Job still saved");
+                std::remove(apath.c_str());
+            }
             // A stream that throws: the exception comes back, the stream stops.
             try {
                 saver.save_stream([](const void *, std::size_t) { throw std::runtime_error("upload failed"); });

@@ -67,6 +67,7 @@ from ._binding import (  # noqa: F401
 from ._binding import __getattr__ as _status_getattr
 from ._cli import main
 from ._collective import collective_save
+from ._job import SaveJob
 
 __all__ = [
     "ParallelSaver",
@@ -75,6 +76,7 @@ __all__ = [
     "ArrayInfo",
     "Listing",
     "PreparedSave",
+    "SaveJob",
     "views",
     "main",
     "collective_save",

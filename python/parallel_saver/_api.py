@@ -451,7 +451,9 @@ class ParallelSaver:
         progress: ProgressArg = None,
         layout: Literal["npz", "dir"] = "npz",
         alignment: int = 64,
-    ) -> Union[str, bytes, None]:
+        wait: bool = True,
+        snapshot: bool = True,
+    ) -> Any:
         """Write all arrays as one archive to ``target``.
 
         Args:
@@ -490,6 +492,15 @@ class ParallelSaver:
             alignment: stored arrays of at least this many bytes start at a multiple of it in
                 the file (a power of two from 64, the default, to 1 MiB: a file-system stripe
                 or page size); the padding is what numpy and every ZIP reader skip.
+            wait: False runs the save in the background and returns a
+                :class:`~parallel_saver.SaveJob` at once (``job.wait(timeout=None)`` returns
+                what this returns and raises the save's PsvError; ``done()``, ``progress``,
+                ``cancel()``; a context manager that waits on exit).  No ``progress``
+                callback then: poll ``job.progress``.  See ``_job``.
+            snapshot: with ``wait=False``: True (default) copies the arrays into the saver's
+                staging area before returning, so they may be changed at once; False copies
+                nothing: do not touch these arrays until the job is done (``add`` raises
+                PSV_ERR_BUSY meanwhile, ``close`` waits for the job).
 
         Returns:
             For a path: the path written (with ``.npz`` for the npz layout; as given for
@@ -509,6 +520,24 @@ class ParallelSaver:
             raise ValueError(f"layout must be 'npz' or 'dir', not {layout!r}")
         if layout != "npz" and dest.kind != "path":
             raise ValueError(f"layout={layout!r} needs a path target, not {type(target).__name__}")
+        if not wait:
+            from ._job import start_save
+
+            path_result = (_with_npz(target) if layout == "npz" else os.fspath(target)) if dest.kind == "path" else None
+            return start_save(
+                self,
+                dest,
+                _encode_path(dest.value) if dest.kind == "path" else None,
+                path_result,
+                self._run_save,
+                snapshot=snapshot,
+                threads=threads,
+                fsync=fsync,
+                compress=compress,
+                progress=progress,
+                layout=layout,
+                alignment=alignment,
+            )
         if dest.kind == "path":
             bpath = _encode_path(dest.value)
 
@@ -541,6 +570,14 @@ class ParallelSaver:
 
         self._run_save(run, threads=threads, fsync=fsync, compress=compress, progress=progress, alignment=alignment)
         return None
+
+    @property
+    def staging_bytes(self) -> int:
+        """Bytes held by the snapshot staging area of ``save(wait=False)``: one copy per
+        running snapshot job plus one idle copy kept for reuse (``psv_saver_staging_bytes``)."""
+        with self._lock:
+            self._require_open()
+            return int(_feature("psv_saver_staging_bytes", "staging_bytes")(self._handle))
 
     def to_bytes(self, *, threads: Optional[int] = None, compress: int = 0, alignment: int = 64) -> bytes:
         """The archive :meth:`save` would write, as bytes (the same bytes as the path save).

@@ -162,9 +162,14 @@ class _Prepared(ctypes.Structure):
     """Opaque ``psv_prepared`` (a planned save whose byte ranges can be rendered)."""
 
 
+class _Job(ctypes.Structure):
+    """Opaque ``psv_job`` (an asynchronous save)."""
+
+
 _SaverP = ctypes.POINTER(_Saver)
 _BufferP = ctypes.POINTER(_Buffer)
 _PreparedP = ctypes.POINTER(_Prepared)
+_JobP = ctypes.POINTER(_Job)
 _ArchiveP = ctypes.POINTER(_Archive)
 _SaveOptionsP = ctypes.POINTER(_SaveOptions)
 _RestoreOptionsP = ctypes.POINTER(_RestoreOptions)
@@ -298,6 +303,23 @@ _OPTIONAL_PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
     "psv_prepared_size": (ctypes.c_uint64, [_PreparedP]),
     "psv_prepared_render": (_STATUS, [_PreparedP, ctypes.c_uint64, _c_size, ctypes.c_void_p]),
     "psv_prepared_free": (None, [_PreparedP]),
+    # asynchronous saves (psv_job)
+    "psv_save_options_set_snapshot": (_STATUS, [_SaveOptionsP, ctypes.c_bool]),
+    "psv_saver_save_async": (_STATUS, [_SaverP, ctypes.c_char_p, _SaveOptionsP, ctypes.POINTER(_JobP)]),
+    "psv_saver_save_fd_async": (_STATUS, [_SaverP, ctypes.c_int, _SaveOptionsP, ctypes.POINTER(_JobP)]),
+    "psv_saver_save_stream_async": (
+        _STATUS,
+        [_SaverP, _WriteFn, ctypes.c_void_p, _SaveOptionsP, ctypes.POINTER(_JobP)],
+    ),
+    "psv_saver_staging_bytes": (_c_size, [_SaverP]),
+    # raw status (not checked): PSV_ERR_TIMEOUT and the save's own error are results here
+    "psv_job_wait": (_c_status, [_JobP, ctypes.c_int64]),
+    "psv_job_done": (ctypes.c_bool, [_JobP]),
+    "psv_job_progress": (_STATUS, [_JobP, ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint64)]),
+    "psv_job_cancel": (_STATUS, [_JobP]),
+    "psv_job_error_message": (_c_size, [_JobP, ctypes.c_char_p, _c_size]),
+    "psv_job_error_os_code": (ctypes.c_int32, [_JobP]),
+    "psv_job_free": (None, [_JobP]),
     # sources: fds, read callbacks; caller memory
     "psv_restore_fd": (_STATUS, [ctypes.c_int, _RestoreOptionsP, ctypes.POINTER(_ArchiveP)]),
     "psv_restore_stream": (_STATUS, [_ReadFn, ctypes.c_void_p, _RestoreOptionsP, ctypes.POINTER(_ArchiveP)]),

@@ -5,7 +5,8 @@
 //! (`psv_save_options_*`), `restore` (`psv_restore*`), `restore_options`
 //! (`psv_restore_options_*`), `archive` (`psv_archive_*`, `psv_free`), `collective`
 //! (`psv_saver_manifest`, `psv_collective_*`), `status` (status codes,
-//! their one table, `psv_status_str`), `last_error` (`psv_last_error_*`) and `version`.
+//! their one table, `psv_status_str`), `job` (asynchronous saves, `psv_job_*`), `last_error`
+//! (`psv_last_error_*`) and `version`.
 //! `boundary` and `ptr` hold what they share; `types` the C-visible types. Every function is
 //! re-exported here, so `psv::ffi::psv_saver_new` names it wherever it lives.
 //!
@@ -22,6 +23,7 @@ mod archive;
 mod boundary;
 mod collective;
 mod errors;
+mod job;
 mod last_error;
 mod ptr;
 mod restore;
@@ -36,6 +38,7 @@ mod version;
 pub use self::archive::*;
 pub use self::collective::*;
 pub use self::errors::*;
+pub use self::job::*;
 pub use self::restore::*;
 pub use self::restore_options::*;
 pub use self::save_options::*;

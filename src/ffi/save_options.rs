@@ -118,6 +118,27 @@ pub extern "C" fn psv_save_options_set_layout(
     })
 }
 
+/// Makes asynchronous saves (`psv_saver_save_async` and its siblings) work on a **snapshot**
+/// when `snapshot` is true: before the call returns, the arrays are copied (in parallel) into the
+/// saver's staging area, so the caller may change or free its arrays, and change or free the
+/// saver, at once. The staging area is huge-page advised, reused by the next snapshot that fits
+/// and freed with the saver; `psv_saver_staging_bytes` tells its size. Without snapshot (the
+/// default) the job borrows the saver and its arrays until it has finished: the arrays must not
+/// change, `psv_saver_add*` gives `PSV_ERR_BUSY` and `psv_saver_free` waits for the job.
+/// Blocking saves ignore this setting.
+///
+/// Errors: NULL_ARG.
+#[no_mangle]
+pub extern "C" fn psv_save_options_set_snapshot(
+    o: *mut psv_save_options,
+    snapshot: bool,
+) -> psv_status {
+    set_option(o, |o| {
+        o.snapshot = snapshot;
+        Ok(())
+    })
+}
+
 /// Sets the alignment in the file of large arrays' data: a power of two from 64 (the default)
 /// to 1 MiB (1048576). Every stored array with at least `alignment` bytes of data then starts at
 /// a multiple of `alignment` in the archive: a page (4096) for `O_DIRECT` reads and page-aligned

@@ -115,23 +115,8 @@ pub extern "C" fn psv_saver_save_to_alloc(
         // SAFETY: `s` is NULL or a live saver; `opts` NULL or live options.
         let (s, opts) = unsafe { (ptr::handle(s, "saver")?, save_options(opts)?) };
         let bytes = with_progress(&opts, |p| {
-            if opts.inner.compression == 0 {
-                let len = usize::try_from(s.inner.size(&opts.inner)?)
-                    .map_err(|_| Error::nomem("the archive does not fit in memory"))?;
-                let mut bytes = AnonMap::new(len)?;
-                s.inner
-                    .save_to_buffer_with(bytes.as_mut_slice(), &opts.inner, p)?;
-                return Ok(bytes);
-            }
-            let prepared = match p {
-                Some(p) => s.inner.prepare_with_progress(&opts.inner, p)?,
-                None => s.inner.prepare(&opts.inner)?,
-            };
-            let len = usize::try_from(prepared.len())
-                .map_err(|_| Error::nomem("the archive does not fit in memory"))?;
-            let mut bytes = AnonMap::new(len)?;
-            prepared.render(0, bytes.as_mut_slice())?;
-            Ok(bytes)
+            s.inner
+                .to_memory(&opts.inner, p, AnonMap::new, AnonMap::as_mut_slice)
         })?;
         // SAFETY: checked non-NULL above.
         unsafe { ptr::write_out(out, ptr::into_handle(psv_buffer { bytes })) };

@@ -20,8 +20,25 @@ use crate::shape;
 pub extern "C" fn psv_saver_new() -> *mut psv_saver {
     value(std::ptr::null_mut(), || {
         Ok(ptr::into_handle(psv_saver {
-            inner: Saver::new(),
+            inner: std::sync::Arc::new(Saver::new()),
+            jobs_pid: 0,
         }))
+    })
+}
+
+/// The saver behind `s` for a change: `PSV_ERR_BUSY` while a job borrows it.
+///
+/// # Safety
+/// `s` is NULL or a live saver used only by this thread.
+pub(crate) unsafe fn saver_mut<'a>(s: *mut psv_saver) -> Result<&'a mut Saver<'static>> {
+    // SAFETY: forwarded contract.
+    let s = unsafe { ptr::handle_mut(s, "saver") }?;
+    std::sync::Arc::get_mut(&mut s.inner).ok_or_else(|| {
+        Error::new(
+            crate::error::ErrorKind::Busy,
+            "the saver is borrowed by a running save job (psv_saver_save_async without \
+             snapshot): wait for the job first",
+        )
     })
 }
 
@@ -57,7 +74,8 @@ unsafe fn read_shape(shape: *const i64, ndim: usize) -> Result<Vec<u64>> {
 /// element) are copied. `data` may be NULL only if the byte count is 0.
 ///
 /// Errors: NULL_ARG, BAD_DTYPE (unknown code or PSV_DTYPE_OTHER), OVERFLOW (negative dims,
-/// ndim > 64, byte count overflows), INVALID_ARG (bad or duplicate key).
+/// ndim > 64, byte count overflows), INVALID_ARG (bad or duplicate key), BUSY (a job started by
+/// `psv_saver_save_async` without snapshot is still running: nothing is added).
 #[no_mangle]
 pub extern "C" fn psv_saver_add(
     s: *mut psv_saver,
@@ -81,11 +99,11 @@ fn add_one(
     fortran_order: bool,
 ) -> Result<()> {
     // SAFETY: `s` is NULL or a live saver used only by this thread (documented contract).
-    let s = unsafe { ptr::handle_mut(s, "saver") }?;
+    let s = unsafe { saver_mut(s) }?;
     // SAFETY: `shape` points to `ndim` dims (documented contract).
     let dims = unsafe { read_shape(shape, ndim) }?;
     // SAFETY: `key` and `data` as documented for psv_saver_add.
-    unsafe { add_numeric(&mut s.inner, key, data, dtype, dims, fortran_order) }
+    unsafe { add_numeric(s, key, data, dtype, dims, fortran_order) }
 }
 
 /// Adds one numeric array given by its C key, data pointer and code, and its checked dims: the
@@ -138,7 +156,7 @@ pub extern "C" fn psv_saver_add_fortran(
 /// `psv_saver_free`; `key`, `numpy_descr` and `shape` are copied.
 ///
 /// Errors: NULL_ARG, BAD_DTYPE (bad or object descr), OVERFLOW, INVALID_ARG (bad key, nbytes
-/// mismatch).
+/// mismatch), BUSY (as `psv_saver_add`).
 #[no_mangle]
 pub extern "C" fn psv_saver_add_descr(
     s: *mut psv_saver,
@@ -152,7 +170,7 @@ pub extern "C" fn psv_saver_add_descr(
 ) -> psv_status {
     status(|| {
         // SAFETY: see psv_saver_add.
-        let s = unsafe { ptr::handle_mut(s, "saver") }?;
+        let s = unsafe { saver_mut(s) }?;
         // SAFETY: NUL-terminated per contract.
         let key = unsafe { ptr::utf8(key, "key") }?;
         // SAFETY: NUL-terminated per contract.
@@ -164,7 +182,7 @@ pub extern "C" fn psv_saver_add_descr(
         }
         // SAFETY: the caller keeps `nbytes` bytes at `data` valid until the saver is freed.
         let data: &'static [u8] = unsafe { ptr::slice(data.cast::<u8>(), nbytes, "data") }?;
-        s.inner.add_descr(key, data, descr, &dims, fortran_order)
+        s.add_descr(key, data, descr, &dims, fortran_order)
     })
 }
 
@@ -177,7 +195,7 @@ pub extern "C" fn psv_saver_add_descr(
 /// are copied. All or nothing: on any error no array of this call is added, and the message
 /// names the failing index and key. `count` 0 is OK (the array arguments may then be NULL).
 ///
-/// Errors: NULL_ARG, BAD_DTYPE, OVERFLOW, INVALID_ARG, as `psv_saver_add`.
+/// Errors: NULL_ARG, BAD_DTYPE, OVERFLOW, INVALID_ARG, BUSY, as `psv_saver_add`.
 #[no_mangle]
 pub extern "C" fn psv_saver_add_many(
     s: *mut psv_saver,
@@ -190,7 +208,7 @@ pub extern "C" fn psv_saver_add_many(
 ) -> psv_status {
     status(|| {
         // SAFETY: `s` is NULL or a live saver used only by this thread (documented contract).
-        let saver = &mut unsafe { ptr::handle_mut(s, "saver") }?.inner;
+        let saver = unsafe { saver_mut(s) }?;
         if count == 0 {
             return Ok(());
         }
@@ -273,11 +291,38 @@ pub extern "C" fn psv_saver_save(
 }
 
 /// Frees a saver (and releases its borrows of the arrays' memory). NULL is a no-op.
+///
+/// If jobs that borrow the saver (`psv_saver_save_async` without snapshot) are still running,
+/// this **waits until they have finished** (they are not cancelled; their results stay in their
+/// job handles): when it returns, libpsv no longer reads the arrays, which the caller may then
+/// free. Snapshot jobs do not borrow the saver: they go on, and free their staging memory when
+/// they end. In a child forked while a borrowing job ran, the job does not exist and this does
+/// not wait.
 #[no_mangle]
 pub extern "C" fn psv_saver_free(s: *mut psv_saver) {
     value((), || {
+        if !s.is_null() {
+            // SAFETY: `s` is a saver from psv_saver_new, not yet freed, used by this thread only.
+            let saver = unsafe { &*s };
+            let owner = saver.jobs_pid == std::process::id();
+            while owner && std::sync::Arc::strong_count(&saver.inner) > 1 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
         // SAFETY: `s` is NULL or a saver from psv_saver_new, not yet freed.
         unsafe { ptr::free_handle(s) };
         Ok(())
+    })
+}
+
+/// Bytes of memory the saver's snapshot staging area holds now: the copies used by running
+/// snapshot jobs plus at most one idle copy, kept for the next snapshot that fits (it is
+/// reused, not reallocated, so a loop of asynchronous saves does not grow the process). Freed
+/// with the saver (and, for copies in use, when their jobs end). 0 for NULL.
+#[no_mangle]
+pub extern "C" fn psv_saver_staging_bytes(s: *const psv_saver) -> usize {
+    value(0, || {
+        // SAFETY: `s` is NULL or a live saver.
+        Ok(unsafe { ptr::handle(s, "saver") }?.inner.staging_bytes())
     })
 }

@@ -44,6 +44,11 @@ pub const PSV_ERR_ABORTED: psv_status = 11;
 pub const PSV_ERR_PANIC: psv_status = 12;
 /// A member's CRC-32 does not match the central directory: the file is corrupt.
 pub const PSV_ERR_CRC: psv_status = 13;
+/// The saver is borrowed by a running job (`psv_saver_save_async` without snapshot): adding to
+/// it is refused until the job has finished.
+pub const PSV_ERR_BUSY: psv_status = 14;
+/// `psv_job_wait` returned because its timeout ended first; the job is still running.
+pub const PSV_ERR_TIMEOUT: psv_status = 15;
 
 /// One row of the status table.
 #[derive(Clone, Copy, Debug)]
@@ -99,6 +104,8 @@ status_table! {
     PSV_ERR_ABORTED => Aborted,
     PSV_ERR_PANIC => Panic,
     PSV_ERR_CRC => Crc,
+    PSV_ERR_BUSY => Busy,
+    PSV_ERR_TIMEOUT => Timeout,
 }
 
 /// What `psv_status_str` returns for a code that is not in the table.
@@ -116,7 +123,7 @@ mod tests {
 
     /// Every error kind. The `match` below stops compiling when a kind is added, so this list
     /// cannot silently fall behind.
-    const ALL_KINDS: [ErrorKind; 13] = [
+    const ALL_KINDS: [ErrorKind; 15] = [
         ErrorKind::NullArg,
         ErrorKind::InvalidArg,
         ErrorKind::BadDtype,
@@ -130,6 +137,8 @@ mod tests {
         ErrorKind::Aborted,
         ErrorKind::Panic,
         ErrorKind::Crc,
+        ErrorKind::Busy,
+        ErrorKind::Timeout,
     ];
 
     fn listed(kind: ErrorKind) -> bool {
@@ -146,7 +155,9 @@ mod tests {
             | ErrorKind::NoMem
             | ErrorKind::Aborted
             | ErrorKind::Panic
-            | ErrorKind::Crc => ALL_KINDS.contains(&kind),
+            | ErrorKind::Crc
+            | ErrorKind::Busy
+            | ErrorKind::Timeout => ALL_KINDS.contains(&kind),
         }
     }
 

@@ -7,7 +7,7 @@ use std::ffi::{c_char, c_int, c_void};
 use crate::archive::Archive;
 use crate::memory::AnonMap;
 use crate::options::{RestoreOptions, SaveOptions};
-use crate::save::{Prepared, Saver};
+use crate::save::{Prepared, SaveJob, Saver};
 
 // The status type and codes live with their table in `status.rs`; re-exported here so that
 // `psv::ffi::types::*` keeps naming them.
@@ -134,8 +134,24 @@ pub struct psv_prepared {
 
 /// Collects borrowed arrays to save into one `.npz`. Create with `psv_saver_new`, free with
 /// `psv_saver_free`. Not thread-safe: use from one thread at a time (it may move between threads).
+/// Jobs it started (`psv_saver_save_async`) run on library threads and are handles of their own.
 pub struct psv_saver {
-    pub(crate) inner: Saver<'static>,
+    /// Shared with the running jobs that borrow it (asynchronous saves without snapshot): while
+    /// one runs, the saver cannot change (`PSV_ERR_BUSY`).
+    pub(crate) inner: std::sync::Arc<Saver<'static>>,
+    /// The process that started the last borrowing job (a forked child never waits for it).
+    pub(crate) jobs_pid: u32,
+}
+
+/// An asynchronous save (`psv_saver_save_async` and its siblings) running on library threads.
+/// Wait for it with `psv_job_wait`, poll it with `psv_job_done` / `psv_job_progress`, stop it
+/// with `psv_job_cancel`, free it with `psv_job_free` (which cancels and waits if it still runs).
+/// Its result and error message belong to the job, not to a thread. `psv_job_wait`,
+/// `psv_job_done`, `psv_job_progress`, `psv_job_cancel` and `psv_job_error_message` may be
+/// called from any threads at once; `psv_job_take_buffer` and `psv_job_free` must not race any
+/// other call on the same job.
+pub struct psv_job {
+    pub(crate) inner: SaveJob,
 }
 
 /// A restored archive: one block holding every array, and per-array metadata. Create with
@@ -197,6 +213,8 @@ impl StringTable {
 pub struct psv_save_options {
     pub(crate) inner: SaveOptions,
     pub(crate) progress: Progress,
+    /// Asynchronous saves copy the arrays first (`psv_save_options_set_snapshot`).
+    pub(crate) snapshot: bool,
 }
 
 /// Settings for `psv_restore`. Create with `psv_restore_options_new`, free with

@@ -30,11 +30,14 @@ use crate::shape;
 
 mod collective;
 pub(crate) mod deflated;
+mod job;
 mod manifest;
 mod prepared;
+mod staging;
 pub(crate) mod stored;
 
 pub use collective::Collective;
+pub use job::{JobTarget, SaveJob};
 pub use manifest::PLAN_ID_LEN;
 pub use prepared::Prepared;
 
@@ -81,6 +84,9 @@ pub struct Saver<'a> {
     /// usually repeat a few types and shapes, and formatting a header was most of an add's
     /// cost.
     recent_headers: Vec<RecentHeader>,
+    /// Where snapshots of this saver's arrays are copied for asynchronous saves: at most one
+    /// idle buffer, reused by the next snapshot that fits, plus one per running job.
+    staging: Arc<staging::Staging>,
 }
 
 /// A built `.npy` header and what it was built from.
@@ -379,18 +385,37 @@ impl<'a> Saver<'a> {
     /// # Errors
     /// As [`Saver::save_to_buffer`].
     pub fn to_vec(&self, opts: &SaveOptions) -> Result<Vec<u8>> {
+        self.to_memory(opts, None, crate::memory::zeroed, |v| &mut v[..])
+    }
+
+    /// The `.npz` (stored or compressed) in memory that `alloc(len)` makes, written through
+    /// `bytes`, with an optional progress callback.
+    pub(crate) fn to_memory<B>(
+        &self,
+        opts: &SaveOptions,
+        progress: Option<&mut ProgressFn<'_>>,
+        alloc: impl FnOnce(usize) -> Result<B>,
+        bytes: impl Fn(&mut B) -> &mut [u8],
+    ) -> Result<B> {
+        check_compression(opts.compression)?;
         if opts.compression == 0 {
             let len = usize::try_from(self.size(opts)?)
                 .map_err(|_| Error::nomem("the archive does not fit in memory"))?;
-            let mut buf = crate::memory::zeroed(len)?;
-            self.save_to_buffer(&mut buf, opts)?;
+            let mut buf = alloc(len)?;
+            self.save_to_buffer_with(bytes(&mut buf), opts, progress)?;
             return Ok(buf);
         }
-        let prepared = self.prepare(opts)?;
+        if opts.layout != Layout::Npz {
+            return Err(Error::invalid_arg("only an .npz save can go to memory"));
+        }
+        let prepared = match progress {
+            Some(p) => self.prepare_with_progress(opts, p)?,
+            None => self.prepare(opts)?,
+        };
         let len = usize::try_from(prepared.len())
             .map_err(|_| Error::nomem("the archive does not fit in memory"))?;
-        let mut buf = crate::memory::zeroed(len)?;
-        prepared.render(0, &mut buf)?;
+        let mut buf = alloc(len)?;
+        prepared.render(0, bytes(&mut buf))?;
         Ok(buf)
     }
 

@@ -42,7 +42,7 @@ run() { # WHAT COMMAND...
     sed 's/^/    /' "$work/log.txt"
 }
 
-for f in prog.c prog.cpp prog.py shm.py prog_cffi.py prog.lua; do
+for f in prog.c prog.cpp prog.py shm.py async.py prog_cffi.py prog.lua; do
     block "$f" "$work/$f"
 done
 block c-build "$work/c-build.sh"
@@ -56,6 +56,7 @@ grep -q '^w: 6 floats, w\[5\] = 5$' "$work/log.txt" || fail "prog.cpp printed so
 run "Python: prog.py with the installed package" "$PYTHON" prog.py
 grep -qx '(1000, 1000)' "$work/log.txt" || fail "prog.py printed something else"
 run "Python: shm.py (restore into shared memory) with the installed package" "$PYTHON" shm.py
+run "Python: async.py (a save in the background) with the installed package" "$PYTHON" async.py
 run "cffi: prog_cffi.py" "$PYTHON" prog_cffi.py
 grep -qx 'cffi: f.npz restored' "$work/log.txt" || fail "prog_cffi.py printed something else"
 run "LuaJIT: prog.lua" "$LUAJIT" prog.lua
