@@ -1784,7 +1784,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         del dcases, dkeep, arrays
         gc.collect()
     if not args.no_collective:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         import collective_bench
 
         log("collective: 4 MPI ranks writing one file vs one process (benches/collective_bench.py)")

@@ -24,9 +24,9 @@ import pytest
 
 import parallel_saver as ps
 
+import mpi_cases  # beside this file: pytest's default (prepend) import mode puts its directory on sys.path
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import mpi_cases  # noqa: E402
 
 MPIRUN = shutil.which("mpirun")
 pytestmark = pytest.mark.skipif(MPIRUN is None, reason="no mpirun (make test-mpi installs Open MPI)")
