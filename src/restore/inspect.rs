@@ -103,6 +103,9 @@ pub(super) enum Holding<'a> {
     Image(Held<'a>),
     /// The whole file, mapped (mmap mode).
     Mapped(Held<'a>),
+    /// A run read into a scratch buffer that is reused for the next run (a metadata-only
+    /// listing: nothing is filled, so nothing keeps the bytes).
+    Scratch(Held<'a>),
 }
 
 /// Where phase A puts the bytes of small members it reads.
@@ -122,7 +125,7 @@ impl<'a> Holding<'a> {
         match self {
             Holding::Nothing => Held::NONE,
             Holding::Region(r) => r.held(),
-            Holding::Image(h) | Holding::Mapped(h) => *h,
+            Holding::Image(h) | Holding::Mapped(h) | Holding::Scratch(h) => *h,
         }
     }
 }
@@ -285,9 +288,13 @@ impl Reader<'_> {
                 }
             }
         }
+        // A metadata-only listing keeps nothing it reads: its runs go through one scratch
+        // buffer per rayon task instead of fresh mappings (whose page faults and unmapping
+        // cost more than reading the run).
+        let scratch_runs = self.opts.metadata_only;
         let found: Vec<Vec<(usize, Inspected)>> = pool.install(|| {
             work.into_par_iter()
-                .map(|((group, span), slice)| {
+                .map_init(Vec::new, |scratch: &mut Vec<u8>, ((group, span), slice)| {
                     let first = &members[candidates[group[0]]];
                     let mut region = None;
                     let holding = match (mapped, span, slice) {
@@ -297,6 +304,20 @@ impl Reader<'_> {
                             self.read_at(bytes, start)
                                 .map_err(|e| self.in_member(first, e))?;
                             Holding::Image(Held { start, bytes })
+                        }
+                        (None, Some((start, end)), None) if scratch_runs => {
+                            let len = (end - start) as usize;
+                            scratch.clear();
+                            scratch.try_reserve(len).map_err(|_| {
+                                Error::nomem(format!("cannot allocate {len} bytes"))
+                            })?;
+                            scratch.resize(len, 0);
+                            self.read_at(scratch, start)
+                                .map_err(|e| self.in_member(first, e))?;
+                            Holding::Scratch(Held {
+                                start,
+                                bytes: scratch,
+                            })
                         }
                         (None, Some((start, end)), None) => {
                             let mut bytes = AnonMap::new((end - start) as usize)?;
