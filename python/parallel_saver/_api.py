@@ -1410,6 +1410,8 @@ def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> Restor
     offsets = np.where(in_mapping, address - map_base, address - base)
     arrays: List[Any] = [None] * n
     done = np.zeros(n, dtype=np.bool_)
+    grouped: List[np.ndarray] = []  # each group's members, in the order of `group_rows`
+    group_rows: List[Any] = []  # each group's strided view, cut into rows by iteration
     for buffer, inside in ((block, in_block), (mapping, in_mapping)):
         if buffer is None:
             continue
@@ -1427,9 +1429,20 @@ def _build_arrays(lib: ctypes.CDLL, handle: Any, owner: RestoredBlock) -> Restor
                 offset=int(offsets[first]),
                 strides=(step,) + tuple(inner),
             )
+            grouped.append(members)
+            group_rows.append(rows)
+            done[members] = True
+    if grouped and done.all():
+        # Every array is a row of some group: all rows in group order, then one C-level gather
+        # into archive order (~half the cost of scattering them one setitem at a time).
+        every = list(itertools.chain.from_iterable(group_rows))
+        where = np.empty(n, dtype=np.int64)
+        where[np.concatenate(grouped)] = np.arange(n)
+        arrays = list(operator.itemgetter(*where.tolist())(every)) if n > 1 else every
+    else:
+        for members, rows in zip(grouped, group_rows):
             # Scatter the rows without a Python-level loop body (~40% cheaper per array).
             collections.deque(map(arrays.__setitem__, members.tolist(), rows), maxlen=0)
-            done[members] = True
     rest = np.flatnonzero(~done).tolist()
     if rest:
         address, nbytes, fortran = md.address.tolist(), md.nbytes.tolist(), md.fortran.tolist()
