@@ -38,6 +38,7 @@
 
 #include "psv.h"
 
+#include <array>
 #include <complex>
 #include <cstddef>
 #include <cstdint>
@@ -167,6 +168,21 @@ inline void check(psv_status status, const char *context)
     if (status != PSV_OK) {
         raise(status, context);
     }
+}
+
+/// The bytes of a library buffer, copied out; the buffer is freed in every case.
+inline std::vector<std::uint8_t> take_buffer(psv_buffer *b)
+{
+    const auto *data = static_cast<const std::uint8_t *>(psv_buffer_data(b));
+    std::vector<std::uint8_t> bytes;
+    try {
+        bytes.assign(data, data + psv_buffer_len(b));
+    } catch (...) {
+        psv_buffer_free(b);
+        throw;
+    }
+    psv_buffer_free(b);
+    return bytes;
 }
 
 } // namespace detail
@@ -400,6 +416,16 @@ public:
     }
     SaveOptions &&layout(psv_layout code) && { return std::move(layout(code)); }
 
+    /// Alignment in the file of large stored arrays' data: a power of two from 64 (the default)
+    /// to 1 MiB; every stored array of at least that many bytes starts at a multiple of it
+    /// (psv_save_options_set_alignment).
+    SaveOptions &alignment(std::size_t bytes) &
+    {
+        detail::check(psv_save_options_set_alignment(h_, bytes), "psv_save_options_set_alignment");
+        return *this;
+    }
+    SaveOptions &&alignment(std::size_t bytes) && { return std::move(alignment(bytes)); }
+
     /// Asynchronous saves (Saver::save_async) copy the arrays into the saver's staging area
     /// before returning, so the caller may change them at once (default false: the job borrows
     /// the arrays until done, and Saver::add throws PSV_ERR_BUSY meanwhile).
@@ -626,16 +652,7 @@ public:
         wait();
         psv_buffer *b = nullptr;
         detail::check(psv_job_take_buffer(h_, &b), "psv_job_take_buffer");
-        const auto *data = static_cast<const std::uint8_t *>(psv_buffer_data(b));
-        std::vector<std::uint8_t> bytes;
-        try {
-            bytes.assign(data, data + psv_buffer_len(b));
-        } catch (...) {
-            psv_buffer_free(b);
-            throw;
-        }
-        psv_buffer_free(b);
-        return bytes;
+        return detail::take_buffer(b);
     }
 
     psv_job *get() noexcept { return h_; }
@@ -786,16 +803,7 @@ public:
         const psv_status st = psv_saver_save_to_alloc(h_, options.get(), &b);
         detail::rethrow_progress_error(options.progress_state());
         detail::check(st, "psv_saver_save_to_alloc");
-        const auto *data = static_cast<const std::uint8_t *>(psv_buffer_data(b));
-        std::vector<std::uint8_t> bytes;
-        try {
-            bytes.assign(data, data + psv_buffer_len(b));
-        } catch (...) {
-            psv_buffer_free(b);
-            throw;
-        }
-        psv_buffer_free(b);
-        return bytes;
+        return detail::take_buffer(b);
     }
 
     /// Writes the .npz into the caller's open `fd` (psv_saver_save_fd: positional from its
@@ -862,6 +870,15 @@ public:
         return Job(job);
     }
 
+    /// This saver's manifest for a collective save (psv_saver_manifest): the bytes every rank
+    /// gathers from every other rank before constructing a psv::Collective.
+    std::vector<std::uint8_t> manifest() const
+    {
+        psv_buffer *b = nullptr;
+        detail::check(psv_saver_manifest(h_, &b), "psv_saver_manifest");
+        return detail::take_buffer(b);
+    }
+
     /// Bytes held by the snapshot staging area (psv_saver_staging_bytes).
     std::size_t staging_bytes() const noexcept { return psv_saver_staging_bytes(h_); }
 
@@ -870,6 +887,99 @@ public:
 
 private:
     psv_saver *h_;
+};
+
+/// One rank's part in the collective save of every rank's arrays into ONE .npz (RAII over
+/// psv_collective). Move-only. The host does the communication (MPI, torch.distributed, ...);
+/// the flow, with the host's collectives in brackets:
+///
+///   auto mine = saver.manifest();                    // [allgather -> manifests, rank order]
+///   psv::Collective c(path, manifests, rank, opts);  // [check plan_id() agrees on all ranks]
+///   if (rank == 0) c.create();                       // [barrier; share rank 0's outcome]
+///   auto report = c.write(saver);                    // [gather reports and outcomes to rank 0]
+///   if (rank == 0) every rank ok ? c.commit(reports) : c.abort();   // [broadcast the outcome]
+///
+/// The file is byte-identical to one Saver::save of all the arrays in rank order. Destroying
+/// rank 0's Collective after create() and before commit() removes the temporary file (the
+/// target is untouched). See psv.h, psv_collective_new, for every rule and error.
+class Collective {
+public:
+    /// Plans the save of `manifests` (every rank's Saver::manifest, in rank order, the same on
+    /// every rank) into `path` as rank `rank`. Throws psv::Error: INVALID_ARG for duplicate keys
+    /// across ranks (naming both), a rank out of range, compression or the directory layout;
+    /// FORMAT for a malformed manifest (naming its rank).
+    Collective(const std::string &path, const std::vector<std::vector<std::uint8_t>> &manifests,
+               std::size_t rank, const SaveOptions &options = SaveOptions())
+    {
+        std::vector<const void *> blobs;
+        std::vector<std::size_t> lens;
+        blobs.reserve(manifests.size());
+        lens.reserve(manifests.size());
+        for (const auto &m : manifests) {
+            blobs.push_back(m.data());
+            lens.push_back(m.size());
+        }
+        detail::check(psv_collective_new(path.c_str(), blobs.data(), lens.data(), manifests.size(), rank,
+                                         options.get(), &h_),
+                      "psv_collective_new");
+    }
+    ~Collective() { psv_collective_free(h_); }
+    Collective(Collective &&other) noexcept : h_(std::exchange(other.h_, nullptr)) {}
+    Collective &operator=(Collective &&other) noexcept
+    {
+        if (this != &other) {
+            psv_collective_free(h_);
+            h_ = std::exchange(other.h_, nullptr);
+        }
+        return *this;
+    }
+    Collective(const Collective &) = delete;
+    Collective &operator=(const Collective &) = delete;
+
+    /// The plan's id: equal on every rank exactly when they planned the same file.
+    std::array<std::uint8_t, PSV_PLAN_ID_LEN> plan_id() const
+    {
+        std::array<std::uint8_t, PSV_PLAN_ID_LEN> id{};
+        detail::check(psv_collective_plan_id(h_, id.data()), "psv_collective_plan_id");
+        return id;
+    }
+    /// The temporary file every rank writes into (the same path on every rank).
+    std::string temp_path() const
+    {
+        const char *p = psv_collective_temp_path(h_);
+        return p == nullptr ? std::string() : std::string(p);
+    }
+    /// Rank 0 only: creates and reserves the temporary file, before any rank writes.
+    void create() { detail::check(psv_collective_create(h_), "psv_collective_create"); }
+    /// Writes this rank's arrays (`saver`: the one whose manifest this rank contributed) and
+    /// returns its CRC report, for rank 0's commit().
+    std::vector<std::uint8_t> write(const Saver &saver)
+    {
+        psv_buffer *b = nullptr;
+        detail::check(psv_collective_write(h_, saver.get(), &b), "psv_collective_write");
+        return detail::take_buffer(b);
+    }
+    /// Rank 0 only, once every rank's write() succeeded: `reports` in rank order. Writes the
+    /// directory and renames the file over the target atomically; after a throw, call abort().
+    void commit(const std::vector<std::vector<std::uint8_t>> &reports)
+    {
+        std::vector<const void *> blobs;
+        std::vector<std::size_t> lens;
+        for (const auto &r : reports) {
+            blobs.push_back(r.data());
+            lens.push_back(r.size());
+        }
+        detail::check(psv_collective_commit(h_, blobs.data(), lens.data(), reports.size()),
+                      "psv_collective_commit");
+    }
+    /// Removes the temporary file (the target is untouched); afterwards only destruction.
+    void abort() { detail::check(psv_collective_abort(h_), "psv_collective_abort"); }
+
+    psv_collective *get() noexcept { return h_; }
+    const psv_collective *get() const noexcept { return h_; }
+
+private:
+    psv_collective *h_ = nullptr;
 };
 
 /// A prepared save (RAII over psv_prepared): any byte range of the archive, from any thread.
