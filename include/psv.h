@@ -811,7 +811,8 @@ psv_status psv_restore_from_memory(const void *buf, size_t len, const psv_restor
  * device is read with positional reads: the fd's offset does not move; in mmap mode the
  * archive maps the file, which stays mapped after the fd is closed. Any other fd (a pipe, a
  * socket) is read once, front to back, as `psv_restore_stream` reads, up to the archive's end
- * record (bytes after it stay unread in the fd).
+ * record (bytes after it stay unread in the fd); an `O_NONBLOCK` one is waited on with `poll`
+ * whenever it has no data yet, as a blocking one would be (its flags are left as they are).
  *
  * Errors: as `psv_restore` (for a pipe or socket: as `psv_restore_stream`), and INVALID_ARG
  * for a negative fd.
@@ -1149,7 +1150,9 @@ void psv_buffer_free(psv_buffer *b);
  * is not closed, renamed or truncated. A seekable fd (a regular file or a block device) gets
  * positional writes from its current offset on, in parallel, and its offset is left at the end
  * of the archive (bytes the file held past it stay); any other fd (pipe, socket, terminal) gets
- * the bytes in file order with `write`. The bytes are exactly those `psv_saver_save` writes.
+ * the bytes in file order with `write` (an `O_NONBLOCK` one is waited on with `poll` whenever
+ * it is full, as a blocking one would be; its flags are left as they are). The bytes are
+ * exactly those `psv_saver_save` writes.
  * Not atomic: a failed save may leave part of an archive in the file. Writing to a pipe whose
  * reader has gone raises SIGPIPE unless the process ignores it (then the save fails with
  * `PSV_ERR_IO`, errno EPIPE).

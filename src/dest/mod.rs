@@ -18,6 +18,7 @@ use crc32fast::Hasher;
 
 use crate::error::{Error, Result};
 
+pub(crate) mod sequential;
 pub(crate) mod tempfile;
 
 use tempfile::TempFile;

@@ -69,7 +69,8 @@ pub extern "C" fn psv_restore_from_memory(
 /// device is read with positional reads: the fd's offset does not move; in mmap mode the
 /// archive maps the file, which stays mapped after the fd is closed. Any other fd (a pipe, a
 /// socket) is read once, front to back, as `psv_restore_stream` reads, up to the archive's end
-/// record (bytes after it stay unread in the fd).
+/// record (bytes after it stay unread in the fd); an `O_NONBLOCK` one is waited on with `poll`
+/// whenever it has no data yet, as a blocking one would be (its flags are left as they are).
 ///
 /// Errors: as `psv_restore` (for a pipe or socket: as `psv_restore_stream`), and INVALID_ARG
 /// for a negative fd.

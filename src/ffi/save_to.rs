@@ -157,7 +157,9 @@ pub extern "C" fn psv_buffer_free(b: *mut psv_buffer) {
 /// is not closed, renamed or truncated. A seekable fd (a regular file or a block device) gets
 /// positional writes from its current offset on, in parallel, and its offset is left at the end
 /// of the archive (bytes the file held past it stay); any other fd (pipe, socket, terminal) gets
-/// the bytes in file order with `write`. The bytes are exactly those `psv_saver_save` writes.
+/// the bytes in file order with `write` (an `O_NONBLOCK` one is waited on with `poll` whenever
+/// it is full, as a blocking one would be; its flags are left as they are). The bytes are
+/// exactly those `psv_saver_save` writes.
 /// Not atomic: a failed save may leave part of an archive in the file. Writing to a pipe whose
 /// reader has gone raises SIGPIPE unless the process ignores it (then the save fails with
 /// `PSV_ERR_IO`, errno EPIPE).

@@ -337,7 +337,8 @@ pub(crate) fn restore_from(
             if crate::dest::is_seekable(file) {
                 restore_file(file, &shown, opts, progress, memory)
             } else {
-                stream::restore_stream_from(&mut &*file, &shown, opts, progress, memory)
+                let mut reader = crate::dest::sequential::Sequential(file);
+                stream::restore_stream_from(&mut reader, &shown, opts, progress, memory)
             }
         }
         Source::Path(path) if path.is_dir() => restore_dir(&path, opts, progress, memory),

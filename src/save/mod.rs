@@ -450,7 +450,7 @@ impl<'a> Saver<'a> {
         }
         self.save_to_stream(
             &mut |bytes| {
-                std::io::Write::write_all(&mut &*file, bytes)
+                std::io::Write::write_all(&mut crate::dest::sequential::Sequential(file), bytes)
                     .map_err(|e| Error::io(format!("cannot write to {shown}"), e))
             },
             opts,

@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -165,6 +166,48 @@ def test_closed_pipe_is_an_io_error(psv, saved):
         expect_status(ei, ["PSV_ERR_IO"])
     finally:
         os.close(w)
+
+
+def test_non_blocking_pipes_wait_instead_of_failing(psv, saved):
+    """Event loops hand out O_NONBLOCK descriptors: a save into one and a restore from one
+    wait for a slow peer (as a blocking fd would) instead of failing with EAGAIN."""
+    saver, arrays, ref = saved
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    chunks = []
+
+    def slow_reader():
+        time.sleep(0.2)  # the pipe (64 KiB) is full long before this
+        with os.fdopen(r, "rb") as f:
+            while b := f.read(1 << 16):
+                chunks.append(b)
+
+    t = threading.Thread(target=slow_reader)
+    t.start()
+    try:
+        saver.save(w)
+    finally:
+        os.close(w)
+        t.join()
+    assert b"".join(chunks) == ref
+
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+
+    def slow_writer():
+        with os.fdopen(w, "wb") as f:
+            for i in range(0, len(ref), 1 << 20):
+                time.sleep(0.05)  # the restore finds the pipe empty, again and again
+                f.write(ref[i : i + (1 << 20)])
+
+    t = threading.Thread(target=slow_writer)
+    t.start()
+    try:
+        got = psv.restore(r)
+    finally:
+        t.join()
+        os.close(r)
+    _assert_values(got, arrays)
 
 
 def test_bad_targets(psv, saved, tmp_path):
