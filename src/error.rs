@@ -6,7 +6,11 @@ use std::fmt;
 /// What went wrong, coarse enough to map 1:1 onto a `PSV_ERR_*` status code.
 ///
 /// The detail (path, key, offset) lives in [`Error`]'s message, not in the kind.
+///
+/// Non-exhaustive: new status codes are appended (as `PSV_ERR_BUSY` and `PSV_ERR_TIMEOUT` were),
+/// so a `match` needs a wildcard arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// A required pointer argument was NULL (C ABI only).
     NullArg,
@@ -39,6 +43,13 @@ pub enum ErrorKind {
     Busy,
     /// A wait ended before the job did.
     Timeout,
+}
+
+impl ErrorKind {
+    /// The C status code's name, as `psv_status_str` gives it: `"PSV_ERR_IO"`, ...
+    pub fn status_name(self) -> &'static str {
+        crate::ffi::status_name(self)
+    }
 }
 
 /// An error with a human-readable message that names the path, key or offset involved, and the

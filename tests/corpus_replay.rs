@@ -28,23 +28,7 @@ fn opts() -> RestoreOptions {
 
 /// The C status name of an error kind (as `psv_status_str` prints it).
 fn status_name(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::NullArg => "PSV_ERR_NULL_ARG",
-        ErrorKind::InvalidArg => "PSV_ERR_INVALID_ARG",
-        ErrorKind::BadDtype => "PSV_ERR_BAD_DTYPE",
-        ErrorKind::Overflow => "PSV_ERR_OVERFLOW",
-        ErrorKind::Io => "PSV_ERR_IO",
-        ErrorKind::Format => "PSV_ERR_FORMAT",
-        ErrorKind::Unsupported => "PSV_ERR_UNSUPPORTED",
-        ErrorKind::Limit => "PSV_ERR_LIMIT",
-        ErrorKind::NotFound => "PSV_ERR_NOT_FOUND",
-        ErrorKind::NoMem => "PSV_ERR_NOMEM",
-        ErrorKind::Aborted => "PSV_ERR_ABORTED",
-        ErrorKind::Panic => "PSV_ERR_PANIC",
-        ErrorKind::Crc => "PSV_ERR_CRC",
-        ErrorKind::Busy => "PSV_ERR_BUSY",
-        ErrorKind::Timeout => "PSV_ERR_TIMEOUT",
-    }
+    kind.status_name()
 }
 
 /// Runs `f`, turning a panic into `Err(message)`.

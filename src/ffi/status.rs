@@ -108,6 +108,13 @@ status_table! {
     PSV_ERR_TIMEOUT => Timeout,
 }
 
+/// The name of the status code `kind` maps to (`"PSV_ERR_IO"`), for [`ErrorKind::status_name`].
+pub(crate) fn status_name(kind: ErrorKind) -> &'static str {
+    name_of(status_of(kind))
+        .and_then(|name| name.to_str().ok())
+        .unwrap_or("PSV_ERR_UNKNOWN")
+}
+
 /// What `psv_status_str` returns for a code that is not in the table.
 pub(crate) const UNKNOWN: &CStr = c"PSV_ERR_UNKNOWN";
 
@@ -158,6 +165,17 @@ mod tests {
             | ErrorKind::Crc
             | ErrorKind::Busy
             | ErrorKind::Timeout => ALL_KINDS.contains(&kind),
+        }
+    }
+
+    #[test]
+    fn each_kinds_status_name_is_what_psv_status_str_prints() {
+        for kind in ALL_KINDS {
+            // SAFETY: psv_status_str returns a static NUL-terminated string.
+            #[allow(unsafe_code)]
+            let c = unsafe { CStr::from_ptr(psv_status_str(status_of(kind))) };
+            assert_eq!(kind.status_name(), c.to_str().unwrap());
+            assert!(kind.status_name().starts_with("PSV_ERR_"), "{kind:?}");
         }
     }
 
