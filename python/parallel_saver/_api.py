@@ -579,13 +579,30 @@ class ParallelSaver:
             self._require_open()
             return int(_feature("psv_saver_staging_bytes", "staging_bytes")(self._handle))
 
-    def to_bytes(self, *, threads: Optional[int] = None, compress: int = 0, alignment: int = 64) -> bytes:
+    def to_bytes(
+        self,
+        *,
+        threads: Optional[int] = None,
+        compress: int = 0,
+        alignment: int = 64,
+        wait: bool = True,
+        snapshot: bool = True,
+    ) -> Any:
         """The archive :meth:`save` would write, as bytes (the same bytes as the path save).
 
         A stored archive (``compress=0``) is written straight into a buffer of its exact size
         (:meth:`nbytes`), then copied once into the returned ``bytes``; use :meth:`save_into`
-        to skip that copy.
+        to skip that copy.  ``wait=False`` (and ``snapshot``) as for :meth:`save`: returns a
+        :class:`~parallel_saver.SaveJob` whose ``wait()`` returns the bytes.
         """
+        if not wait:
+            from ._io import Target
+            from ._job import start_save
+
+            return start_save(
+                self, Target("alloc", None), None, None, self._run_save,
+                snapshot=snapshot, threads=threads, compress=compress, alignment=alignment,
+            )
         if _compress_arg(compress) == 0:
             out = bytearray(self.nbytes(alignment=alignment))
             self.save_into(out, threads=threads, alignment=alignment)
@@ -616,10 +633,31 @@ class ParallelSaver:
         self._run_save(run, alignment=alignment)
         return int(out.value)
 
-    def save_into(self, buffer: Any, *, threads: Optional[int] = None, alignment: int = 64) -> int:
+    def save_into(
+        self,
+        buffer: Any,
+        *,
+        threads: Optional[int] = None,
+        alignment: int = 64,
+        wait: bool = True,
+        snapshot: bool = True,
+    ) -> Any:
         """Write the stored archive into ``buffer`` (any writable, C-contiguous buffer of at
         least :meth:`nbytes` bytes: ``bytearray``, a numpy array, ``mmap``, shared memory);
-        returns the archive's size.  Bytes past it are left as they were."""
+        returns the archive's size.  Bytes past it are left as they were.  ``wait=False`` (and
+        ``snapshot``) as for :meth:`save`: returns a :class:`~parallel_saver.SaveJob` whose
+        ``wait()`` returns the size; the buffer stays exported (a ``bytearray`` cannot be
+        resized) until the job is done, and must not be read before."""
+        if not wait:
+            from ._io import Target
+            from ._job import start_save
+
+            size = self.nbytes(alignment=alignment)
+            pinned = _writable(buffer, "buffer")
+            return start_save(
+                self, Target("buffer", pinned), None, size, self._run_save,
+                snapshot=snapshot, threads=threads, alignment=alignment,
+            )
         save_buffer = _feature("psv_saver_save_to_buffer", "save_into")
         view, address = _writable(buffer, "buffer")
         try:

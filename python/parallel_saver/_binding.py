@@ -311,6 +311,12 @@ _OPTIONAL_PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
         _STATUS,
         [_SaverP, _WriteFn, ctypes.c_void_p, _SaveOptionsP, ctypes.POINTER(_JobP)],
     ),
+    "psv_saver_save_to_buffer_async": (
+        _STATUS,
+        [_SaverP, ctypes.c_void_p, _c_size, _SaveOptionsP, ctypes.POINTER(_JobP)],
+    ),
+    "psv_saver_save_to_alloc_async": (_STATUS, [_SaverP, _SaveOptionsP, ctypes.POINTER(_JobP)]),
+    "psv_job_take_buffer": (_STATUS, [_JobP, ctypes.POINTER(_BufferP)]),
     "psv_saver_staging_bytes": (_c_size, [_SaverP]),
     # raw status (not checked): PSV_ERR_TIMEOUT and the save's own error are results here
     "psv_job_wait": (_c_status, [_JobP, ctypes.c_int64]),

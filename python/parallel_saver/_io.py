@@ -26,10 +26,14 @@ PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 
 class Target(NamedTuple):
-    """A classified save target: ``kind`` is ``"path"``, ``"fd"`` or ``"writer"``."""
+    """A classified save target: ``kind`` is ``"path"``, ``"fd"`` or ``"writer"`` (and, for
+    the in-memory saves of ``to_bytes``/``save_into`` with ``wait=False``, ``"alloc"`` or
+    ``"buffer"``)."""
 
     kind: str
-    #: the path (``"path"``), the descriptor (``"fd"``) or the object with ``write`` (``"writer"``)
+    #: the path (``"path"``), the descriptor (``"fd"``), the object with ``write``
+    #: (``"writer"``), (pinned view, address) of the caller's memory (``"buffer"``), or None
+    #: (``"alloc"``: the library allocates)
     value: Any
     #: the file object whose descriptor is written (``"fd"`` from a file object), else None
     file: Any = None

@@ -51,8 +51,9 @@ def _finish(handle: Any) -> None:
 class SaveJob:
     """A save running in the background (``ParallelSaver.save(target, wait=False)``).
 
-    ``wait(timeout=None)`` returns what ``save`` would have returned (the path written, or
-    None) and raises the save's :class:`PsvError`; ``done()``, ``progress`` and ``cancel()``
+    ``wait(timeout=None)`` returns what the blocking call would have returned (``save``: the
+    path written, or None; ``to_bytes``: the bytes; ``save_into``: the size) and raises the
+    save's :class:`PsvError`; ``done()``, ``progress`` and ``cancel()``
     never block.  As a context manager it waits on exit (and raises the save's error unless
     another exception is already propagating).  A job that is garbage-collected, or still
     running when the interpreter exits, is waited for (not cancelled): the save completes.
@@ -65,8 +66,10 @@ class SaveJob:
         result: Any,
         after: Optional[Callable[[], None]] = None,
         reraise: Optional[Callable[[], None]] = None,
+        produce: Optional[Callable[[Any], Any]] = None,
     ) -> None:
         self._handle = handle
+        self._produce = produce  # turns the finished job into wait()'s result (to_bytes)
         self._keep = keep  # the saver (its arrays), writer relays, file objects: alive until done
         self._result = result
         self._after = after
@@ -116,8 +119,11 @@ class SaveJob:
             self._status = st
             if st != 0:
                 self._error = _job_error(self._handle, st)
-            elif self._after is not None:
-                self._after()
+            else:
+                if self._after is not None:
+                    self._after()
+                if self._produce is not None:
+                    self._result = self._produce(self._handle)
             self._keep = ()
         if self._status != 0:
             if self._reraise is not None:
@@ -188,6 +194,7 @@ def start_save(
     keep: Tuple[Any, ...] = (saver, dest)
     after: Optional[Callable[[], None]] = None
     reraise: Optional[Callable[[], None]] = None
+    produce: Optional[Callable[[Any], Any]] = None
     if dest.kind == "path":
         start = _feature("psv_saver_save_async", "save(wait=False)")
 
@@ -204,6 +211,20 @@ def start_save(
         def after() -> None:
             sync_after(dest)
 
+    elif dest.kind == "buffer":
+        start = _feature("psv_saver_save_to_buffer_async", "save_into(wait=False)")
+        view, address = dest.value  # the pinned export stays in `keep` until the job is done
+
+        def call(handle: Any, opts: Any) -> None:
+            start(handle, address, view.nbytes, opts, ctypes.byref(out))
+
+    elif dest.kind == "alloc":
+        start = _feature("psv_saver_save_to_alloc_async", "to_bytes(wait=False)")
+        produce = _take_bytes
+
+        def call(handle: Any, opts: Any) -> None:
+            start(handle, opts, ctypes.byref(out))
+
     else:
         start = _feature("psv_saver_save_stream_async", "save(wait=False) to a writer")
         writer = WriteRelay(dest.value)
@@ -218,4 +239,18 @@ def start_save(
         call(handle, opts)
 
     run_save(run, **options)
-    return SaveJob(out, keep, result, after, reraise)
+    return SaveJob(out, keep, result, after, reraise, produce)
+
+
+def _take_bytes(handle: Any) -> bytes:
+    """The archive of a finished ``to_bytes(wait=False)`` job, copied into ``bytes`` (the
+    library's buffer is freed at once)."""
+    from ._binding import _BufferP
+
+    holder = _BufferP()
+    _feature("psv_job_take_buffer", "to_bytes(wait=False)")(handle, ctypes.byref(holder))
+    try:
+        data = _feature("psv_buffer_data", "to_bytes")(holder)
+        return ctypes.string_at(data, _feature("psv_buffer_len", "to_bytes")(holder))
+    finally:
+        _feature("psv_buffer_free", "to_bytes")(holder)

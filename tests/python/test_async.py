@@ -103,6 +103,37 @@ def test_snapshot_isolation(tmp_path, kind):
     assert temps(tmp_path) == []
 
 
+@pytest.mark.parametrize("compress", [0, 3])
+def test_in_memory_saves_in_the_background(compress):
+    """to_bytes(wait=False) and save_into(wait=False): the job's wait() returns what the
+    blocking call returns, from the snapshot taken at the call."""
+    data = arrays(2)
+    s = ps.ParallelSaver(**data)
+    want = s.to_bytes(compress=compress)
+    job = s.to_bytes(wait=False, compress=compress)
+    for v in data.values():
+        if v.size:
+            v[...] = 0  # after the call: the snapshot is what gets saved
+    got = job.wait()
+    assert isinstance(got, bytes) and got == want
+    assert job.wait() == want  # again: the same result, not a second take
+    if compress:
+        return
+    buf = bytearray(len(want) + 100)
+    buf[-100:] = b"\xee" * 100
+    s2 = ps.ParallelSaver(**arrays(2))
+    job = s2.save_into(buf, wait=False)
+    assert job.wait() == len(want)
+    assert bytes(buf[: len(want)]) == want and buf[len(want) :] == b"\xee" * 100
+    del job
+    buf.extend(b"x")  # the export ended with the job: resizable again
+    with pytest.raises(ps.PsvError) as ei:
+        s2.save_into(bytearray(10), wait=False).wait()
+    assert ei.value.status_name == "PSV_ERR_INVALID_ARG"
+    with pytest.raises(TypeError):
+        s2.save_into(b"read-only", wait=False)
+
+
 def test_borrowed_mode_busy_timeout_and_close_waits(tmp_path):
     data = arrays(2)
     s = ps.ParallelSaver(**data)
