@@ -25,7 +25,7 @@ arrays), then --runs more times; the cases of one workload and phase (systems an
 run round-robin (each round starting one case later), so machine noise spreads over all of
 them alike. Before every run, untimed:
 delete that case's previous output, os.sync(), (--cold: drop the page cache), then allocate,
-touch and free as much memory as the run will use, on every CPU, so the run neither pays the hypervisor for
+touch and free as much memory as the run will use (its payload plus a quarter, at least 32 MiB), on every CPU, so the run neither pays the hypervisor for
 re-backing freed memory nor waits on the previous run's dirty pages. Timed: everything from the arrays (or the file) to the result
 (saver construction included; freeing the result excluded). Every restore reads every byte:
 copy mode reads into psv's block, mmap mode is followed by a uint64 sum over each array (the
@@ -177,6 +177,14 @@ def _touch_and_free_here(nbytes: int) -> None:
     m.close()
 
 
+def with_headroom(nbytes: int) -> int:
+    """What to pre-touch for a run whose payload is ``nbytes``: a quarter more, at least
+    32 MiB more. A run uses more than its payload (psv's W3 block holds 20000 headers and
+    paddings, 1.18x the arrays; pickle's read buffer holds the pickle too; interpreter and
+    library allocations), and memory beyond what was touched costs ~20x on first touch."""
+    return nbytes + max(nbytes // 4, 32 << 20) if nbytes > 0 else 0
+
+
 def touch_and_free(nbytes: int) -> None:
     """Allocate, touch every page of, and free ``nbytes``, once on every CPU this process may
     run on: freed memory is handed back to the hypervisor within seconds on these VMs, and the
@@ -315,7 +323,7 @@ def run_round_robin(cases: List[Case], runs: int, warmup: int, cache: Cache, log
             gc.collect()
             os.sync()
             cache.drop(c.inputs)
-            touch_and_free(c.mem)
+            touch_and_free(with_headroom(c.mem))
             t0 = time.perf_counter()
             res = c.run()
             dt = time.perf_counter() - t0
