@@ -1262,15 +1262,25 @@ def ls(
     )
     try:
         md = _metadata(lib, handle)
-        offset = _optional(lib, "psv_archive_offset")
         required = _optional(lib, "psv_archive_required_bytes")
         listing = Listing(required_bytes=int(required(handle)) if required is not None else 0)
-        # Columns as Python lists first: per-array numpy indexing costs ~10x more.
+        n = len(md.keys)
+        offsets_fn = _optional(lib, "psv_archive_offsets")
+        if offsets_fn is not None:
+            column = np.zeros(n, dtype=np.uint64)
+            offsets_fn(handle, column.ctypes.data)
+            offsets = column.tolist()
+        else:  # an older library: one call per array
+            offset = _optional(lib, "psv_archive_offset")
+            offsets = [int(offset(handle, i)) if offset is not None else -1 for i in range(n)]
+        # Columns as Python lists first: per-array numpy indexing costs ~10x more; each tuple
+        # built by tuple.__new__ (the NamedTuple's own __new__ is Python code).
         dims, starts, ndims = md.dims.tolist(), md.starts.tolist(), md.ndims.tolist()
-        rows = zip(md.keys, md.dtypes, starts, ndims, md.nbytes.tolist(), md.fortran.tolist())
-        for i, (key, dt, s, nd, nb, fortran) in enumerate(rows):
-            info = ArrayInfo(dt, tuple(dims[s : s + nd]), nb, fortran)
-            info.offset = int(offset(handle, i)) if offset is not None else -1
+        rows = zip(md.keys, md.dtypes, starts, ndims, md.nbytes.tolist(), md.fortran.tolist(), offsets)
+        new = tuple.__new__
+        for key, dt, s, nd, nb, fortran, at in rows:
+            info = new(ArrayInfo, (dt, tuple(dims[s : s + nd]), nb, fortran))
+            info.offset = at
             listing[key] = info
         return listing
     finally:

@@ -346,6 +346,7 @@ _OPTIONAL_PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
         [_ReadFn, ctypes.c_void_p, _RestoreOptionsP, ctypes.c_void_p, _c_size, ctypes.POINTER(_ArchiveP)],
     ),
     "psv_archive_offset": (_c_size, [_ArchiveP, _c_size]),
+    "psv_archive_offsets": (_STATUS, [_ArchiveP, ctypes.c_void_p]),
     "psv_save_options_set_alignment": (_STATUS, [_SaveOptionsP, _c_size]),
     "psv_archive_required_bytes": (_c_size, [_ArchiveP]),
 }

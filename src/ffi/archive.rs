@@ -192,6 +192,31 @@ pub extern "C" fn psv_archive_offset(a: *const psv_archive, i: usize) -> usize {
     entry(a, i, 0, |a| a.inner.arrays()[i].offset)
 }
 
+/// Writes every array's `psv_archive_offset` into `offsets` (room for `psv_archive_count(a)`
+/// values), in array order: one call instead of one per array, for hosts where calls are
+/// costly (a metadata-only listing of 20000 arrays from Python).
+///
+/// Errors: NULL_ARG (`a`, or `offsets` when the archive has arrays).
+#[no_mangle]
+pub extern "C" fn psv_archive_offsets(a: *const psv_archive, offsets: *mut usize) -> psv_status {
+    status(|| {
+        // SAFETY: `a` is NULL or a live archive.
+        let a = unsafe { ptr::handle(a, "archive") }?;
+        let arrays = a.inner.arrays();
+        if arrays.is_empty() {
+            return Ok(());
+        }
+        if offsets.is_null() {
+            return Err(null_arg("offsets"));
+        }
+        for (i, info) in arrays.iter().enumerate() {
+            // SAFETY: the caller gives room for count values behind `offsets`; i < count.
+            unsafe { ptr::write_out(offsets.add(i), info.offset) };
+        }
+        Ok(())
+    })
+}
+
 /// Bytes of block the arrays need: the size caller memory for `psv_restore_into` (or an
 /// allocator) must have, known from a metadata-only restore before any data is read. 0 for
 /// NULL.

@@ -2352,6 +2352,14 @@ static void test_restore_destinations(void)
     CHECK_EQ_U(psv_archive_required_bytes(NULL), 0);
     CHECK_EQ_U(psv_archive_offset(NULL, 0), 0);
     CHECK_EQ_U(psv_archive_offset(m, 99), 0);
+    /* Every offset in one call: the same values as one call each. */
+    size_t offs[2] = {7, 7};
+    CHECK_ST(PSV_OK, psv_archive_offsets(m, offs));
+    CHECK_EQ_U(offs[0], psv_archive_offset(m, 0));
+    CHECK_EQ_U(offs[1], psv_archive_offset(m, 1));
+    CHECK(offs[0] != offs[1] && offs[0] % 64 == 0 && offs[1] % 64 == 0);
+    CHECK_ST(PSV_ERR_NULL_ARG, psv_archive_offsets(m, NULL));
+    CHECK_ST(PSV_ERR_NULL_ARG, psv_archive_offsets(NULL, offs));
     psv_free(m);
     psv_restore_options_free(meta);
 
