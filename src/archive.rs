@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use crate::descr::Descr;
 use crate::dtype::Dtype;
 use crate::memory::{AnonMap, CallerBlock, FileMap};
+use crate::npz::index::Method;
 
 /// One restored array: where its bytes are in the block and how numpy describes them.
 #[derive(Clone, Debug)]
@@ -33,6 +34,8 @@ pub struct ArrayInfo {
     pub file_offset: Option<u64>,
     /// True if the member was compressed in the file (deflate, bzip2, LZMA or Deflate64).
     pub compressed: bool,
+    /// How the member was stored in the file (`compressed` is `method != Method::Stored`).
+    pub method: Method,
 }
 
 /// A restored `.npz`: every array in one 64-byte-aligned block, in central-directory order.

@@ -54,6 +54,7 @@ pub use descr::{Descr, Field, SimpleDescr};
 pub use dtype::{Dtype, ALL_DTYPES};
 pub use error::{Error, ErrorKind, Result};
 pub use memory::CallerBlock;
+pub use npz::index::Method;
 pub use npz::npz_path;
 pub use options::{
     physical_memory, Layout, RestoreOptions, SaveOptions, DEFAULT_MAX_HEADER_LEN,

@@ -505,3 +505,36 @@ fn dash_reads_stdin_and_writes_stdout() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn ls_names_each_compression_method() {
+    // Archives 7-Zip wrote (committed fixtures; see tests/python/data/README.md).
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/data");
+    for (file, word) in [
+        ("7zip_bzip2.npz", "bzip2"),
+        ("7zip_lzma.npz", "lzma"),
+        ("7zip_deflate64.npz", "deflate64"),
+    ] {
+        let path = data.join(file);
+        let o = psv(&["ls".as_ref(), path.as_os_str()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = stdout(&o);
+        let row: Vec<&str> = text
+            .lines()
+            .find(|l| l.starts_with("small "))
+            .unwrap_or_else(|| panic!("{file}: {text}"))
+            .split_whitespace()
+            .collect();
+        assert_eq!(row[row.len() - 2..], [word, "-"], "{file}: {text}");
+        let o = psv(&["ls".as_ref(), path.as_os_str(), "--json".as_ref()]);
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        for a in doc["arrays"].as_array().unwrap() {
+            assert_eq!(a["compression"], word, "{file}");
+        }
+        let archive = restore(&path, &RestoreOptions::default()).unwrap();
+        assert!(archive
+            .arrays()
+            .iter()
+            .all(|a| a.compressed && a.method.name() != "stored"));
+    }
+}

@@ -39,8 +39,8 @@ const LS_HELP: &str = "\
 usage: psv ls FILE [--json]      (FILE - reads standard input)
 
 Lists one line per array: key, dtype (numpy descr), shape, bytes of data, order (C or F),
-compression (stored or deflated), and whether the data is 64-byte aligned in the file (\"-\" for
-deflated members). Members that are not arrays are listed as skipped. Reads only headers.
+compression (stored, deflated, bzip2, lzma or deflate64), and whether the data is 64-byte aligned in
+the file (\"-\" for compressed members). Members that are not arrays are listed as skipped. Reads only headers.
 
   --json    print a JSON document with the same fields";
 
@@ -475,12 +475,24 @@ fn file_len(path: &Path) -> Option<u64> {
         .map(|m| m.len())
 }
 
+/// The compression column's word for a member's method.
+fn compression_text(a: &psv::ArrayInfo) -> &'static str {
+    match a.method {
+        psv::Method::Stored => "stored",
+        psv::Method::Deflated => "deflated",
+        psv::Method::Bzip2 => "bzip2",
+        psv::Method::Lzma => "lzma",
+        psv::Method::Deflate64 => "deflate64",
+        other => other.name(),
+    }
+}
+
 /// `(compression, aligned)` columns of one array.
 fn layout_text(a: &psv::ArrayInfo) -> (&'static str, &'static str) {
     match (a.compressed, a.file_offset) {
         (false, Some(off)) if off % 64 == 0 => ("stored", "yes"),
         (false, _) => ("stored", "no"),
-        (true, _) => ("deflated", "-"),
+        (true, _) => (compression_text(a), "-"),
     }
 }
 
@@ -504,7 +516,7 @@ fn cmd_ls(args: &[OsString]) -> CmdResult {
                     "shape": a.shape,
                     "bytes": a.nbytes,
                     "fortran_order": a.fortran_order,
-                    "compression": if a.compressed { "deflated" } else { "stored" },
+                    "compression": compression_text(a),
                     "aligned": a.file_offset.map(|o| o % 64 == 0),
                     "file_offset": a.file_offset,
                 })

@@ -10,8 +10,9 @@ use super::plan::CENTRAL_HEADER_LEN;
 use super::records::{self, CentralFixed};
 use crate::error::{Error, Result};
 
-/// How a member's bytes are stored.
+/// How a member's bytes are stored. Non-exhaustive: methods may be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Method {
     /// ZIP method 0.
     Stored,

@@ -198,6 +198,7 @@ impl Reader<'_> {
                 mapped,
                 file_offset,
                 compressed: loc.method != Method::Stored,
+                method: loc.method,
             });
             located.push((i, loc));
         }

@@ -502,6 +502,7 @@ impl<'b> Out<'b> {
         key: &str,
         npy: NpyHeader,
         file_offset: Option<u64>,
+        method: Method,
     ) -> Result<Option<(&'b mut [u8], Units)>> {
         let offset =
             memory::align_up(self.end).ok_or_else(|| Error::limit("block size overflows"))?;
@@ -542,6 +543,7 @@ impl<'b> Out<'b> {
                 mapped: false,
                 file_offset,
                 compressed: file_offset.is_none(),
+                method,
             },
         ));
         self.end = end;
@@ -1029,7 +1031,8 @@ impl<'b> Run<'b, '_, '_> {
             Role::Wanted => {
                 let key = npz::key_of(&self.members[slot].name).unwrap_or_default();
                 let key = key.to_owned();
-                self.out.place(slot, &key, npy, Some(data_offset))?
+                self.out
+                    .place(slot, &key, npy, Some(data_offset), Method::Stored)?
             }
             _ => None,
         };
@@ -1164,7 +1167,7 @@ impl<'b> Run<'b, '_, '_> {
         let key = npz::key_of(&self.members[slot].name)
             .unwrap_or_default()
             .to_owned();
-        let Some((dest, units)) = self.out.place(slot, &key, npy, None)? else {
+        let Some((dest, units)) = self.out.place(slot, &key, npy, None, method)? else {
             // A caller's buffer turned out too small: the restore fails at the end.
             return Ok((csize, size));
         };
@@ -1300,7 +1303,7 @@ impl<'b> Run<'b, '_, '_> {
                 }
                 let (nbytes, item) = (npy.nbytes as u64, npy.descr.itemsize().max(1));
                 let placed = match role {
-                    Role::Wanted => self.out.place(slot, &key, npy, None)?,
+                    Role::Wanted => self.out.place(slot, &key, npy, None, method)?,
                     _ => None,
                 };
                 match placed {
