@@ -8,7 +8,6 @@
 //! `PSV_ERR_BUSY`). Its result (status, message, OS error number) belongs to the job, not to a
 //! thread. No caller code runs on the job's thread, except a [`JobTarget::writer`]'s `write`.
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -400,7 +399,8 @@ impl Saver<'_> {
             let copy = Saver {
                 members,
                 data,
-                keys: HashSet::new(),
+                keys: Default::default(),
+                hasher: Default::default(),
                 recent_headers: Vec::new(),
                 staging,
             };
