@@ -19,7 +19,7 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufReader, Cursor};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use crate::archive::{Archive, Storage};
@@ -405,10 +405,10 @@ fn restore_file(
         .metadata()
         .map_err(|e| Error::io(format!("cannot stat {shown}"), e))?
         .len();
-    // Buffered: the zip crate reads the central directory in many small pieces. Positional
-    // reads (a `&File` seeks, so a duplicate of the descriptor keeps the caller's offset).
+    // Positional reads (a `&File` seeks, so a duplicate of the descriptor keeps the caller's
+    // offset); unbuffered: the index reads the end records and the directory in a few reads.
     let positional = PositionalReader { file, at: 0 };
-    let index = index::read_index(BufReader::new(positional), shown, opts.max_members)?;
+    let index = index::read_index(positional, shown, opts.max_members)?;
     let map = if opts.mmap && !opts.metadata_only && matches!(memory, BlockFrom::Own) {
         Some(FileMap::new(file, file_len).map_err(|e| e.context(shown))?)
     } else {
