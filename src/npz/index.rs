@@ -768,9 +768,9 @@ fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Cursor;
     use crate::npz::plan::{plan, MemberSpec, ALIGN};
     use crate::ErrorKind;
+    use std::io::Cursor;
 
     /// An archive of stored members named `names` (payloads of `payload_len` zero bytes) as
     /// psv writes it, from the plan and the record encoders; `prefix` bytes come first.
@@ -824,9 +824,13 @@ mod tests {
     }
 
     fn assert_err(r: Result<Index>, kind: ErrorKind, want: &str) {
-        let e = r.err().expect("must fail");
+        let e = r.expect_err("must fail");
         assert_eq!(e.kind(), kind, "{}", e.message());
-        assert!(e.message().contains(want), "{:?} lacks {want:?}", e.message());
+        assert!(
+            e.message().contains(want),
+            "{:?} lacks {want:?}",
+            e.message()
+        );
         assert!(e.message().starts_with("t.npz: "), "{}", e.message());
     }
 
@@ -870,10 +874,11 @@ mod tests {
         let bytes = archive(&names(3), 100, b"");
         let dir_start = index_of(&bytes).unwrap().central_start as usize;
         for cut in (dir_start - 10)..bytes.len() {
-            let e = index_of(&bytes[..cut]).err().expect("a cut archive must fail");
+            let e = index_of(&bytes[..cut]).expect_err("a cut archive must fail");
             assert_eq!(e.kind(), ErrorKind::Format, "cut {cut}: {}", e.message());
             assert!(
-                e.message().contains("truncated: the end of the archive is missing"),
+                e.message()
+                    .contains("truncated: the end of the archive is missing"),
                 "cut {cut}: {}",
                 e.message()
             );
@@ -943,7 +948,10 @@ mod tests {
         let bytes = archive(&names(n), 1, b"");
         let end = end_at(&bytes);
         assert_eq!(&bytes[end - 20..end - 16], b"PK\x06\x07", "a ZIP64 locator");
-        assert_eq!(u16::from_le_bytes([bytes[end + 10], bytes[end + 11]]), 0xFFFF);
+        assert_eq!(
+            u16::from_le_bytes([bytes[end + 10], bytes[end + 11]]),
+            0xFFFF
+        );
         let index = index_of(&bytes).unwrap();
         assert_eq!(index.members.len(), n);
         assert_eq!(index.members[n - 1].name, format!("a{}.npy", n - 1));
@@ -959,7 +967,11 @@ mod tests {
         let z64 = end - 20 - 56;
         let mut fewer = bytes.clone();
         fewer[z64 + 24..z64 + 40].copy_from_slice(&[(n as u64 - 1).to_le_bytes(); 2].concat());
-        assert_err(index_of(&fewer), ErrorKind::Format, "but the central directory holds more");
+        assert_err(
+            index_of(&fewer),
+            ErrorKind::Format,
+            "but the central directory holds more",
+        );
         let mut more = bytes.clone();
         more[z64 + 24..z64 + 40].copy_from_slice(&[(u64::MAX).to_le_bytes(); 2].concat());
         assert_err(
@@ -1016,7 +1028,11 @@ mod tests {
 
     #[test]
     fn duplicate_names_are_refused() {
-        let bytes = archive(&[b"a.npy".to_vec(), b"b.npy".to_vec(), b"a.npy".to_vec()], 10, b"");
+        let bytes = archive(
+            &[b"a.npy".to_vec(), b"b.npy".to_vec(), b"a.npy".to_vec()],
+            10,
+            b"",
+        );
         assert_err(
             index_of(&bytes),
             ErrorKind::Format,
@@ -1026,7 +1042,11 @@ mod tests {
 
     #[test]
     fn names_are_utf8_when_they_are_else_cp437() {
-        let bytes = archive(&[b"caf\x82.npy".to_vec(), "π.npy".as_bytes().to_vec()], 10, b"");
+        let bytes = archive(
+            &[b"caf\x82.npy".to_vec(), "π.npy".as_bytes().to_vec()],
+            10,
+            b"",
+        );
         let index = index_of(&bytes).unwrap();
         assert_eq!(index.members[0].name, "café.npy");
         assert_eq!(index.members[0].raw_name, b"caf\x82.npy");
@@ -1065,10 +1085,11 @@ mod tests {
                 let last = start + 46 + 6;
                 let v = u16::from_le_bytes([bad[last + field], bad[last + field + 1]]);
                 put16(&mut bad, last + field, v.saturating_add(grow));
-                let e = index_of(&bad).err().expect("must fail");
+                let e = index_of(&bad).expect_err("must fail");
                 assert_eq!(e.kind(), ErrorKind::Format, "{}", e.message());
                 assert!(
-                    e.message().contains("damaged: a record of the zip directory is malformed"),
+                    e.message()
+                        .contains("damaged: a record of the zip directory is malformed"),
                     "field {field} +{grow}: {}",
                     e.message()
                 );
@@ -1106,7 +1127,9 @@ mod tests {
         put32(&mut offset, start + 42, u32::MAX);
         let mut extra = vec![1, 0, 8, 0];
         extra.extend_from_slice(&77u64.to_le_bytes());
-        let m = &index_of(&with_central_extra(&offset, &extra)).unwrap().members[0];
+        let m = &index_of(&with_central_extra(&offset, &extra))
+            .unwrap()
+            .members[0];
         assert_eq!(m.header_offset, 77);
     }
 
@@ -1145,11 +1168,19 @@ mod tests {
         );
         let mut patched = bytes.clone();
         put16(&mut patched, start + 8, 1 << 5);
-        assert_err(index_of(&patched), ErrorKind::Unsupported, "patched data or strong");
+        assert_err(
+            index_of(&patched),
+            ErrorKind::Unsupported,
+            "patched data or strong",
+        );
         let mut multi = bytes.clone();
         let end = end_at(&multi);
         put16(&mut multi, end + 4, 1);
-        assert_err(index_of(&multi), ErrorKind::Format, "multi-part (split) zip archive");
+        assert_err(
+            index_of(&multi),
+            ErrorKind::Format,
+            "multi-part (split) zip archive",
+        );
         let mut methods = bytes.clone();
         put16(&mut methods, start + 8, records::FLAG_ENCRYPTED);
         put16(&mut methods, start + 10, 99);
@@ -1194,7 +1225,6 @@ mod tests {
         put32(&mut signed, e + 12, size + 9);
         assert_eq!(index_of(&signed).unwrap().members.len(), want.len());
     }
-
 
     /// A file of `prefix` bytes followed by an end record for a `dir_size`-byte directory
     /// starting right after the prefix.
