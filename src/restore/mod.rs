@@ -4,8 +4,9 @@
 //! A restore is two steps:
 //! 1. the plan ([`plan`]): index the central directory ([`crate::npz::index`]), select the
 //!    members, read and validate each one's local and `.npy` headers in parallel (phase A,
-//!    [`inspect`]), and place every array in the block: packed (each at the next 64-aligned offset) for any file, or as an
-//!    [`inspect::Image`] of the file's data region for files whose stored arrays are 64-aligned
+//!    [`inspect`]), and place every array in the block: packed (each at the next 64-aligned
+//!    offset) for any file, or as an [`inspect::Image`] of the file's data region for files
+//!    whose stored arrays are 64-aligned
 //!    (every file psv writes; phase A then reads small members straight into their final place).
 //!    A metadata-only restore is exactly the plan;
 //! 2. the fill ([`fill`]): `pread` stored members into the block in ~4 MiB chunks and inflate
