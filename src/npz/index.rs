@@ -141,6 +141,9 @@ struct Probe {
     /// Where the central directory must start by the end record (its size before the end
     /// record; not for ZIP64 archives), and whether a central record's signature is there.
     central: Option<(u64, bool)>,
+    /// Whether the end record defers to ZIP64 end records (a sentinel, or a locator before
+    /// it): its own directory size and offset then say nothing certain.
+    zip64: bool,
 }
 
 /// The longest an end record plus its comment can be.
@@ -167,9 +170,19 @@ impl Probe {
                 (tail_start + i as u64, rec)
             });
         let mut central = None;
+        let mut zip64 = false;
         if let Some((end_at, rec)) = end {
             let dir_size = u32::from_le_bytes([rec[12], rec[13], rec[14], rec[15]]);
-            if dir_size != u32::MAX && u64::from(dir_size) <= end_at {
+            let dir_offset = u32::from_le_bytes([rec[16], rec[17], rec[18], rec[19]]);
+            // ZIP64 end records between the directory and the end record move where it ends.
+            let mut locator = [0u8; 4];
+            if let Some(at) = end_at.checked_sub(ZIP64_LOCATOR_LEN) {
+                r.seek(SeekFrom::Start(at))?;
+                zip64 = read_up_to(r, &mut locator)? == 4
+                    && locator == records::ZIP64_LOCATOR_SIG.to_le_bytes();
+            }
+            zip64 |= dir_size == u32::MAX || dir_offset == u32::MAX;
+            if !zip64 && u64::from(dir_size) <= end_at {
                 let at = end_at - u64::from(dir_size);
                 let mut sig = [0u8; 4];
                 r.seek(SeekFrom::Start(at))?;
@@ -180,6 +193,7 @@ impl Probe {
         }
         Ok(Probe {
             len,
+            zip64,
             head,
             end,
             central,
@@ -194,7 +208,7 @@ impl Probe {
         };
         let u32_at = |i: usize| u32::from_le_bytes([rec[i], rec[i + 1], rec[i + 2], rec[i + 3]]);
         let (dir_size, dir_offset) = (u32_at(12), u32_at(16));
-        let zip64 = dir_size == u32::MAX || dir_offset == u32::MAX;
+        let zip64 = self.zip64;
         if !zip64 && u64::from(dir_offset) + u64::from(dir_size) > end_at {
             return format!(
                 "truncated or damaged: the end record places the central directory at bytes \
@@ -540,6 +554,13 @@ fn zip64_directory<R: Read + Seek>(
             "unsupported zip archive: Support for multi-disk files is not implemented".to_string(),
         ));
     }
+    // The shift by prefix data that the locator implies must be the directory's.
+    let directory_shift = record_at
+        .checked_sub(rec.central_size)
+        .and_then(|start| start.checked_sub(rec.central_offset));
+    if directory_shift != Some(record_at - locator.end_offset) {
+        return Err(Fail::Damaged(Damage::Zip64));
+    }
     Ok(Directory {
         count: rec.count,
         size: rec.central_size,
@@ -823,8 +844,16 @@ mod tests {
         bytes[at..at + 2].copy_from_slice(&v.to_le_bytes());
     }
 
+    /// The error of `r`, which must fail (an index is not printed: it may be huge).
+    fn err_of(r: Result<Index>, what: &str) -> Error {
+        match r {
+            Ok(index) => panic!("{what}: read {} members", index.members.len()),
+            Err(e) => e,
+        }
+    }
+
     fn assert_err(r: Result<Index>, kind: ErrorKind, want: &str) {
-        let e = r.expect_err("must fail");
+        let e = err_of(r, want);
         assert_eq!(e.kind(), kind, "{}", e.message());
         assert!(
             e.message().contains(want),
@@ -874,7 +903,7 @@ mod tests {
         let bytes = archive(&names(3), 100, b"");
         let dir_start = index_of(&bytes).unwrap().central_start as usize;
         for cut in (dir_start - 10)..bytes.len() {
-            let e = index_of(&bytes[..cut]).expect_err("a cut archive must fail");
+            let e = err_of(index_of(&bytes[..cut]), "a cut archive");
             assert_eq!(e.kind(), ErrorKind::Format, "cut {cut}: {}", e.message());
             assert!(
                 e.message()
@@ -978,6 +1007,31 @@ mod tests {
             index_of(&more),
             ErrorKind::Format,
             "the ZIP64 end record counts 18446744073709551615 members",
+        );
+        // The locator or the ZIP64 end record placing things elsewhere than they are.
+        for (at, what) in [
+            (end - 20 + 8, "locator offset"),
+            (z64 + 48, "directory offset"),
+        ] {
+            let mut moved = bytes.clone();
+            moved[at + 2] ^= 0x01;
+            let e = err_of(index_of(&moved), what);
+            assert_eq!(e.kind(), ErrorKind::Format, "{what}: {}", e.message());
+            assert!(
+                e.message().contains("the ZIP64 end records"),
+                "{what}: {}",
+                e.message()
+            );
+        }
+        // A record running past the directory is named as such, not as a misplaced directory
+        // (the plain end record's size and offset are no sentinels here).
+        let mut long = bytes.clone();
+        let last_comment_len = z64 - 46 - b"a65538.npy".len() + 32;
+        put16(&mut long, last_comment_len, 1);
+        assert_err(
+            index_of(&long),
+            ErrorKind::Format,
+            "a record of the zip directory is malformed",
         );
         // Its locator gone: the plain end record's 0xFFFF count cannot be followed.
         let mut lost = bytes.clone();
@@ -1085,7 +1139,7 @@ mod tests {
                 let last = start + 46 + 6;
                 let v = u16::from_le_bytes([bad[last + field], bad[last + field + 1]]);
                 put16(&mut bad, last + field, v.saturating_add(grow));
-                let e = index_of(&bad).expect_err("must fail");
+                let e = err_of(index_of(&bad), "a long record");
                 assert_eq!(e.kind(), ErrorKind::Format, "{}", e.message());
                 assert!(
                     e.message()
