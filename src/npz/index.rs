@@ -477,7 +477,20 @@ fn from_end_record<R: Read + Seek>(
         None => None,
     };
     let dir = match zip64 {
-        Some(Ok(dir)) => dir,
+        Some(Ok(dir)) => {
+            // What the plain end record holds besides sentinels must be what the ZIP64 one
+            // says (writers put the value or the sentinel there, never anything else).
+            let agrees =
+                |plain: u64, sentinel: u64, value: u64| plain == sentinel || plain == value;
+            if !agrees(u64::from(end.count), 0xFFFF, dir.count)
+                || !agrees(u64::from(end.count_here), 0xFFFF, dir.count)
+                || !agrees(u64::from(end.central_size), 0xFFFF_FFFF, dir.size)
+                || !agrees(u64::from(end.central_offset), 0xFFFF_FFFF, dir.offset)
+            {
+                return Err(Fail::Damaged(Damage::Zip64));
+            }
+            dir
+        }
         // ZIP64 records the end record does not need are only a coincidence of bytes.
         Some(Err(fail)) if end.may_be_zip64() => return Err(fail),
         _ => {
@@ -1033,6 +1046,10 @@ mod tests {
             ErrorKind::Format,
             "a record of the zip directory is malformed",
         );
+        // The plain end record's count disagreeing with the ZIP64 one.
+        let mut plain = bytes.clone();
+        put16(&mut plain, end + 10, 0x00FF);
+        assert_err(index_of(&plain), ErrorKind::Format, "the ZIP64 end records");
         // Its locator gone: the plain end record's 0xFFFF count cannot be followed.
         let mut lost = bytes.clone();
         lost[end - 20] ^= 0xff;
