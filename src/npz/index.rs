@@ -476,24 +476,14 @@ fn from_end_record<R: Read + Seek>(
         }
         None => None,
     };
+    // As the zip crate (and so psv before) did: the ZIP64 end record's values are used when
+    // the plain one defers to them by a sentinel; otherwise the plain values stand, and ZIP64
+    // end records present anyway (Python's `zipfile` writes them from 2 GiB) only move where
+    // the directory ends.
     let dir = match zip64 {
-        Some(Ok(dir)) => {
-            // What the plain end record holds besides sentinels must be what the ZIP64 one
-            // says (writers put the value or the sentinel there, never anything else).
-            let agrees =
-                |plain: u64, sentinel: u64, value: u64| plain == sentinel || plain == value;
-            if !agrees(u64::from(end.count), 0xFFFF, dir.count)
-                || !agrees(u64::from(end.count_here), 0xFFFF, dir.count)
-                || !agrees(u64::from(end.central_size), 0xFFFF_FFFF, dir.size)
-                || !agrees(u64::from(end.central_offset), 0xFFFF_FFFF, dir.offset)
-            {
-                return Err(Fail::Damaged(Damage::Zip64));
-            }
-            dir
-        }
-        // ZIP64 records the end record does not need are only a coincidence of bytes.
+        Some(Ok(dir)) if end.may_be_zip64() => dir,
         Some(Err(fail)) if end.may_be_zip64() => return Err(fail),
-        _ => {
+        zip64 => {
             if end.disk != 0 || end.central_disk != 0 || end.count_here != end.count {
                 return Err(Fail::Damaged(Damage::MultiDisk));
             }
@@ -501,7 +491,10 @@ fn from_end_record<R: Read + Seek>(
                 count: u64::from(end.count),
                 size: u64::from(end.central_size),
                 offset: u64::from(end.central_offset),
-                end: at,
+                end: match zip64 {
+                    Some(Ok(dir)) => dir.end,
+                    _ => at,
+                },
                 zip64: false,
             }
         }
@@ -1046,10 +1039,20 @@ mod tests {
             ErrorKind::Format,
             "a record of the zip directory is malformed",
         );
-        // The plain end record's count disagreeing with the ZIP64 one.
+        // A plain end record that does not defer to the ZIP64 one is taken at its word.
         let mut plain = bytes.clone();
         put16(&mut plain, end + 10, 0x00FF);
-        assert_err(index_of(&plain), ErrorKind::Format, "the ZIP64 end records");
+        assert_err(
+            index_of(&plain),
+            ErrorKind::Format,
+            "multi-part (split) zip archive",
+        );
+        put16(&mut plain, end + 8, 0x00FF);
+        assert_err(
+            index_of(&plain),
+            ErrorKind::Format,
+            "the end record counts 255 members but the central directory holds more",
+        );
         // Its locator gone: the plain end record's 0xFFFF count cannot be followed.
         let mut lost = bytes.clone();
         lost[end - 20] ^= 0xff;
@@ -1072,6 +1075,31 @@ mod tests {
         prefixed.extend_from_slice(&ext);
         let index = index_of(&prefixed).unwrap();
         assert_eq!(index.members[0].header_offset, 33);
+    }
+
+    #[test]
+    fn zip64_end_records_that_no_sentinel_asks_for_only_move_the_directory_end() {
+        // Python's zipfile writes them once the directory starts past 2 GiB, with the real
+        // values (below 4 GiB) in the plain end record.
+        let bytes = archive(&names(3), 10, b"");
+        let end = end_at(&bytes);
+        let size = u32::from_le_bytes(bytes[end + 12..end + 16].try_into().unwrap());
+        let offset = u32::from_le_bytes(bytes[end + 16..end + 20].try_into().unwrap());
+        let mut out = bytes[..end].to_vec();
+        out.extend_from_slice(&records::ZIP64_END_SIG.to_le_bytes());
+        out.extend_from_slice(&44u64.to_le_bytes());
+        out.extend_from_slice(&[45, 3, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        for v in [3u64, 3, u64::from(size), u64::from(offset)] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&records::ZIP64_LOCATOR_SIG.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(end as u64).to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&bytes[end..]);
+        let index = index_of(&out).unwrap();
+        assert_eq!(index.members.len(), 3);
+        assert_eq!(index.central_start, u64::from(offset));
     }
 
     #[test]
