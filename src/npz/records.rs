@@ -1,11 +1,11 @@
 //! The ZIP records as bytes (APPNOTE 6.3.10; FORMAT.md sections 5 and 7): the encoding of
-//! every record our writer emits, and the decoding of the fixed parts a reader needs beyond
-//! what the zip crate parses (local headers, central records' fixed fields, end signatures).
+//! every record our writer emits, and the decoding of every record a reader needs (local
+//! headers, central records' fixed fields, extra field records, the end records).
 //!
 //! Written members are stored (method 0) or deflated (method 8), dated 1980-01-01 like numpy's,
 //! with no data descriptor: every size and CRC is known when the headers are written.
 
-use super::plan::{MemberPlan, Plan, CENTRAL_HEADER_LEN, LOCAL_HEADER_LEN, ZIP16_MAX};
+use super::plan::{MemberPlan, Plan, CENTRAL_HEADER_LEN, END_LEN, LOCAL_HEADER_LEN, ZIP16_MAX};
 
 /// Local file header signature ("PK\x03\x04").
 pub const LOCAL_SIG: u32 = 0x0403_4b50;
@@ -19,9 +19,10 @@ pub const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
 pub const END_SIG: u32 = 0x0605_4b50;
 /// Digital signature record ("PK\x05\x05"), which may follow the central directory.
 pub const DIGITAL_SIG: u32 = 0x0505_4b50;
-const ZIP64_EXTRA_ID: u16 = 0x0001;
+/// ZIP64 extended information extra field (APPNOTE 4.5.3).
+pub const ZIP64_EXTRA_ID: u16 = 0x0001;
 /// APPNOTE 4.6.11 "Data Stream Alignment" extra field.
-const ALIGN_EXTRA_ID: u16 = 0xA11E;
+pub const ALIGN_EXTRA_ID: u16 = 0xA11E;
 /// "Made by": UNIX (3), spec version 4.5 (45), as numpy/CPython write.
 const VERSION_MADE_BY: u16 = (3 << 8) | 45;
 /// Flag bit 11: the name is UTF-8.
@@ -242,7 +243,7 @@ pub const FLAG_DESCRIPTOR: u16 = 1 << 3;
 pub const UNSUPPORTED_FLAGS: u16 = (1 << 5) | (1 << 6) | (1 << 13);
 
 /// The little-endian u32 at `at` in `b` (the caller checked the length).
-fn get32(b: &[u8], at: usize) -> u32 {
+pub fn get32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
@@ -393,48 +394,188 @@ pub fn decode_name(raw: &[u8]) -> String {
 /// Code page 437, bytes 0x80 to 0xFF.
 const CP437_HIGH: &str = "\u{c7}\u{fc}\u{e9}\u{e2}\u{e4}\u{e0}\u{e5}\u{e7}\u{ea}\u{eb}\u{e8}\u{ef}\u{ee}\u{ec}\u{c4}\u{c5}\u{c9}\u{e6}\u{c6}\u{f4}\u{f6}\u{f2}\u{fb}\u{f9}\u{ff}\u{d6}\u{dc}\u{a2}\u{a3}\u{a5}\u{20a7}\u{192}\u{e1}\u{ed}\u{f3}\u{fa}\u{f1}\u{d1}\u{aa}\u{ba}\u{bf}\u{2310}\u{ac}\u{bd}\u{bc}\u{a1}\u{ab}\u{bb}\u{2591}\u{2592}\u{2593}\u{2502}\u{2524}\u{2561}\u{2562}\u{2556}\u{2555}\u{2563}\u{2551}\u{2557}\u{255d}\u{255c}\u{255b}\u{2510}\u{2514}\u{2534}\u{252c}\u{251c}\u{2500}\u{253c}\u{255e}\u{255f}\u{255a}\u{2554}\u{2569}\u{2566}\u{2560}\u{2550}\u{256c}\u{2567}\u{2568}\u{2564}\u{2565}\u{2559}\u{2558}\u{2552}\u{2553}\u{256b}\u{256a}\u{2518}\u{250c}\u{2588}\u{2584}\u{258c}\u{2590}\u{2580}\u{3b1}\u{df}\u{393}\u{3c0}\u{3a3}\u{3c3}\u{b5}\u{3c4}\u{3a6}\u{398}\u{3a9}\u{3b4}\u{221e}\u{3c6}\u{3b5}\u{2229}\u{2261}\u{b1}\u{2265}\u{2264}\u{2320}\u{2321}\u{f7}\u{2248}\u{b0}\u{2219}\u{b7}\u{221a}\u{207f}\u{b2}\u{25a0}\u{a0}";
 
-/// The fields a reader checks in a central directory record's fixed part.
+/// The end of central directory record's fixed part (22 bytes; a comment may follow).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CentralFixed {
-    /// "Version needed to extract", low byte (the ZIP spec version times ten).
-    pub version_needed: u16,
-    /// General purpose flags.
-    pub flags: u16,
-    /// Bytes of name, extra field and comment after the fixed part.
-    pub variable_len: u64,
+pub struct EndRecord {
+    /// Number of this disk.
+    pub disk: u16,
+    /// Disk where the central directory starts.
+    pub central_disk: u16,
+    /// Central directory records on this disk.
+    pub count_here: u16,
+    /// Central directory records in all (0xFFFF: see the ZIP64 end record).
+    pub count: u16,
+    /// Size of the central directory (0xFFFFFFFF: see the ZIP64 end record).
+    pub central_size: u32,
+    /// Offset of the central directory, before any prefix data (0xFFFFFFFF: ZIP64).
+    pub central_offset: u32,
+    /// Length of the archive comment that follows.
+    pub comment_len: u16,
 }
 
-impl CentralFixed {
-    /// Decodes a central directory record's fixed part; `None` without its signature.
-    pub fn parse(fixed: &[u8; CENTRAL_HEADER_LEN as usize]) -> Option<CentralFixed> {
-        if signature(fixed)? != CENTRAL_SIG {
+impl EndRecord {
+    /// Decodes the fixed part; `None` without the end record's signature.
+    pub fn parse(b: &[u8; END_LEN as usize]) -> Option<EndRecord> {
+        if signature(b)? != END_SIG {
             return None;
         }
-        Some(CentralFixed {
-            version_needed: get16(fixed, 6) & 0xff,
-            flags: get16(fixed, 8),
-            variable_len: u64::from(get16(fixed, 28))
-                + u64::from(get16(fixed, 30))
-                + u64::from(get16(fixed, 32)),
+        Some(EndRecord {
+            disk: get16(b, 4),
+            central_disk: get16(b, 6),
+            count_here: get16(b, 8),
+            count: get16(b, 10),
+            central_size: get32(b, 12),
+            central_offset: get32(b, 16),
+            comment_len: get16(b, 20),
+        })
+    }
+
+    /// Whether a field holds a ZIP64 sentinel, so that ZIP64 end records may hold the value.
+    pub fn may_be_zip64(&self) -> bool {
+        self.count == u16::MAX || self.central_size == u32::MAX || self.central_offset == u32::MAX
+    }
+}
+
+/// Length of the ZIP64 end of central directory locator.
+pub const ZIP64_LOCATOR_LEN: u64 = 20;
+/// Length of the ZIP64 end of central directory record's fixed part (extensible data may
+/// follow).
+pub const ZIP64_END_FIXED_LEN: u64 = 56;
+
+/// The ZIP64 end of central directory locator (20 bytes, right before the end record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Zip64Locator {
+    /// Disk where the ZIP64 end record is.
+    pub end_disk: u32,
+    /// Offset of the ZIP64 end record, before any prefix data.
+    pub end_offset: u64,
+    /// Number of disks.
+    pub disks: u32,
+}
+
+impl Zip64Locator {
+    /// Decodes the locator; `None` without its signature.
+    pub fn parse(b: &[u8; ZIP64_LOCATOR_LEN as usize]) -> Option<Zip64Locator> {
+        if signature(b)? != ZIP64_LOCATOR_SIG {
+            return None;
+        }
+        Some(Zip64Locator {
+            end_disk: get32(b, 4),
+            end_offset: get64(b, 8),
+            disks: get32(b, 16),
         })
     }
 }
 
-/// The central directory size an end record declares, from the bytes that follow the
-/// directory: `Ok(Some(size))` from a ZIP64 or plain end record, `Ok(None)` when the record
-/// defers to ZIP64 or is a digital signature, `Err(signature)` for anything else (`None`
-/// when fewer than four bytes follow).
-pub fn declared_central_size(end: &[u8]) -> Result<Option<u64>, Option<u32>> {
-    match signature(end) {
-        Some(ZIP64_END_SIG) if end.len() >= 48 => Ok(Some(u64::from_le_bytes(
-            end[40..48].try_into().expect("8 bytes"),
-        ))),
-        Some(END_SIG) if end.len() >= 16 => {
-            let size = u32::from_le_bytes(end[12..16].try_into().expect("4 bytes"));
-            Ok((size != u32::MAX).then_some(u64::from(size)))
+/// The ZIP64 end of central directory record's fixed part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Zip64EndRecord {
+    /// Size of the rest of the record (44 without extensible data).
+    pub rest_len: u64,
+    /// Number of this disk.
+    pub disk: u32,
+    /// Disk where the central directory starts.
+    pub central_disk: u32,
+    /// Central directory records on this disk.
+    pub count_here: u64,
+    /// Central directory records in all.
+    pub count: u64,
+    /// Size of the central directory.
+    pub central_size: u64,
+    /// Offset of the central directory, before any prefix data.
+    pub central_offset: u64,
+}
+
+impl Zip64EndRecord {
+    /// Decodes the fixed part; `None` without its signature.
+    pub fn parse(b: &[u8; ZIP64_END_FIXED_LEN as usize]) -> Option<Zip64EndRecord> {
+        if signature(b)? != ZIP64_END_SIG {
+            return None;
         }
-        Some(DIGITAL_SIG) => Ok(None),
-        other => Err(other),
+        Some(Zip64EndRecord {
+            rest_len: get64(b, 4),
+            disk: get32(b, 16),
+            central_disk: get32(b, 20),
+            count_here: get64(b, 24),
+            count: get64(b, 32),
+            central_size: get64(b, 40),
+            central_offset: get64(b, 48),
+        })
+    }
+}
+
+/// One record of an extra field: its id and data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtraRecord<'e> {
+    /// The record's header id (0x0001 ZIP64, 0x7075 Info-ZIP Unicode Path, ...).
+    pub id: u16,
+    /// The record's data.
+    pub data: &'e [u8],
+}
+
+/// Header ids the zip crate (and so psv until it read directories itself) requires a length
+/// for: a record of one of these cut after its id is malformed; any other id with fewer than
+/// four bytes left is trailing padding.
+const KNOWN_EXTRA_IDS: [u16; 8] = [
+    ZIP64_EXTRA_ID,
+    0x000a, // NTFS
+    0x5455, // extended timestamp
+    0x6375, // Info-ZIP Unicode Comment
+    UNICODE_PATH_EXTRA_ID,
+    0x9901, // AE-x encryption
+    ALIGN_EXTRA_ID,
+    0xd935, // Android alignment
+];
+
+/// Info-ZIP Unicode Path extra field (APPNOTE 4.6.9): a UTF-8 name for the member.
+pub const UNICODE_PATH_EXTRA_ID: u16 = 0x7075;
+
+/// The records of an extra field, in order; `Err` when one runs past the end of the field.
+/// Trailing bytes too few for a record header (1 to 3) are padding, except 2 or 3 bytes that
+/// start with a known id (see [`KNOWN_EXTRA_IDS`]), which are a record cut short.
+pub fn extra_records(extra: &[u8]) -> impl Iterator<Item = Result<ExtraRecord<'_>, ()>> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let rest = extra.get(at..)?;
+        if rest.len() < 4 {
+            at = extra.len();
+            let cut_known = rest.len() >= 2 && KNOWN_EXTRA_IDS.contains(&get16(rest, 0));
+            return cut_known.then_some(Err(()));
+        }
+        let (id, len) = (get16(rest, 0), usize::from(get16(rest, 2)));
+        match rest.get(4..4 + len) {
+            Some(data) => {
+                at += 4 + len;
+                Some(Ok(ExtraRecord { id, data }))
+            }
+            None => {
+                at = extra.len();
+                Some(Err(()))
+            }
+        }
+    })
+}
+
+/// The name the zip crate gave an unsupported compression method (psv's messages have shown
+/// these since it used that crate: `Shrink`, `Implode`, `Aes`, `Unknown`, ...).
+pub fn method_name(code: u16) -> &'static str {
+    match code {
+        0 => "Stored",
+        1 => "Shrink",
+        2 => "Reduce(1)",
+        3 => "Reduce(2)",
+        4 => "Reduce(3)",
+        5 => "Reduce(4)",
+        6 => "Implode",
+        8 => "Deflated",
+        9 => "Deflate64",
+        12 => "Bzip2",
+        14 => "Lzma",
+        93 => "Zstd",
+        95 => "Xz",
+        98 => "Ppmd",
+        99 => "Aes",
+        _ => "Unknown",
     }
 }
 
@@ -537,7 +678,11 @@ mod tests {
         assert_eq!(LocalHeader::parse(&local), None);
         let mut end = Vec::new();
         end_records(&mut end, &p);
-        assert_eq!(declared_central_size(&end), Ok(Some(p.central_size)));
-        assert_eq!(declared_central_size(b"PK"), Err(None));
+        let rec = EndRecord::parse(end[..22].try_into().unwrap()).unwrap();
+        assert_eq!(u64::from(rec.central_size), p.central_size);
+        assert_eq!((rec.count, rec.count_here, rec.comment_len), (1, 1, 0));
+        assert!(!rec.may_be_zip64());
+        end[0] = b'X';
+        assert_eq!(EndRecord::parse(end[..22].try_into().unwrap()), None);
     }
 }

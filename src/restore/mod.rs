@@ -2,10 +2,11 @@
 //! array.
 //!
 //! A restore is two steps:
-//! 1. the plan ([`plan`]): index the central directory (zip crate), select the members, read and
-//!    validate each one's local and `.npy` headers in parallel (phase A, [`inspect`]), and place
-//!    every array in the block: packed (each at the next 64-aligned offset) for any file, or as an
-//!    [`inspect::Image`] of the file's data region for files whose stored arrays are 64-aligned
+//! 1. the plan ([`plan`]): index the central directory ([`crate::npz::index`]), select the
+//!    members, read and validate each one's local and `.npy` headers in parallel (phase A,
+//!    [`inspect`]), and place every array in the block: packed (each at the next 64-aligned
+//!    offset) for any file, or as an [`inspect::Image`] of the file's data region for files
+//!    whose stored arrays are 64-aligned
 //!    (every file psv writes; phase A then reads small members straight into their final place).
 //!    A metadata-only restore is exactly the plan;
 //! 2. the fill ([`fill`]): `pread` stored members into the block in ~4 MiB chunks and inflate
@@ -19,7 +20,7 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufReader, Cursor};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use crate::archive::{Archive, Storage};
@@ -406,10 +407,10 @@ fn restore_file(
         .metadata()
         .map_err(|e| Error::io(format!("cannot stat {shown}"), e))?
         .len();
-    // Buffered: the zip crate reads the central directory in many small pieces. Positional
-    // reads (a `&File` seeks, so a duplicate of the descriptor keeps the caller's offset).
+    // Positional reads (a `&File` seeks, so a duplicate of the descriptor keeps the caller's
+    // offset); unbuffered: the index reads the end records and the directory in a few reads.
     let positional = PositionalReader { file, at: 0 };
-    let index = index::read_index(BufReader::new(positional), shown, opts.max_members)?;
+    let index = index::read_index(positional, shown, opts.max_members)?;
     let map = if opts.mmap && !opts.metadata_only && matches!(memory, BlockFrom::Own) {
         Some(FileMap::new(file, file_len).map_err(|e| e.context(shown))?)
     } else {
