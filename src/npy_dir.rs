@@ -157,15 +157,17 @@ fn open_index(dir: &Path) -> Result<Option<(Vec<DirEntry>, File)>> {
 fn members_of(entries: Vec<DirEntry>) -> Vec<MemberInfo> {
     entries
         .into_iter()
-        .map(|e| MemberInfo {
-            name: String::from_utf8(member_name(&e.key)).unwrap_or_default(),
-            raw_name: e.file.into_bytes(),
-            header_offset: 0,
-            compressed_size: e.size,
-            size: e.size,
-            crc32: e.crc32,
-            method: Ok(Method::Stored),
-            encrypted: false,
+        .map(|e| {
+            MemberInfo::new(
+                e.file.as_bytes(),
+                String::from_utf8(member_name(&e.key)).unwrap_or_default(),
+                0,
+                e.size,
+                e.size,
+                e.crc32,
+                Ok(Method::Stored),
+                false,
+            )
         })
         .collect()
 }
@@ -210,7 +212,7 @@ fn still_current(dir: &Path, index: &File) -> bool {
 
 /// The path of a listed member's own file (see [`read_consistently`]).
 pub(crate) fn member_file(dir: &Path, m: &MemberInfo) -> Result<std::path::PathBuf> {
-    let name = std::str::from_utf8(&m.raw_name).map_err(|_| Error::format("bad file name"))?;
+    let name = std::str::from_utf8(m.raw_name()).map_err(|_| Error::format("bad file name"))?;
     Ok(dir.join(name))
 }
 

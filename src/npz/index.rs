@@ -62,8 +62,10 @@ impl Method {
 /// One central directory entry.
 #[derive(Clone, Debug)]
 pub struct MemberInfo {
-    /// The raw name bytes from the central directory.
-    pub raw_name: Vec<u8>,
+    /// The raw name bytes from the central directory when they differ from `name`'s UTF-8
+    /// (a CP437 name); `None` for the usual UTF-8 name, which is then stored once (see
+    /// [`MemberInfo::raw_name`]).
+    raw: Option<Box<[u8]>>,
     /// The decoded name: UTF-8 when the UTF-8 flag is set or the bytes are valid UTF-8, else
     /// CP437 (Python's `zipfile`, and so `numpy.load`, uses CP437 whenever the flag is clear:
     /// Info-ZIP writes UTF-8 names without it, and they mean UTF-8).
@@ -80,6 +82,37 @@ pub struct MemberInfo {
     pub method: std::result::Result<Method, String>,
     /// Whether the entry is encrypted.
     pub encrypted: bool,
+}
+
+impl MemberInfo {
+    /// A member named `raw` in the archive, `name` decoded.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        raw: &[u8],
+        name: String,
+        header_offset: u64,
+        compressed_size: u64,
+        size: u64,
+        crc32: u32,
+        method: std::result::Result<Method, String>,
+        encrypted: bool,
+    ) -> MemberInfo {
+        MemberInfo {
+            raw: (raw != name.as_bytes()).then(|| raw.into()),
+            name,
+            header_offset,
+            compressed_size,
+            size,
+            crc32,
+            method,
+            encrypted,
+        }
+    }
+
+    /// The raw name bytes from the central directory (or the directory archive's file name).
+    pub fn raw_name(&self) -> &[u8] {
+        self.raw.as_deref().unwrap_or(self.name.as_bytes())
+    }
 }
 
 /// Which kind of damage a walk found; [`Probe::problem`] turns it, with what the file looks
@@ -704,16 +737,16 @@ fn walk(bytes: &[u8], start: u64, shift: u64, count: u64) -> std::result::Result
         let header_offset = header_offset
             .checked_add(shift)
             .ok_or(Fail::Damaged(Damage::Record))?;
-        members.push(MemberInfo {
-            raw_name: name.to_vec(),
-            name: decoded,
+        members.push(MemberInfo::new(
+            name,
+            decoded,
             header_offset,
             compressed_size,
             size,
-            crc32: fixed.crc32,
-            method: method_of(fixed.method),
-            encrypted: fixed.flags & records::FLAG_ENCRYPTED != 0,
-        });
+            fixed.crc32,
+            method_of(fixed.method),
+            fixed.flags & records::FLAG_ENCRYPTED != 0,
+        ));
         duplicate |= !seen.insert(name);
         at = next;
     }
@@ -888,7 +921,7 @@ mod tests {
         assert_eq!(index.members.len(), 3);
         for (i, (m, want)) in index.members.iter().zip(&p.members).enumerate() {
             assert_eq!(m.name, format!("a{i}.npy"));
-            assert_eq!(m.raw_name, m.name.as_bytes());
+            assert_eq!(m.raw_name(), m.name.as_bytes());
             assert_eq!(m.header_offset, want.header_offset);
             assert_eq!((m.size, m.compressed_size), (200, 200));
             assert_eq!(m.crc32, i as u32);
@@ -1149,7 +1182,7 @@ mod tests {
         );
         let index = index_of(&bytes).unwrap();
         assert_eq!(index.members[0].name, "café.npy");
-        assert_eq!(index.members[0].raw_name, b"caf\x82.npy");
+        assert_eq!(index.members[0].raw_name(), b"caf\x82.npy");
         assert_eq!(index.members[1].name, "π.npy");
         // As the zip crate (and so psv before) decoded them.
         let mut z = zip::ZipArchive::new(Cursor::new(&bytes)).unwrap();
@@ -1162,7 +1195,7 @@ mod tests {
         let index = index_of(bytes).unwrap();
         let start = index.central_start as usize;
         let old_len = u16::from_le_bytes([bytes[start + 30], bytes[start + 31]]) as usize;
-        let name_len = index.members[0].raw_name.len();
+        let name_len = index.members[0].raw_name().len();
         let insert_at = start + 46 + name_len + old_len;
         let mut out = bytes[..insert_at].to_vec();
         out.extend_from_slice(extra);
@@ -1247,7 +1280,7 @@ mod tests {
         };
         let good = with_central_extra(&bytes, &field(crc32fast::hash(b"cafX.npy")));
         let m = &index_of(&good).unwrap().members[0];
-        assert_eq!((m.name.as_str(), &m.raw_name[..]), ("café.npy", unicode));
+        assert_eq!((m.name.as_str(), m.raw_name()), ("café.npy", unicode));
         let stale = with_central_extra(&bytes, &field(1));
         assert_eq!(index_of(&stale).unwrap().members[0].name, "cafX.npy");
         // The zip crate (psv before) named it the same way.

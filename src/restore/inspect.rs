@@ -216,7 +216,8 @@ pub(super) fn image_jobs(
             .first()
             .map_or(image.end, |&o| o.min(image.end));
         if m.compressed_size > SMALL_MEMBER_LEN {
-            let head = (at + LOCAL_HEADER_LEN + m.raw_name.len() as u64 + HEAD_READ_LEN).min(next);
+            let head =
+                (at + LOCAL_HEADER_LEN + m.raw_name().len() as u64 + HEAD_READ_LEN).min(next);
             jobs.push((vec![c], Some((at, head))));
             last_is_run = false;
             continue;
@@ -367,7 +368,7 @@ impl Reader<'_> {
             }
             let end = (m.header_offset
                 + LOCAL_HEADER_LEN
-                + m.raw_name.len() as u64
+                + m.raw_name().len() as u64
                 + EXTRA_SLACK
                 + m.compressed_size)
                 .min(self.file_len);
@@ -450,7 +451,7 @@ impl Reader<'_> {
             .enumerate()
             .map(|(i, m)| {
                 let start = m.header_offset;
-                let data = start.saturating_add(LOCAL_HEADER_LEN + m.raw_name.len() as u64);
+                let data = start.saturating_add(LOCAL_HEADER_LEN + m.raw_name().len() as u64);
                 (start, data.saturating_add(m.compressed_size), i)
             })
             .collect();
@@ -502,7 +503,7 @@ impl Reader<'_> {
                 self.file_len
             )));
         }
-        let name_end = LOCAL_HEADER_LEN + m.raw_name.len() as u64;
+        let name_end = LOCAL_HEADER_LEN + m.raw_name().len() as u64;
         let want = (name_end + HEAD_READ_LEN).min(self.file_len - offset);
         let held = holding.held();
         // A run that holds the fixed header and the name: take all it has from here on.
@@ -512,7 +513,7 @@ impl Reader<'_> {
         };
         let local = LocalHeader::parse(&head)
             .ok_or_else(|| Error::format(format!("no local file header at offset {offset}")))?;
-        if local.name(&head) != Some(&m.raw_name[..]) {
+        if local.name(&head) != Some(m.raw_name()) {
             return Err(Error::format(
                 "the local header's name differs from the central directory's",
             ));
