@@ -612,7 +612,11 @@ enum DirDone {
         back: Option<TempFile>,
     },
     /// The CRC state of piece `job` (a job number: pieces of one file are in file order).
-    Piece { file: usize, job: usize, crc: Hasher },
+    Piece {
+        file: usize,
+        job: usize,
+        crc: Hasher,
+    },
     /// A large file is complete and placed (or, name taken, handed back).
     Placed { file: usize, back: Option<TempFile> },
 }
@@ -665,7 +669,10 @@ impl DirWriter<'_> {
                 remaining: AtomicUsize::new(count),
             });
         }
-        let queues = [(&small, AtomicUsize::new(0)), (&pieces, AtomicUsize::new(0))];
+        let queues = [
+            (&small, AtomicUsize::new(0)),
+            (&pieces, AtomicUsize::new(0)),
+        ];
         let failed = AtomicBool::new(false);
         let workers = rayon::current_num_threads().clamp(1, (small.len() + pieces.len()).max(1));
         let per_worker = (0..workers)
@@ -752,7 +759,9 @@ impl DirWriter<'_> {
                 // The last piece places the file. Every other writer dropped its handle before
                 // counting its piece done, so this one is the only handle left.
                 if lf.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    let tmp = slot_lock(&lf.slot).take().and_then(|t| Arc::try_unwrap(t).ok());
+                    let tmp = slot_lock(&lf.slot)
+                        .take()
+                        .and_then(|t| Arc::try_unwrap(t).ok());
                     let tmp = tmp.ok_or_else(|| {
                         Error::new(ErrorKind::Io, "a large file's writers lost track of it")
                     })?;
@@ -830,7 +839,9 @@ impl DirWriter<'_> {
 
 /// A large file's slot, locked (a panic elsewhere cannot leave it inconsistent: it is set once
 /// and taken once).
-fn slot_lock(slot: &Mutex<Option<Arc<TempFile>>>) -> std::sync::MutexGuard<'_, Option<Arc<TempFile>>> {
+fn slot_lock(
+    slot: &Mutex<Option<Arc<TempFile>>>,
+) -> std::sync::MutexGuard<'_, Option<Arc<TempFile>>> {
     slot.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -735,3 +735,54 @@ def test_7zip_archives_restore(psv, name):
     else:
         assert list(got) == ["small"]
         assert np.load(path)["small"].tobytes() == got["small"].tobytes()
+
+
+def test_a_directory_save_of_many_large_arrays_under_a_low_open_file_limit(psv, tmp_path):
+    """Large arrays are written in pieces by every worker; each file is opened by its first
+    piece and closed by its last, so a save of more large arrays than `ulimit -n` allows still
+    works, and numpy reads every file (one array of several pieces among them)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    arrays = {f"k{i}": np.full((64 << 10) // 4 + i % 5 + 1, i, dtype=np.float32) for i in range(300)}
+    arrays["several pieces"] = np.arange((5 << 20) // 8 + 3, dtype=np.float64)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        d = tmp_path / "large"
+        psv.ParallelSaver(**arrays).save(d, layout="dir")
+        psv.ParallelSaver(**arrays).save(d, layout="dir")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    # (A restore still holds every large file open until it has read them: not under the limit.)
+    got = psv.restore(d)
+    assert list(got) == list(arrays)
+    assert all(np.array_equal(got[k], a) for k, a in arrays.items())
+    for k, a in arrays.items():
+        np.testing.assert_array_equal(np.load(d / f"{k}.1.npy"), a)
+    assert len(os.listdir(d)) == len(arrays) + 1
+
+
+def test_a_directory_save_whose_large_file_writes_fail_leaves_the_old_version(psv, tmp_path):
+    """A piece write failing (EFBIG under a file size limit) fails the save with an I/O error;
+    the previous version stays whole and no file of the failed save is left."""
+    import resource
+    import signal
+
+    d = tmp_path / "d"
+    old = {"a": np.arange(1000, dtype=np.int64)}
+    psv.ParallelSaver(**old).save(d, layout="dir")
+    before = sorted(os.listdir(d))
+    new = {"a": np.zeros(8 << 20, dtype=np.uint8), "b": np.ones(3 << 20, dtype=np.uint8), "c": np.arange(5)}
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, hard))
+    try:
+        with pytest.raises(psv.PsvError) as e:
+            psv.ParallelSaver(**new).save(d, layout="dir")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert e.value.status_name == "PSV_ERR_IO"
+    assert "File too large" in str(e.value) or "EFBIG" in str(e.value), str(e.value)
+    assert sorted(os.listdir(d)) == before
+    np.testing.assert_array_equal(psv.restore(d)["a"], old["a"])
