@@ -786,3 +786,41 @@ def test_a_directory_save_whose_large_file_writes_fail_leaves_the_old_version(ps
     assert "File too large" in str(e.value) or "EFBIG" in str(e.value), str(e.value)
     assert sorted(os.listdir(d)) == before
     np.testing.assert_array_equal(psv.restore(d)["a"], old["a"])
+
+
+def test_a_directory_save_killed_mid_write_leaves_one_whole_version_and_the_next_save_cleans_up(psv, tmp_path):
+    """SIGKILL at random moments of directory saves whose large files are being written in
+    pieces by both workers: a restore always gets one whole version, and the next save removes
+    what the killed one left (temporary files, unnamed .npy files, the journal)."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    d = tmp_path / "d"
+    child = textwrap.dedent(
+        """
+        import sys, numpy as np, parallel_saver as psv
+        d = sys.argv[1]
+        for v in range(1, 1000):
+            arrays = {"big": np.full(3 << 20, v, dtype=np.int32), "mid": np.full(40000, v, dtype=np.int32)}
+            arrays.update({f"s{i}": np.full(10, v, dtype=np.int32) for i in range(50)})
+            psv.ParallelSaver(**arrays).save(d, layout="dir")
+            print(v, flush=True)
+        """
+    )
+    rng = random.Random(18)
+    for _ in range(6):
+        p = subprocess.Popen([sys.executable, "-c", child, str(d)], stdout=subprocess.PIPE)
+        assert p.stdout.readline()  # one save committed in this process
+        time.sleep(rng.uniform(0, 0.05))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        got = psv.restore(d)
+        v = int(got["big"][0])
+        assert len(got) == 52 and v >= 1
+        assert all((a == v).all() for a in got.values()), "a restore mixed two versions"
+    psv.ParallelSaver(x=np.arange(3)).save(d, layout="dir")
+    assert sorted(os.listdir(d)) == ["psv-index.txt", "x.npy"]
