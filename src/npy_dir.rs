@@ -796,12 +796,12 @@ impl DirWriter<'_> {
     /// Creates file `file`'s temporary file under its journalled name (or a fresh one).
     fn create(&self, file: usize) -> Result<TempFile> {
         let f = &self.files[file];
-        TempFile::create_like(
-            &f.target,
-            f.model.as_deref(),
-            f.token.clone(),
-            &mut announce(self.journal, f.first),
-        )
+        let announce = &mut announce(self.journal, f.first);
+        match &f.model {
+            Some(model) => TempFile::create_like(&f.target, Some(model), f.token.clone(), announce),
+            // A new key's file gets a name no file has: nothing to keep.
+            None => TempFile::create_unreplacing(&f.target, f.token.clone(), announce),
+        }
     }
 
     /// Writes a small file whole (header and data in one write) and places it; returns it
