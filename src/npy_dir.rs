@@ -27,15 +27,17 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crc32fast::Hasher;
 use rayon::prelude::*;
 
 use crate::dest::tempfile::{self, TempFile};
-use crate::dest::{aligned_pieces, SMALL_ARRAY_LEN};
+use crate::dest::{aligned_pieces, Destination, FileDestination, SMALL_ARRAY_LEN};
 use crate::error::{Error, ErrorKind, Result};
 use crate::npz::index::{MemberInfo, Method};
 use crate::npz::member_name;
@@ -300,31 +302,25 @@ pub(crate) fn save(
         // complete, so it is closed at once: holding every file open until all are written
         // needed one descriptor per array (EMFILE beyond `ulimit -n`, 1024 by default). A name
         // found taken meanwhile keeps its temporary file open for the loop below (rare).
-        let written: Vec<(Option<TempFile>, u32)> = pool.install(|| {
-            arrays
-                .par_iter()
-                .zip(&names)
-                .zip(tokens.into_iter().zip(&temps).collect::<Vec<_>>())
-                .map(|((a, name), (token, first))| {
-                    let model = old_files.get(a.key).map(|f| dir.join(f));
-                    let target = dir.join(name);
-                    let tmp = TempFile::create_like(
-                        &target,
-                        model.as_deref(),
-                        token,
-                        &mut announce(&journal, first),
-                    )?;
-                    let (tmp, crc32) = write_file(a, tmp)?;
-                    match tmp.place_new(&target, fsync)? {
-                        Ok(()) => {
-                            placed_lock(&placed).push(target);
-                            Ok((None, crc32))
-                        }
-                        Err(back) => Ok((Some(back), crc32)),
-                    }
-                })
-                .collect::<Result<Vec<_>>>()
-        })?;
+        let files: Vec<FileToWrite<'_>> = arrays
+            .iter()
+            .zip(&names)
+            .zip(tokens.into_iter().zip(&temps))
+            .map(|((a, name), (token, first))| FileToWrite {
+                array: a,
+                target: dir.join(name),
+                model: old_files.get(a.key).map(|f| dir.join(f)),
+                token,
+                first,
+            })
+            .collect();
+        let writer = DirWriter {
+            files: &files,
+            fsync,
+            journal: &journal,
+            placed: &placed,
+        };
+        let written = pool.install(|| writer.write())?;
         let mut entries = Vec::with_capacity(arrays.len());
         for ((tmp, crc32), (a, name)) in written.into_iter().zip(arrays.iter().zip(&names)) {
             let mut name = name.clone();
@@ -588,39 +584,267 @@ fn recover(dir: &Path, current: &[DirEntry]) -> Result<()> {
         .map_err(|e| Error::io(format!("cannot remove {}", path.display()), e))
 }
 
-/// Writes one `.npy` file into its temporary file; returns it (not yet renamed) and its CRC-32.
-fn write_file(a: &DirArray<'_>, tmp: TempFile) -> Result<(TempFile, u32)> {
-    let io = |e| Error::io(format!("cannot write {}", tmp.path.display()), e);
-    use std::os::unix::fs::FileExt;
-    let mut crc = Hasher::new();
-    crc.update(a.header);
-    if a.data.len() <= SMALL_ARRAY_LEN {
-        let mut buf = Vec::with_capacity(a.header.len() + a.data.len());
+/// One file of a directory save: its array, its final name, the file whose attributes it takes
+/// and its first temporary name.
+struct FileToWrite<'a> {
+    array: &'a DirArray<'a>,
+    target: PathBuf,
+    /// The previous file of the same key, if any ([`TempFile::create_like`]).
+    model: Option<PathBuf>,
+    /// The token of its first temporary name.
+    token: String,
+    /// That temporary name (already in the journal).
+    first: &'a Path,
+}
+
+/// A unit of a directory save's parallel work.
+enum DirJob {
+    /// Create, write and place a small file whole (header and data in one write).
+    Small(usize),
+    /// CRC one aligned piece of a large file's array data, then write it (still in cache).
+    Piece { file: usize, range: Range<usize> },
+}
+
+/// What a [`DirJob`] gives back.
+enum DirDone {
+    /// A small file's CRC-32; the temporary file if its name was found taken.
+    Small {
+        file: usize,
+        crc: u32,
+        back: Option<TempFile>,
+    },
+    /// The CRC state of piece `job` (a job number: pieces of one file are in file order).
+    Piece {
+        file: usize,
+        job: usize,
+        crc: Hasher,
+    },
+    /// A large file is complete and placed (or, name taken, handed back).
+    Placed { file: usize, back: Option<TempFile> },
+}
+
+/// A large file being written by several workers: created by whoever writes its first piece,
+/// placed by whoever writes its last.
+struct LargeFile {
+    slot: Mutex<Option<Arc<TempFile>>>,
+    /// Pieces not yet written.
+    remaining: AtomicUsize,
+}
+
+/// Writes every file of a directory save (see [`DirWriter::write`]).
+struct DirWriter<'w> {
+    files: &'w [FileToWrite<'w>],
+    fsync: bool,
+    journal: &'w Mutex<Journal>,
+    placed: &'w Mutex<Vec<PathBuf>>,
+}
+
+impl DirWriter<'_> {
+    /// Writes every file under a temporary name and places it under its name (fsync'd first
+    /// when asked) as soon as it is complete; returns each file's CRC-32 and, for a file whose
+    /// name was found taken, its temporary file, in file order. Runs on the current pool.
+    ///
+    /// Large arrays are cut into aligned pieces that every worker takes in file order, CRC'ing
+    /// each just before writing it, as the `.npz` writer does: one large file is written by all
+    /// workers at once, into space reserved first (`fallocate`). Small files are whole jobs of
+    /// their own queue, which one worker starts on while the others start on the pieces:
+    /// creating files in one directory takes turns on the directory's lock (and on ext4 on its
+    /// inode allocator), writing data into files does not, so the two overlap. A worker whose
+    /// queue is empty helps with the other.
+    fn write(&self) -> Result<Vec<(Option<TempFile>, u32)>> {
+        let mut small = Vec::new();
+        let mut pieces = Vec::new();
+        let mut large = Vec::with_capacity(self.files.len());
+        for (i, f) in self.files.iter().enumerate() {
+            let a = f.array;
+            let mut count = 0;
+            if a.data.len() <= SMALL_ARRAY_LEN {
+                small.push(DirJob::Small(i));
+            } else {
+                for range in aligned_pieces(a.header.len() as u64, a.data.len()) {
+                    pieces.push(DirJob::Piece { file: i, range });
+                    count += 1;
+                }
+            }
+            large.push(LargeFile {
+                slot: Mutex::new(None),
+                remaining: AtomicUsize::new(count),
+            });
+        }
+        let queues = [
+            (&small, AtomicUsize::new(0)),
+            (&pieces, AtomicUsize::new(0)),
+        ];
+        let failed = AtomicBool::new(false);
+        let workers = rayon::current_num_threads().clamp(1, (small.len() + pieces.len()).max(1));
+        let per_worker = (0..workers)
+            .into_par_iter()
+            .with_max_len(1)
+            .map(|w| {
+                let mut done = Vec::new();
+                let order = if w == 0 { [0, 1] } else { [1, 0] };
+                for q in order {
+                    let (jobs, next) = &queues[q];
+                    while !failed.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(job) = jobs.get(i) else { break };
+                        if let Err(e) = self.run(job, i, &large, &mut done) {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(done)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut crcs: Vec<Option<Hasher>> = vec![None; self.files.len()];
+        let mut result: Vec<(Option<TempFile>, u32)> = Vec::with_capacity(self.files.len());
+        result.resize_with(self.files.len(), || (None, 0));
+        let mut piece_crcs = Vec::new();
+        for d in per_worker.into_iter().flatten() {
+            match d {
+                DirDone::Small { file, crc, back } => result[file] = (back, crc),
+                DirDone::Placed { file, back } => result[file].0 = back,
+                DirDone::Piece { file, job, crc } => piece_crcs.push((job, file, crc)),
+            }
+        }
+        piece_crcs.sort_unstable_by_key(|(job, _, _)| *job);
+        for (_, file, crc) in piece_crcs {
+            crcs[file]
+                .get_or_insert_with(|| {
+                    let mut h = Hasher::new();
+                    h.update(self.files[file].array.header);
+                    h
+                })
+                .combine(&crc);
+        }
+        for (file, h) in crcs.into_iter().enumerate() {
+            if let Some(h) = h {
+                result[file].1 = h.finalize();
+            }
+        }
+        Ok(result)
+    }
+
+    /// Runs job number `job`, appending what it gives back to `done`.
+    fn run(
+        &self,
+        job: &DirJob,
+        number: usize,
+        large: &[LargeFile],
+        done: &mut Vec<DirDone>,
+    ) -> Result<()> {
+        match job {
+            DirJob::Small(file) => {
+                let (back, crc) = self.write_small(*file)?;
+                done.push(DirDone::Small {
+                    file: *file,
+                    crc,
+                    back,
+                });
+            }
+            DirJob::Piece { file, range } => {
+                let lf = &large[*file];
+                let tmp = self.open_large(*file, lf)?;
+                let f = &self.files[*file];
+                let shown = tmp.path.display().to_string();
+                let mut crc = Hasher::new();
+                FileDestination::new(&tmp.file, f.array.header.len() as u64, &shown)
+                    .with_writeback(self.fsync)
+                    .write_hashed(&f.array.data[range.clone()], range.start as u64, &mut crc)?;
+                drop(tmp);
+                done.push(DirDone::Piece {
+                    file: *file,
+                    job: number,
+                    crc,
+                });
+                // The last piece places the file. Every other writer dropped its handle before
+                // counting its piece done, so this one is the only handle left.
+                if lf.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    let tmp = slot_lock(&lf.slot)
+                        .take()
+                        .and_then(|t| Arc::try_unwrap(t).ok());
+                    let tmp = tmp.ok_or_else(|| {
+                        Error::new(ErrorKind::Io, "a large file's writers lost track of it")
+                    })?;
+                    done.push(DirDone::Placed {
+                        file: *file,
+                        back: self.place(*file, tmp)?,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The temporary file of a large array, created (sized to the whole file, header written)
+    /// by the first writer that asks.
+    fn open_large(&self, file: usize, lf: &LargeFile) -> Result<Arc<TempFile>> {
+        let mut slot = slot_lock(&lf.slot);
+        if let Some(tmp) = &*slot {
+            return Ok(Arc::clone(tmp));
+        }
+        let a = self.files[file].array;
+        let tmp = self.create(file)?;
+        tmp.preallocate((a.header.len() + a.data.len()) as u64)?;
+        tmp.file
+            .write_all_at(a.header, 0)
+            .map_err(|e| Error::io(format!("cannot write {}", tmp.path.display()), e))?;
+        let tmp = Arc::new(tmp);
+        *slot = Some(Arc::clone(&tmp));
+        Ok(tmp)
+    }
+
+    /// Creates file `file`'s temporary file under its journalled name (or a fresh one).
+    fn create(&self, file: usize) -> Result<TempFile> {
+        let f = &self.files[file];
+        let announce = &mut announce(self.journal, f.first);
+        match &f.model {
+            Some(model) => TempFile::create_like(&f.target, Some(model), f.token.clone(), announce),
+            // A new key's file gets a name no file has: nothing to keep.
+            None => TempFile::create_unreplacing(&f.target, f.token.clone(), announce),
+        }
+    }
+
+    /// Writes a small file whole (header and data in one write) and places it; returns it
+    /// back if its name was found taken, and its CRC-32.
+    fn write_small(&self, file: usize) -> Result<(Option<TempFile>, u32)> {
+        let a = self.files[file].array;
+        let tmp = self.create(file)?;
+        let mut crc = Hasher::new();
+        crc.update(a.header);
+        crc.update(a.data);
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(a.header.len() + a.data.len())
+            .map_err(|_| Error::nomem("cannot allocate a write buffer"))?;
         buf.extend_from_slice(a.header);
         buf.extend_from_slice(a.data);
-        crc.update(a.data);
-        tmp.file.write_all_at(&buf, 0).map_err(io)?;
-        return Ok((tmp, crc.finalize()));
+        tmp.file
+            .write_all_at(&buf, 0)
+            .map_err(|e| Error::io(format!("cannot write {}", tmp.path.display()), e))?;
+        Ok((self.place(file, tmp)?, crc.finalize()))
     }
-    tmp.file.write_all_at(a.header, 0).map_err(io)?;
-    // One thread writes aligned pieces in order while another computes the CRC. (The .npz save
-    // CRCs each 2 MiB piece just before writing it, on every worker; see crate::save::stored.
-    // This path was not re-measured after that change.)
-    let start = a.header.len() as u64;
-    let (written, crc) = rayon::join(
-        || {
-            aligned_pieces(start, a.data.len()).try_for_each(|piece| {
-                let offset = start + piece.start as u64;
-                tmp.file.write_all_at(&a.data[piece], offset).map_err(io)
-            })
-        },
-        || {
-            crc.update(a.data);
-            crc.finalize()
-        },
-    );
-    written?;
-    Ok((tmp, crc))
+
+    /// Gives a complete file its name (fsync'd first when asked), unless that name is taken:
+    /// then the temporary file comes back, to be placed under another name.
+    fn place(&self, file: usize, tmp: TempFile) -> Result<Option<TempFile>> {
+        let target = &self.files[file].target;
+        match tmp.place_new(target, self.fsync)? {
+            Ok(()) => {
+                placed_lock(self.placed).push(target.clone());
+                Ok(None)
+            }
+            Err(back) => Ok(Some(back)),
+        }
+    }
+}
+
+/// A large file's slot, locked (a panic elsewhere cannot leave it inconsistent: it is set once
+/// and taken once).
+fn slot_lock(
+    slot: &Mutex<Option<Arc<TempFile>>>,
+) -> std::sync::MutexGuard<'_, Option<Arc<TempFile>>> {
+    slot.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
