@@ -24,7 +24,8 @@ Method: each case runs once as a warm-up (and its result is checked against the 
 arrays), then --runs more times; the cases of one workload and phase (systems and limits)
 run round-robin (each round starting one case later), so machine noise spreads over all of
 them alike. Before every run, untimed:
-delete that case's previous output, os.sync(), (--cold: drop the page cache), then allocate,
+delete that case's previous output, os.sync() (a directory output: wait until 6 s after
+its removal, see INODE_SETTLE_S), (--cold: drop the page cache), then allocate,
 touch and free as much memory as the run will use (its payload plus a quarter, at least 32 MiB), on every CPU, so the run neither pays the hypervisor for
 re-backing freed memory nor waits on the previous run's dirty pages. Timed: everything from the arrays (or the file) to the result
 (saver construction included; freeing the result excluded). Every restore reads every byte:
@@ -243,6 +244,11 @@ class Cache:
                 os.close(fd)
 
 
+#: Seconds to wait after removing a directory of files before a run that creates files (see
+#: run_round_robin): ext4's recently-deleted-inode window is 5 s once the inode table is clean.
+INODE_SETTLE_S = 6.0
+
+
 def rm(paths: List[Path]) -> None:
     """Remove these files, or directories (zarr stores, directories of .npy files)."""
     import shutil
@@ -319,9 +325,17 @@ def run_round_robin(cases: List[Case], runs: int, warmup: int, cache: Cache, log
         # previous round's last case, e.g. a long np.savez_compressed).
         k = r % len(cases) if cases else 0
         for c in cases[k:] + cases[:k]:
+            many_inodes = any(p.is_dir() for p in c.outputs)
             rm(c.outputs)
+            removed_at = time.monotonic()
             gc.collect()
             os.sync()
+            if many_inodes:
+                # ext4 without a journal (this machine's) makes each new inode skip every inode
+                # freed in the last 5 s: files created right after deleting thousands cost
+                # O(N^2). Removing a directory of .npy files (psv's layout="dir", np.save per
+                # file) therefore waits those seconds out before either system runs.
+                time.sleep(max(0.0, INODE_SETTLE_S - (time.monotonic() - removed_at)))
             cache.drop(c.inputs)
             touch_and_free(with_headroom(c.mem))
             t0 = time.perf_counter()
