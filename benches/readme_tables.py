@@ -1,10 +1,11 @@
-"""Prints the README's "Against the other tools" tables from a `make bench` results file.
+"""Prints the README's performance tables from a `make bench` results file.
 
-Usage: python benches/peer_table.py [bench/results.json]
+Usage: python benches/readme_tables.py [bench/results.json] [--main]
 
-Two markdown tables: the speed of psv and of each peer per workload and operation (GB/s; us per
-array for W3), then every ratio of issue 18 with its target, exactly as `compare.py` computed
-them in the same rounds (`peer_ratios`).
+Default: the "Against the other tools" tables: the speed of psv and of each peer per workload
+and operation (GB/s; us per array for W3), then every ratio of issue 18 with its target, exactly
+as `compare.py` computed them in the same rounds (`peer_ratios`). With --main: the main table
+(psv, numpy, safetensors and the machine's limits).
 """
 
 import json
@@ -39,10 +40,43 @@ def cell(case: Optional[Dict[str, Any]], per_array: bool) -> str:
     return f"{case['gbps']:.2f}"
 
 
+#: The main table: (header, [(op, case id), ...]); several ids in one cell are joined by " / ".
+MAIN_COLUMNS = [
+    ("psv save", [("save", "psv")]),
+    ("numpy", [("save", "numpy")]),
+    ("safetensors", [("save", "safetensors")]),
+    ("write limit (fallocate + write)", [("save", "limit_write_falloc")]),
+    ("plain write, 1 / 2 threads", [("save", "limit_write_1t"), ("save", "limit_write_2t")]),
+    ("psv restore (copy, CRC)", [("restore", "psv")]),
+    ("psv mmap (every byte read)", [("restore", "psv_mmap")]),
+    ("np.load", [("restore", "numpy")]),
+    ("safetensors", [("restore", "safetensors")]),
+    ("read limit", [("restore", "limit_read_2t")]),
+]
+
+
+def main_table(results: Dict[str, Any]) -> None:
+    print("| workload | " + " | ".join(h for h, _ in MAIN_COLUMNS) + " |")
+    print("|---|" + "---:|" * len(MAIN_COLUMNS))
+    for wl, data in results["workloads"].items():
+        per_array = data["arrays"] >= 10000
+        cells = []
+        for _, ids in MAIN_COLUMNS:
+            found = [find(data["cases"], op, name) for op, name in ids]
+            if per_array and any(name.startswith("limit") for _, name in ids):
+                found = []
+            cells.append(" / ".join(cell(c, per_array) for c in found if c is not None))
+        print(f"| {wl}{' (us/array)' if per_array else ''} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
-    path = sys.argv[1] if len(sys.argv) > 1 else "bench/results.json"
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    path = args[0] if args else "bench/results.json"
     with open(path) as f:
         results = json.load(f)
+    if "--main" in sys.argv:
+        main_table(results)
+        return
     head = ["workload", "op"] + [header for header, _, _ in COLUMNS]
     print("| " + " | ".join(head) + " |")
     print("|---|---|" + "---:|" * len(COLUMNS))
