@@ -53,6 +53,7 @@ from ._binding import (
     _lib,
     _optional,
     _PreparedP,
+    take_buffer,
 )
 from ._io import ReadRelay, WriteRelay, classify_source, classify_target, flush_before, sync_after
 from ._progress import ProgressArg, _make_progress
@@ -149,6 +150,31 @@ def _writable(buffer: Any, name: str) -> Tuple[memoryview, Optional[int]]:
     if flat.nbytes == 0:
         return flat, None
     return flat, _addressof(_char_from_buffer(flat))
+
+
+def _add_many_columns(
+    add_many: Any,
+    handle: Any,
+    key_ptrs: np.ndarray,
+    data_ptrs: np.ndarray,
+    codes: Sequence[int],
+    dims: np.ndarray,
+    ndims: np.ndarray,
+) -> None:
+    """One ``psv_saver_add_many`` call from columns: key and data addresses (uint64), dtype
+    codes, every shape back to back (int64) and each array's ndim (uint64). The columns are
+    only borrowed during the call (keys are copied, data stays borrowed by the saver). Raises
+    PsvError naming the failing index."""
+    dtypes = np.array(codes, dtype=np.int32)
+    add_many(
+        handle,
+        len(key_ptrs),
+        key_ptrs.ctypes.data,
+        data_ptrs.ctypes.data,
+        dtypes.ctypes.data,
+        dims.ctypes.data if dims.size else None,
+        ndims.ctypes.data,
+    )
 
 
 def _positive_limit(name: str, value: Optional[int]) -> int:
@@ -312,16 +338,7 @@ class ParallelSaver:
         key_ptrs[0] = 0
         key_ptrs[1:] = np.flatnonzero(blob == 0)[:-1] + 1
         key_ptrs += blob.ctypes.data
-        dtypes = np.array(codes, dtype=np.int32)
-        add_many(  # raises PsvError (naming the failing index) on failure
-            self._handle,
-            n,
-            key_ptrs.ctypes.data,
-            data_ptrs.ctypes.data,
-            dtypes.ctypes.data,
-            dims.ctypes.data if dims.size else None,
-            ndims.ctypes.data,
-        )
+        _add_many_columns(add_many, self._handle, key_ptrs, data_ptrs, codes, dims, ndims)
         self._keys = keys
         self._arrays = arrays
         return True
@@ -389,20 +406,11 @@ class ParallelSaver:
         except (TypeError, ValueError, BufferError):
             # Read-only or empty arrays: ~1 us each.
             data_ptrs = np.fromiter(map(_data_address, arrs), dtype=np.uint64, count=n)
-        dtypes = np.array(codes, dtype=np.int32)
         ndims = np.fromiter((a.ndim for a in arrs), dtype=np.uint64, count=n)
         shapes = np.fromiter(
             itertools.chain.from_iterable(a.shape for a in arrs), dtype=np.int64, count=int(ndims.sum())
         )
-        add_many(  # raises PsvError (naming the failing index) on failure
-            self._handle,
-            n,
-            key_ptrs.ctypes.data,
-            data_ptrs.ctypes.data,
-            dtypes.ctypes.data,
-            shapes.ctypes.data if shapes.size else None,
-            ndims.ctypes.data,
-        )
+        _add_many_columns(add_many, self._handle, key_ptrs, data_ptrs, codes, shapes, ndims)
         self._keys.extend(keys)
         self._arrays.extend(arrs)
 
@@ -608,19 +616,13 @@ class ParallelSaver:
             self.save_into(out, threads=threads, alignment=alignment)
             return bytes(out)
         save_alloc = _feature("psv_saver_save_to_alloc", "to_bytes")
-        buf_data = _feature("psv_buffer_data", "to_bytes")
-        buf_len = _feature("psv_buffer_len", "to_bytes")
-        buf_free = _feature("psv_buffer_free", "to_bytes")
         holder = _BufferP()
 
         def run(handle: Any, opts: Any) -> None:
             save_alloc(handle, opts, ctypes.byref(holder))
 
         self._run_save(run, threads=threads, compress=compress, alignment=alignment)
-        try:
-            return ctypes.string_at(buf_data(holder), buf_len(holder))
-        finally:
-            buf_free(holder)
+        return take_buffer(holder)
 
     def nbytes(self, *, alignment: int = 64) -> int:
         """The exact size in bytes of the stored archive (``compress=0``) :meth:`save` writes."""

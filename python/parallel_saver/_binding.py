@@ -537,6 +537,16 @@ def _feature(name: str, what: str) -> Any:
     return fn
 
 
+def take_buffer(buf: Any) -> bytes:
+    """The bytes of a ``psv_buffer`` (``_BufferP``), copied; the buffer is freed in every case."""
+    what = "an in-memory result"
+    try:
+        n = _feature("psv_buffer_len", what)(buf)
+        return ctypes.string_at(_feature("psv_buffer_data", what)(buf), n) if n else b""
+    finally:
+        _feature("psv_buffer_free", what)(buf)
+
+
 def version() -> str:
     """The library version string, e.g. ``"0.1.0"``."""
     return _lib().psv_version().decode("ascii")

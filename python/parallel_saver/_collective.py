@@ -17,7 +17,7 @@ import os
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._api import ParallelSaver, _encode_path, _threads_arg, _with_npz
-from ._binding import _STATUS, PsvError, _checked, _functions as _main_functions, _lib, _SaveOptionsP, _SaverP
+from ._binding import _STATUS, PsvError, _BufferP, _checked, take_buffer, _functions as _main_functions, _lib, _SaveOptionsP, _SaverP
 
 PathLike = Union[str, bytes, "os.PathLike[str]"]
 
@@ -31,12 +31,7 @@ class _Collective(ctypes.Structure):
     """Opaque ``psv_collective``."""
 
 
-class _Buffer(ctypes.Structure):
-    """Opaque ``psv_buffer``."""
-
-
 _CollectiveP = ctypes.POINTER(_Collective)
-_BufferP = ctypes.POINTER(_Buffer)
 _c_size = ctypes.c_size_t
 _VoidPP = ctypes.POINTER(ctypes.c_void_p)
 _SizeP = ctypes.POINTER(_c_size)
@@ -55,9 +50,6 @@ _PROTOTYPES = {
     "psv_collective_abort": (_STATUS, [_CollectiveP]),
     "psv_collective_free": (None, [_CollectiveP]),
     "psv_save_options_set_alignment": (_STATUS, [_SaveOptionsP, _c_size]),
-    "psv_buffer_data": (ctypes.c_void_p, [_BufferP]),
-    "psv_buffer_len": (_c_size, [_BufferP]),
-    "psv_buffer_free": (None, [_BufferP]),
 }
 
 _fns: Optional[Any] = None
@@ -78,15 +70,6 @@ def _functions() -> Any:
     if _fns is None:
         _fns = _Fns(_lib())
     return _fns
-
-
-def _take_buffer(fns: Any, buf: Any) -> bytes:
-    """The bytes of a psv_buffer, copied; the buffer is freed."""
-    try:
-        n = fns.psv_buffer_len(buf)
-        return ctypes.string_at(fns.psv_buffer_data(buf), n) if n else b""
-    finally:
-        fns.psv_buffer_free(buf)
 
 
 def _blob_array(blobs: Sequence[bytes]) -> Tuple[Any, Any, List[Any]]:
@@ -164,7 +147,7 @@ def collective_save(
         saver = ParallelSaver(**dict(_checked_items(arrays)))
         buf = _BufferP()
         fns.psv_saver_manifest(saver._handle, ctypes.byref(buf))
-        manifest = _take_buffer(fns, buf)
+        manifest = take_buffer(buf)
     except Exception as e:  # every rank learns of it below
         error = e
     manifests = comm.allgather(manifest)
@@ -204,7 +187,7 @@ def collective_save(
         try:
             buf = _BufferP()
             fns.psv_collective_write(handle, saver._handle, ctypes.byref(buf))
-            report = _take_buffer(fns, buf)
+            report = take_buffer(buf)
         except Exception as e:
             error = e
         reports = comm.gather(report, root=0)

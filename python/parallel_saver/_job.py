@@ -245,12 +245,8 @@ def start_save(
 def _take_bytes(handle: Any) -> bytes:
     """The archive of a finished ``to_bytes(wait=False)`` job, copied into ``bytes`` (the
     library's buffer is freed at once)."""
-    from ._binding import _BufferP
+    from ._binding import _BufferP, take_buffer
 
     holder = _BufferP()
     _feature("psv_job_take_buffer", "to_bytes(wait=False)")(handle, ctypes.byref(holder))
-    try:
-        data = _feature("psv_buffer_data", "to_bytes")(holder)
-        return ctypes.string_at(data, _feature("psv_buffer_len", "to_bytes")(holder))
-    finally:
-        _feature("psv_buffer_free", "to_bytes")(holder)
+    return take_buffer(holder)

@@ -157,7 +157,7 @@ def main() -> None:
 
     buf = _collective._BufferP()
     fns.psv_saver_manifest(saver._handle, ctypes.byref(buf))
-    blob = _collective._take_buffer(fns, buf)
+    blob = _collective.take_buffer(buf)
     ptrs, lens, keep = _collective._blob_array([blob])
     handle = _collective._CollectiveP()
     shape_dir = os.path.join(outdir, f"shape-{rank}")  # not the shared directory: no races
