@@ -170,6 +170,22 @@ inline void check(psv_status status, const char *context)
     }
 }
 
+/// Pointer and length columns over byte blobs (psv_collective_new and _commit take them); the
+/// blobs are borrowed and must outlive the columns' use.
+struct BlobColumns {
+    explicit BlobColumns(const std::vector<std::vector<std::uint8_t>> &blobs)
+    {
+        ptrs.reserve(blobs.size());
+        lens.reserve(blobs.size());
+        for (const auto &b : blobs) {
+            ptrs.push_back(b.data());
+            lens.push_back(b.size());
+        }
+    }
+    std::vector<const void *> ptrs;
+    std::vector<std::size_t> lens;
+};
+
 /// The bytes of a library buffer, copied out; the buffer is freed in every case.
 inline std::vector<std::uint8_t> take_buffer(psv_buffer *b)
 {
@@ -911,16 +927,9 @@ public:
     Collective(const std::string &path, const std::vector<std::vector<std::uint8_t>> &manifests,
                std::size_t rank, const SaveOptions &options = SaveOptions())
     {
-        std::vector<const void *> blobs;
-        std::vector<std::size_t> lens;
-        blobs.reserve(manifests.size());
-        lens.reserve(manifests.size());
-        for (const auto &m : manifests) {
-            blobs.push_back(m.data());
-            lens.push_back(m.size());
-        }
-        detail::check(psv_collective_new(path.c_str(), blobs.data(), lens.data(), manifests.size(), rank,
-                                         options.get(), &h_),
+        const detail::BlobColumns cols(manifests);
+        detail::check(psv_collective_new(path.c_str(), cols.ptrs.data(), cols.lens.data(), manifests.size(),
+                                         rank, options.get(), &h_),
                       "psv_collective_new");
     }
     ~Collective() { psv_collective_free(h_); }
@@ -963,13 +972,8 @@ public:
     /// directory and renames the file over the target atomically; after a throw, call abort().
     void commit(const std::vector<std::vector<std::uint8_t>> &reports)
     {
-        std::vector<const void *> blobs;
-        std::vector<std::size_t> lens;
-        for (const auto &r : reports) {
-            blobs.push_back(r.data());
-            lens.push_back(r.size());
-        }
-        detail::check(psv_collective_commit(h_, blobs.data(), lens.data(), reports.size()),
+        const detail::BlobColumns cols(reports);
+        detail::check(psv_collective_commit(h_, cols.ptrs.data(), cols.lens.data(), reports.size()),
                       "psv_collective_commit");
     }
     /// Removes the temporary file (the target is untouched); afterwards only destruction.
